@@ -1,0 +1,1 @@
+"""Local NCP Data Flow emulator for the demo and the tests; never deployed."""

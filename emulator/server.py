@@ -1,0 +1,348 @@
+"""A loopback HTTP server that behaves like the Data Flow API behind the NCP API Gateway."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+WINDOW_MS = 5 * 60 * 1000
+KST = timezone(timedelta(hours=9))
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CREATE = re.compile(r"/api/v1/jobs/(?P<job>[^/]+)/executions")
+_ONE = re.compile(r"/api/v1/jobs/(?P<job>[^/]+)/executions/(?P<execution>[^/]+)")
+_CONDITION_FIELDS = {"workerType", "numWorker", "timeout", "nrn", "scriptPath", "logPath"}
+
+
+@dataclass
+class Fault:
+    """What to do to the next `times` authenticated requests (optionally only one method)."""
+
+    status: int | None = None
+    body: dict[str, Any] | None = None
+    execute: bool = False  # run the request before answering with `status` or dropping
+    drop: bool = False  # close the connection without any answer
+    hold: float = 0.0  # wait this long (or until release) before answering
+    times: int = 1
+    method: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str
+    verdict: str = "ok"
+    status: int | None = None
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+def expected_signature(secret: str, method: str, path: str, timestamp: str, access_key: str) -> str:
+    # Written independently of handler.signing so one bug cannot hide itself on both sides.
+    message = "\n".join([f"{method} {path}", timestamp, access_key]).encode()
+    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def gateway_error(code: str, message: str, details: str = "") -> dict[str, Any]:
+    return {"error": {"errorCode": code, "message": message, "details": details}}
+
+
+def dataflow_error(error_type: str, detail: str) -> dict[str, Any]:
+    return {"errorType": error_type, "detail": detail}
+
+
+class Emulator:
+    """Start with `with Emulator() as api:`; inspect `received` and `executions` afterwards."""
+
+    def __init__(
+        self,
+        keys: dict[str, str] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        jobs: set[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_request: Callable[[Received], None] | None = None,
+    ) -> None:
+        self.keys = dict(keys or {"DEMOACCESSKEY": "demo-secret-key"})
+        self.clock = clock
+        self.jobs = jobs
+        self.received: list[Received] = []
+        self.executions: dict[str, list[dict[str, Any]]] = {}
+        self.faults: list[Fault] = []
+        self.on_request = on_request
+        self.lock = threading.Lock()
+        self.released = threading.Event()
+        self.host = host
+        self.server = ThreadingHTTPServer((host, port), self._handler_class())
+        self.server.daemon_threads = True
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.server.server_port}"
+
+    def inject(self, *faults: Fault) -> None:
+        with self.lock:
+            self.faults.extend(faults)
+
+    def all_executions(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [item for items in self.executions.values() for item in items]
+
+    def start(self) -> Emulator:
+        self.thread = threading.Thread(target=self.server.serve_forever, name="dataflow-emulator", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _take_fault(self, method: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.method in (None, method) and fault.times > 0:
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        emulator = self
+
+        class Handler(_Handler):
+            api = emulator
+
+        return Handler
+
+    # The API itself -------------------------------------------------------------------------
+
+    def authenticate(self, request: Received) -> tuple[int, dict[str, Any]] | None:
+        headers = request.headers
+        timestamp = headers.get("x-ncp-apigw-timestamp", "")
+        access_key = headers.get("x-ncp-iam-access-key", "")
+        given = headers.get("x-ncp-apigw-signature-v2", "")
+        if not (timestamp and access_key and given):
+            return 401, gateway_error("200", "Authentication Failed", "missing signature headers")
+        secret = self.keys.get(access_key)
+        if secret is None:
+            return 401, gateway_error("200", "Authentication Failed", "unknown access key")
+        if not timestamp.isdigit() or abs(int(timestamp) - int(self.clock() * 1000)) > WINDOW_MS:
+            return 401, gateway_error("200", "Authentication Failed", "timestamp outside the 5 minute window")
+        expected = expected_signature(secret, request.method, request.path, timestamp, access_key)
+        if not hmac.compare_digest(expected.encode(), given.encode()):
+            return 401, gateway_error("200", "Authentication Failed", "signature mismatch")
+        return None
+
+    def execute(self, request: Received) -> tuple[int, Any]:
+        parts = urlsplit(request.path)
+        one = _ONE.fullmatch(parts.path)
+        create = _CREATE.fullmatch(parts.path)
+        match = one or create
+        if match is None:
+            return 404, gateway_error("300", "Not Found", f"no API at {parts.path}")
+        job_id = match["job"]
+        if not _ID.fullmatch(job_id) or (self.jobs is not None and job_id not in self.jobs):
+            return 404, dataflow_error("not-found", f"job {job_id} does not exist")
+        if one and request.method == "GET":
+            for item in self.executions.get(job_id, []):
+                if item["jobExecutionId"] == one["execution"]:
+                    return 200, item
+            return 404, dataflow_error("not-found", f"execution {one['execution']} does not exist")
+        if create and request.method == "GET":
+            return self._list(job_id, request.query)
+        if create and request.method == "POST":
+            return self._create(job_id, request)
+        return 405, gateway_error("300", "Method Not Allowed", request.method)
+
+    def _list(self, job_id: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        try:
+            page = int(query.get("page", ["0"])[0])
+            limit = int(query.get("limit", ["20"])[0])
+        except ValueError:
+            return 400, dataflow_error("bad-parameter", "page and limit must be integers")
+        with self.lock:
+            items = list(reversed(self.executions.get(job_id, [])))
+        chunk = items[page * limit : (page + 1) * limit]
+        return 200, {"list": chunk, "count": len(items), "page": page, "limit": limit}
+
+    def _create(self, job_id: str, request: Received) -> tuple[int, Any]:
+        problems = check_create(request)
+        if problems:
+            return 400, dataflow_error("bad-parameter", "; ".join(problems))
+        body = request.json or {}
+        now = datetime.fromtimestamp(self.clock(), KST).isoformat(timespec="seconds")
+        condition = {"workerType": "DEFAULT", "numWorker": 2, "timeout": 360, **body.get("jobCondition", {})}
+        execution = {
+            "jobExecutionId": uuid.uuid4().hex[:12],
+            "jobId": job_id,
+            "jobCondition": condition,
+            "status": "READY",
+            "startDate": now,
+            "createdDate": now,
+            "runningTime": 0,
+            "parsedParameters": dict(body.get("parameters", {})),
+            "type": "JOB",
+            "query": {name: values[0] for name, values in request.query.items()},
+        }
+        with self.lock:
+            self.executions.setdefault(job_id, []).append(execution)
+        return 200, execution
+
+
+def check_create(request: Received) -> list[str]:
+    """The createJobExecution body and query rules, as documented."""
+    problems: list[str] = []
+    for name, values in request.query.items():
+        if name not in ("triggerId", "workflowId"):
+            problems.append(f"unknown query parameter {name}")
+        elif len(values) != 1 or not _ID.fullmatch(values[0]):
+            problems.append(f"{name} must be 1-64 letters, digits, '-' or '_'")
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        problems.append("Content-Type must be application/json")
+    try:
+        body = json.loads(request.body) if request.body else {}
+    except ValueError:
+        return [*problems, "body is not JSON"]
+    if not isinstance(body, dict):
+        return [*problems, "body must be a JSON object"]
+    problems += [f"unknown body field {name}" for name in body if name not in ("jobCondition", "parameters")]
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in parameters.items()
+    ):
+        problems.append("parameters must map names to strings")
+    if "jobCondition" in body:
+        problems += _check_condition(body["jobCondition"])
+    return problems
+
+
+def _check_condition(condition: object) -> list[str]:
+    if not isinstance(condition, dict):
+        return ["jobCondition must be an object"]
+    problems = [f"unknown jobCondition field {name}" for name in condition if name not in _CONDITION_FIELDS]
+    for name, low, high in (("numWorker", 2, 10), ("timeout", 1, 1440)):
+        value = condition.get(name, low)
+        if type(value) is not int or not low <= value <= high:
+            problems.append(f"jobCondition.{name} must be an integer {low}-{high}")
+    paths = [name for name in ("nrn", "scriptPath", "logPath") if name in condition]
+    if paths and len(paths) != 3:
+        problems.append("jobCondition.nrn, scriptPath and logPath must be given together")
+    problems += [
+        f"jobCondition.{name} must be a non-empty string"
+        for name in paths
+        if not (isinstance(condition[name], str) and condition[name])
+    ]
+    return problems
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: Emulator
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # answers go out in two writes; Nagle would delay the second
+    server_version = "DataflowEmulator/1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class signature
+        """Quiet: requests are recorded in Emulator.received instead."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return formatdate(self.api.clock() if timestamp is None else timestamp, usegmt=True)
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        request = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        with self.api.lock:
+            self.api.received.append(request)
+        rejected = self.api.authenticate(request)
+        if rejected:
+            request.verdict, request.status = f"rejected: {rejected[1]['error']['details']}", rejected[0]
+            self._answer(*rejected)
+            return
+        fault = self.api._take_fault(self.command)
+        if fault is None:
+            request.status, answer = self.api.execute(request)
+            self._answer(request.status, answer)
+            self._notify(request)
+            return
+        request.verdict = f"fault: {fault}"
+        executed = self.api.execute(request) if fault.execute else None
+        if fault.hold:
+            self.api.released.wait(fault.hold)
+        if fault.drop:
+            self._notify(request)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault.status is not None:
+            request.status = fault.status
+            self._answer(
+                fault.status, fault.body if fault.body is not None else _default_fault_body(fault.status), fault.headers
+            )
+        else:
+            request.status, answer = executed or self.api.execute(request)
+            self._answer(request.status, answer, fault.headers)
+        self._notify(request)
+
+    def _notify(self, request: Received) -> None:
+        if self.api.on_request is not None:
+            self.api.on_request(request)
+
+    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json;charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _default_fault_body(status: int) -> dict[str, Any]:
+    codes = {
+        429: ("420", "Rate Limited"),
+        500: ("900", "Unexpected Error"),
+        502: ("900", "Bad Gateway"),
+        503: ("500", "Endpoint Error"),
+        504: ("510", "Endpoint Timeout"),
+    }
+    code, message = codes.get(status, (str(status), "Injected Fault"))
+    return gateway_error(code, message)

@@ -1,0 +1,141 @@
+"""Command line: invoke an event file, run the emulator, sign a request, validate configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from handler.errors import ConfigError, InvocationFailedError
+from handler.settings import config_from, parse_settings
+from handler.signing import Credentials, masked, signed_headers, string_to_sign
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def invoke(args: argparse.Namespace) -> int:
+    event = json.loads(Path(args.event).read_text(encoding="utf-8"))
+    config = config_from(os.environ)
+    if args.dry_run:
+        config["DATAFLOW_DRY_RUN"] = "true"
+    # Importing the adapter configures the same structured logging the platform gets.
+    from handler.app import launcher
+
+    try:
+        _print(launcher.invoke(event, config, platform=args.platform, invocation_id=f"cli-{int(time.time())}"))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except InvocationFailedError as exc:
+        _print(exc.result)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def validate(args: argparse.Namespace) -> int:
+    try:
+        settings = parse_settings(config_from(os.environ))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    routes = [
+        {"name": route.name, "source": route.match.source or "object/schedule", "jobId": route.job.job_id}
+        for route in settings.routes
+    ]
+    _print({"valid": True, "endpoint": settings.endpoint, "dryRun": settings.dry_run, "routes": routes})
+    return 0
+
+
+def sign(args: argparse.Namespace) -> int:
+    access = os.environ.get("NCLOUD_ACCESS_KEY", "")
+    secret = os.environ.get("NCLOUD_SECRET_KEY", "")
+    if not access or not secret:
+        print("set NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY to sign", file=sys.stderr)
+        return 2
+    timestamp = args.timestamp or str(int(time.time() * 1000))
+    headers = signed_headers(Credentials(access, secret), args.method, args.path, timestamp)
+    _print(
+        {
+            "stringToSign": string_to_sign(args.method, args.path, timestamp, access),
+            "headers": headers if args.show_signature else masked(headers),
+        }
+    )
+    return 0
+
+
+def emulate(args: argparse.Namespace) -> int:
+    if not (CHECKOUT / "emulator" / "server.py").exists():
+        print("the emulator ships with the source checkout, not with the deployed package", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(CHECKOUT))
+    from emulator.server import Emulator, Received
+
+    def show(request: Received) -> None:
+        print(
+            json.dumps(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": request.status,
+                    "verdict": request.verdict,
+                    "body": request.json,
+                }
+            ),
+            flush=True,
+        )
+
+    api = Emulator({args.access_key: args.secret_key}, host=args.host, port=args.port, on_request=show)
+    print(f"Data Flow emulator on {api.url} (access key {args.access_key}); Ctrl-C stops it", flush=True)
+    try:
+        api.start()
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m handler", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("invoke", help="run the handler on an event file with the environment's configuration")
+    run.add_argument("event", help="a JSON event file, e.g. events/s3-put.json")
+    run.add_argument("--dry-run", action="store_true", help="build, sign and log requests; send nothing")
+    run.add_argument("--platform", choices=("aws", "ncp"), default="aws", help="which platform's event rules apply")
+    run.set_defaults(func=invoke)
+
+    check = commands.add_parser("validate", help="validate the environment's configuration and list the routes")
+    check.set_defaults(func=validate)
+
+    signer = commands.add_parser("sign", help="sign a request with NCLOUD_ACCESS_KEY/NCLOUD_SECRET_KEY")
+    signer.add_argument("method")
+    signer.add_argument("path", help="path and query exactly as sent, e.g. /api/v1/jobs/ID/executions")
+    signer.add_argument("--timestamp", help="epoch milliseconds (default: now)")
+    signer.add_argument("--show-signature", action="store_true", help="print the signature instead of masking it")
+    signer.set_defaults(func=sign)
+
+    emulator = commands.add_parser("emulate", help="run the local Data Flow emulator (from a checkout)")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8930)
+    emulator.add_argument("--access-key", default="DEMOACCESSKEY")
+    emulator.add_argument("--secret-key", default="demo-secret-key")
+    emulator.set_defaults(func=emulate)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

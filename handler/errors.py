@@ -1,0 +1,90 @@
+"""The project's one error hierarchy: every error the handler raises derives from HandlerError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class HandlerError(Exception):
+    """Root of every error raised by this package."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration or an event: where it is and why it is wrong."""
+
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+class Problems:
+    """Collects every problem found so that one error can list them all."""
+
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+
+    def add(self, where: str, reason: str) -> None:
+        self.items.append(Problem(where, reason))
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        self.items.extend(problems)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+class ConfigError(HandlerError):
+    """The configuration is invalid; lists every problem at once."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"- {problem}" for problem in self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"invalid configuration ({count} {noun}):\n{lines}")
+
+
+class EventError(HandlerError):
+    """An event, or one record of it, cannot be turned into a trigger."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SubmitError(HandlerError):
+    """A Data Flow request failed; carries the server's or the handler's code as data."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        attempts: int = 1,
+        outcome_unknown: bool = False,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.attempts = attempts
+        self.outcome_unknown = outcome_unknown
+        super().__init__(f"{code}: {message}")
+
+
+class InvocationFailedError(HandlerError):
+    """Something in the invocation failed; raised after logging so the platform keeps the event."""
+
+    def __init__(self, result: Mapping[str, Any]) -> None:
+        self.result = dict(result)
+        failed = self.result.get("failed", [])
+        errors = "; ".join(str(entry.get("error")) for entry in failed[:5])
+        more = f" (+{len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(f"{len(failed)} failed: {errors}{more}")

@@ -1,0 +1,372 @@
+"""Every accepted platform envelope, normalised into a flat list of triggers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import unquote_plus
+
+from handler.errors import EventError, Problems
+from handler.jobs import JobSpec, check_job_spec, check_parameters, describe
+
+Platform = Literal["aws", "ncp"]
+
+# EventBridge names the S3 API call in detail.reason; the contract names events S3-style.
+_EVENTBRIDGE_REASONS = {
+    "PutObject": "ObjectCreated:Put",
+    "POST Object": "ObjectCreated:Post",
+    "CopyObject": "ObjectCreated:Copy",
+    "CompleteMultipartUpload": "ObjectCreated:CompleteMultipartUpload",
+}
+_EVENTBRIDGE_DELETIONS = {
+    "Delete Marker Created": "ObjectRemoved:DeleteMarkerCreated",
+    "Permanently Deleted": "ObjectRemoved:Delete",
+}
+_NCP_BUCKET_KEYS = ("bucket", "bucketName", "container")
+_NCP_OBJECT_KEYS = ("key", "object", "objectName", "name")
+_NCP_EVENT_KEYS = ("eventName", "eventType", "event_type")
+# Keys whose presence means "this is an event" rather than an NCP cron run's bare parameters.
+_EVENT_MARKERS = frozenset(
+    {"Records", "Event", "detail-type", "route", "jobId", *_NCP_BUCKET_KEYS, *_NCP_OBJECT_KEYS, *_NCP_EVENT_KEYS}
+)
+
+
+@dataclass(frozen=True)
+class ObjectTrigger:
+    bucket: str
+    key: str
+    event_name: str
+    time: datetime
+    size: int | None = None
+    etag: str = ""
+    version_id: str = ""
+    sequencer: str = ""
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduleTrigger:
+    schedule: str
+    time: datetime
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class RouteInvocation:
+    route: str
+    time: datetime
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class JobInvocation:
+    job: JobSpec
+    parameters: Mapping[str, str]
+    time: datetime
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class TestTrigger:
+    bucket: str = ""
+
+
+@dataclass(frozen=True)
+class BadEvent:
+    reason: str
+
+
+Trigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation | TestTrigger | BadEvent
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one delivered message held; `message_id` is set for SQS records."""
+
+    triggers: tuple[Trigger, ...]
+    message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    deliveries: tuple[Delivery, ...]
+    from_sqs: bool = False
+
+
+@dataclass(frozen=True)
+class _Context:
+    platform: Platform
+    now: datetime
+    invocation_id: str = ""
+    depth: int = field(default=0)
+
+
+def normalise(event: object, *, platform: Platform, now: datetime, invocation_id: str = "") -> Batch:
+    """Turns any accepted envelope into triggers; malformed parts become BadEvent, never raise."""
+    context = _Context(platform, now, invocation_id)
+    if isinstance(event, dict) and isinstance(event.get("Records"), list) and event["Records"]:
+        first = event["Records"][0]
+        if isinstance(first, dict) and first.get("eventSource") == "aws:sqs":
+            return Batch(tuple(_sqs_record(record, context) for record in event["Records"]), from_sqs=True)
+    return Batch((Delivery(tuple(_triggers(event, context))),))
+
+
+def _sqs_record(record: object, context: _Context) -> Delivery:
+    if not isinstance(record, dict):
+        return Delivery((BadEvent(f"SQS record is {describe(record)}, not an object"),))
+    message_id = record.get("messageId")
+    if not isinstance(message_id, str) or not message_id:
+        # Without a message id Lambda cannot retry just this record; the whole batch must fail.
+        return Delivery((BadEvent("SQS record has no messageId"),), None)
+    body = record.get("body")
+    if not isinstance(body, str):
+        return Delivery((BadEvent(f"SQS record body is {describe(body)}, not a string"),), message_id)
+    try:
+        payload = load_json(body, "SQS record body")
+    except EventError as exc:
+        return Delivery((BadEvent(exc.reason),), message_id)
+    return Delivery(tuple(_triggers(payload, _nested(context))), message_id)
+
+
+def load_json(text: str, where: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EventError(f"{where} is not JSON ({exc.msg} at position {exc.pos})") from exc
+    except RecursionError as exc:  # hostile nesting depth; json raises this, not a ValueError
+        raise EventError(f"{where} is nested too deeply") from exc
+
+
+def _nested(context: _Context) -> _Context:
+    return _Context(context.platform, context.now, context.invocation_id, context.depth + 1)
+
+
+def _triggers(event: object, context: _Context) -> list[Trigger]:
+    if context.depth > 3:
+        return [BadEvent("envelopes nested more than three deep")]
+    if not isinstance(event, dict):
+        return [BadEvent(f"event is {describe(event)}, not a JSON object")]
+    try:
+        return _dispatch(event, context)
+    except EventError as exc:
+        return [BadEvent(exc.reason)]
+
+
+def _dispatch(event: dict[str, Any], context: _Context) -> list[Trigger]:
+    if "Records" in event:
+        records = event["Records"]
+        if not isinstance(records, list) or not records:
+            raise EventError(f"Records is {describe(records)}, expected a non-empty array")
+        out: list[Trigger] = []
+        for index, record in enumerate(records):
+            out.extend(_record(record, index, context))
+        return out
+    if event.get("Event") == "s3:TestEvent":
+        bucket = event.get("Bucket")
+        return [TestTrigger(bucket if isinstance(bucket, str) else "")]
+    if event.get("Type") == "Notification" and "Message" in event:
+        return _sns_message(event.get("Message"), "SNS notification", context)
+    if "detail-type" in event:
+        return [_eventbridge(event, context)]
+    if "route" in event or "jobId" in event:
+        return [_direct(event, context)]
+    if "schedule" in event:
+        return [_schedule_input(event, context)]
+    if context.platform == "ncp":
+        if any(name in event for name in _EVENT_MARKERS):
+            return [_ncp_flat(event, context)]
+        return [ScheduleTrigger("", _minute(context.now), context.invocation_id)]
+    keys = ", ".join(sorted(str(key) for key in event)[:10]) or "none"
+    raise EventError(f"unrecognised event: no known envelope fits its keys ({keys})")
+
+
+def _record(record: object, index: int, context: _Context) -> list[Trigger]:
+    where = f"Records[{index}]"
+    if not isinstance(record, dict):
+        return [BadEvent(f"{where} is {describe(record)}, not an object")]
+    try:
+        if "s3" in record:
+            return [_s3_record(record, where, context)]
+        if record.get("EventSource") == "aws:sns" or "Sns" in record:
+            sns = _get(record, "Sns", dict, where)
+            return _sns_message(sns.get("Message"), f"{where}.Sns", context)
+        if record.get("eventSource") == "aws:sqs":
+            raise EventError(f"{where}: SQS record inside another envelope")
+        raise EventError(f"{where}: unrecognised record (no s3 or Sns field)")
+    except EventError as exc:
+        return [BadEvent(exc.reason)]
+
+
+def _sns_message(message: object, where: str, context: _Context) -> list[Trigger]:
+    if not isinstance(message, str):
+        raise EventError(f"{where}.Message is {describe(message)}, not a string")
+    return _triggers(load_json(message, f"{where}.Message"), _nested(context))
+
+
+def _get(obj: Mapping[str, Any], name: str, kind: type, where: str, *, required: bool = True) -> Any:
+    """One typed field, or an EventError naming the path and what was found instead."""
+    if name not in obj or obj[name] is None:
+        if required:
+            raise EventError(f"{where}.{name} is missing")
+        return None
+    value = obj[name]
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise EventError(f"{where}.{name} is {describe(value)}, expected {kind.__name__}")
+    return value
+
+
+def _text(obj: Mapping[str, Any], name: str, where: str) -> str:
+    value = _get(obj, name, str, where, required=False)
+    return value or ""
+
+
+def _size(obj: Mapping[str, Any], name: str, where: str) -> int | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    size: int | None = _get(obj, name, int, where, required=False)
+    if size is not None and size < 0:
+        raise EventError(f"{where}.{name} is negative")
+    return size
+
+
+def parse_time(value: object, where: str) -> datetime:
+    if not isinstance(value, str):
+        raise EventError(f"{where} is {describe(value)}, expected an ISO 8601 time")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise EventError(f"{where} is not an ISO 8601 time ({describe(value)})") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _optional_time(obj: Mapping[str, Any], name: str, where: str, default: datetime) -> datetime:
+    if obj.get(name) in (None, ""):
+        return default
+    return parse_time(obj[name], f"{where}.{name}")
+
+
+def _minute(now: datetime) -> datetime:
+    return now.replace(second=0, microsecond=0)
+
+
+def _s3_record(record: Mapping[str, Any], where: str, context: _Context) -> ObjectTrigger:
+    s3 = _get(record, "s3", dict, where)
+    bucket = _get(_get(s3, "bucket", dict, f"{where}.s3"), "name", str, f"{where}.s3.bucket")
+    obj = _get(s3, "object", dict, f"{where}.s3")
+    object_where = f"{where}.s3.object"
+    raw_key = _get(obj, "key", str, object_where)
+    event_name = _get(record, "eventName", str, where)
+    response = record.get("responseElements")
+    request_id = response.get("x-amz-request-id") if isinstance(response, dict) else None
+    if not bucket or not raw_key:
+        raise EventError(f"{where}: empty bucket name or object key")
+    return ObjectTrigger(
+        bucket=bucket,
+        # S3 notifications URL-encode keys with '+' for spaces; NCP's S3-style payload follows suit.
+        key=unquote_plus(raw_key),
+        event_name=event_name,
+        time=_optional_time(record, "eventTime", where, context.now),
+        size=_size(obj, "size", object_where),
+        etag=_text(obj, "eTag", object_where),
+        version_id=_text(obj, "versionId", object_where),
+        sequencer=_text(obj, "sequencer", object_where),
+        event_id=request_id if isinstance(request_id, str) else context.invocation_id,
+    )
+
+
+def _eventbridge(event: Mapping[str, Any], context: _Context) -> Trigger:
+    detail_type = event.get("detail-type")
+    event_id = event.get("id") if isinstance(event.get("id"), str) else ""
+    time = _optional_time(event, "time", "event", context.now)
+    if detail_type == "Scheduled Event":
+        resources = event.get("resources")
+        if not isinstance(resources, list) or not resources or not isinstance(resources[0], str):
+            raise EventError("Scheduled Event has no rule ARN in resources[0]")
+        # arn:aws:events:REGION:ACCOUNT:rule/[BUS/]NAME: the rule name is the last part.
+        return ScheduleTrigger(resources[0].rsplit("/", 1)[-1], time, str(event_id))
+    if event.get("source") != "aws.s3":
+        raise EventError(
+            f"EventBridge event {describe(detail_type)} from {describe(event.get('source'))} is not accepted"
+        )
+    detail = _get(event, "detail", dict, "event")
+    bucket = _get(_get(detail, "bucket", dict, "detail"), "name", str, "detail.bucket")
+    obj = _get(detail, "object", dict, "detail")
+    key = _get(obj, "key", str, "detail.object")
+    if not bucket or not key:
+        raise EventError("detail: empty bucket name or object key")
+    if detail_type == "Object Created":
+        reason = detail.get("reason")
+        event_name = (
+            _EVENTBRIDGE_REASONS.get(reason, "ObjectCreated:*") if isinstance(reason, str) else "ObjectCreated:*"
+        )
+    elif detail_type == "Object Deleted":
+        deletion = detail.get("deletion-type")
+        event_name = (
+            _EVENTBRIDGE_DELETIONS.get(deletion, "ObjectRemoved:Delete")
+            if isinstance(deletion, str)
+            else "ObjectRemoved:Delete"
+        )
+    else:
+        event_name = f"EventBridge:{detail_type}"
+    return ObjectTrigger(
+        bucket=bucket,
+        key=key,  # EventBridge keys arrive decoded: decoding again would corrupt '+' and '%'.
+        event_name=event_name,
+        time=time,
+        size=_size(obj, "size", "detail.object"),
+        etag=_text(obj, "etag", "detail.object"),
+        version_id=_text(obj, "version-id", "detail.object"),
+        sequencer=_text(obj, "sequencer", "detail.object"),
+        event_id=str(event_id),
+    )
+
+
+def _schedule_input(event: Mapping[str, Any], context: _Context) -> ScheduleTrigger:
+    name = _get(event, "schedule", str, "event")
+    time = _optional_time(event, "time", "event", _minute(context.now))
+    return ScheduleTrigger(name, time, context.invocation_id)
+
+
+def _direct(event: Mapping[str, Any], context: _Context) -> Trigger:
+    time = _optional_time(event, "time", "event", context.now)
+    if "route" in event:
+        route = _get(event, "route", str, "event")
+        if not route:
+            raise EventError("event.route is empty")
+        return RouteInvocation(route, time, context.invocation_id)
+    problems = Problems()
+    job = check_job_spec(event, "event", problems)
+    parameters = check_parameters(event.get("parameters", {}), "event.parameters", problems)
+    if problems or job is None or parameters is None:
+        raise EventError("; ".join(str(problem) for problem in problems.items))
+    return JobInvocation(job, parameters, time, context.invocation_id)
+
+
+def _ncp_flat(event: Mapping[str, Any], context: _Context) -> ObjectTrigger:
+    def first(names: tuple[str, ...], what: str) -> str:
+        for name in names:
+            if name in event:
+                value: str = _get(event, name, str, "event")
+                if value:
+                    return value
+        raise EventError(f"NCP object event has no {what} ({'/'.join(names)})")
+
+    bucket = first(_NCP_BUCKET_KEYS, "bucket")
+    key = first(_NCP_OBJECT_KEYS, "object key")
+    event_name = first(_NCP_EVENT_KEYS, "event type")
+    return ObjectTrigger(
+        bucket=bucket,
+        key=key,  # flat NCP payloads carry the key as stored, so it is used as given
+        event_name=event_name,
+        time=_optional_time(event, "eventTime", "event", context.now),
+        size=_size(event, "size", "event"),
+        etag=_text(event, "etag", "event"),
+        version_id=_text(event, "versionId", "event"),
+        event_id=context.invocation_id,
+    )

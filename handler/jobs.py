@@ -1,0 +1,121 @@
+"""What one Data Flow execution needs (job id, query ids, jobCondition) and its validation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from handler.errors import Problems
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PATH_FIELDS = ("nrn", "scriptPath", "logPath")
+CONDITION_FIELDS = frozenset({"workerType", "numWorker", "timeout", *PATH_FIELDS})
+NUM_WORKER_RANGE = (2, 10)
+TIMEOUT_RANGE = (1, 1440)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The target of an execution: the URL parts and the optional jobCondition body."""
+
+    job_id: str
+    workflow_id: str | None = None
+    trigger_id: str | None = None
+    job_condition: Mapping[str, Any] | None = None
+
+    def query(self) -> dict[str, str]:
+        query: dict[str, str] = {}
+        if self.trigger_id:
+            query["triggerId"] = self.trigger_id
+        if self.workflow_id:
+            query["workflowId"] = self.workflow_id
+        return query
+
+
+def describe(value: object) -> str:
+    """A short description of a value's shape for error messages (never the whole value)."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string of {len(value)} characters" if len(value) > 40 else f"string {value!r}"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return f"array of {len(value)} items"
+    if isinstance(value, dict):
+        return f"object with {len(value)} keys"
+    return type(value).__name__
+
+
+def check_id(value: object, where: str, problems: Problems) -> str | None:
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        problems.add(where, f"must be 1-64 letters, digits, '-' or '_', got {describe(value)}")
+        return None
+    return value
+
+
+def _check_int(
+    condition: Mapping[str, Any], name: str, bounds: tuple[int, int], where: str, problems: Problems
+) -> None:
+    if name not in condition:
+        return
+    value = condition[name]
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        problems.add(f"{where}.{name}", f"must be an integer {low}-{high}, got {describe(value)}")
+
+
+def check_job_condition(value: object, where: str, problems: Problems) -> dict[str, Any] | None:
+    """Validates a jobCondition against the API's documented ranges; None when invalid."""
+    if not isinstance(value, dict):
+        problems.add(where, f"must be a JSON object, got {describe(value)}")
+        return None
+    before = len(problems.items)
+    for name in sorted(set(value) - CONDITION_FIELDS):
+        problems.add(f"{where}.{name}", f"unknown field (allowed: {', '.join(sorted(CONDITION_FIELDS))})")
+    _check_int(value, "numWorker", NUM_WORKER_RANGE, where, problems)
+    _check_int(value, "timeout", TIMEOUT_RANGE, where, problems)
+    if "workerType" in value and not (isinstance(value["workerType"], str) and value["workerType"]):
+        problems.add(f"{where}.workerType", f"must be a non-empty string, got {describe(value['workerType'])}")
+    given = [name for name in PATH_FIELDS if name in value]
+    for name in given:
+        if not isinstance(value[name], str) or not value[name].strip():
+            problems.add(f"{where}.{name}", f"must be a non-empty string, got {describe(value[name])}")
+    if given and len(given) != len(PATH_FIELDS):
+        missing = [name for name in PATH_FIELDS if name not in value]
+        problems.add(where, f"nrn, scriptPath and logPath go together; missing {', '.join(missing)}")
+    return dict(value) if len(problems.items) == before else None
+
+
+def check_job_spec(raw: Mapping[str, Any], where: str, problems: Problems) -> JobSpec | None:
+    """Reads jobId, workflowId, triggerId and jobCondition from a route or direct invocation."""
+    before = len(problems.items)
+    job_id = check_id(raw.get("jobId"), f"{where}.jobId", problems)
+    optional_ids: dict[str, str | None] = {}
+    for name in ("workflowId", "triggerId"):
+        value = raw.get(name)
+        optional_ids[name] = None if value in (None, "") else check_id(value, f"{where}.{name}", problems)
+    condition = None
+    if raw.get("jobCondition") is not None:
+        condition = check_job_condition(raw["jobCondition"], f"{where}.jobCondition", problems)
+    if job_id is None or len(problems.items) != before:
+        return None
+    return JobSpec(job_id, optional_ids["workflowId"], optional_ids["triggerId"], condition)
+
+
+def check_parameters(value: object, where: str, problems: Problems) -> dict[str, str] | None:
+    """Parameters are a JSON object of string to string."""
+    if not isinstance(value, dict):
+        problems.add(where, f"must be a JSON object of strings, got {describe(value)}")
+        return None
+    bad = [name for name, item in value.items() if not isinstance(item, str)]
+    for name in bad:
+        problems.add(f"{where}.{name}", f"must be a string, got {describe(value[name])}")
+    empty = [name for name in value if not name]
+    if empty:
+        problems.add(where, "parameter names must not be empty")
+    return None if bad or empty else dict(value)

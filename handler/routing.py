@@ -1,0 +1,304 @@
+"""Routes: which triggers start which job, and the planned executions with rendered parameters."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any, Literal
+
+from handler.errors import Problems
+from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger, Trigger
+from handler.jobs import JobSpec, check_job_spec, describe
+from handler.templates import COMMON_FIELDS, OBJECT_FIELDS, SCHEDULE_FIELDS, Template, TemplateError, parse_template
+
+Source = Literal["object", "schedule", "direct"]
+SOURCES: tuple[Source, ...] = ("object", "schedule", "direct")
+DEFAULT_EVENTS = ("ObjectCreated:*",)
+MATCH_FIELDS = frozenset({"source", "bucket", "prefix", "suffix", "pattern", "events", "schedule"})
+ROUTE_FIELDS = frozenset({"name", "match", "jobId", "workflowId", "triggerId", "jobCondition", "parameters"})
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Match:
+    """Filters ANDed together; None means "any". A None source serves objects and schedules."""
+
+    source: Source | None = None
+    bucket: str | None = None
+    prefix: str | None = None
+    suffix: str | None = None
+    pattern: re.Pattern[str] | None = None
+    events: tuple[str, ...] = DEFAULT_EVENTS
+    schedule: str | None = None
+
+    def object_groups(self, trigger: ObjectTrigger) -> dict[str, str] | None:
+        """The pattern's named groups when the object matches, else None."""
+        if self.source not in (None, "object") or not self.accepts_event(trigger.event_name):
+            return None
+        if self.bucket is not None and trigger.bucket != self.bucket:
+            return None
+        if self.prefix is not None and not trigger.key.startswith(self.prefix):
+            return None
+        if self.suffix is not None and not trigger.key.endswith(self.suffix):
+            return None
+        if self.pattern is None:
+            return {}
+        found = self.pattern.search(trigger.key)
+        if found is None:
+            return None
+        return {name: value for name, value in found.groupdict().items() if value is not None}
+
+    def accepts_event(self, event_name: str) -> bool:
+        # NCP sends ObjectCreated:PUT and AWS ObjectCreated:Put: names compare case-insensitively.
+        name = event_name.lower()
+        return any(fnmatch.fnmatchcase(name, wanted.lower()) for wanted in self.events)
+
+    def accepts_schedule(self, trigger: ScheduleTrigger) -> bool:
+        if self.source not in (None, "schedule"):
+            return False
+        return self.schedule is None or self.schedule == trigger.schedule
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    match: Match
+    job: JobSpec
+    parameters: tuple[tuple[str, Template], ...] = ()
+
+
+@dataclass(frozen=True)
+class PlannedExecution:
+    """One execution to submit: where, what body, and the key that identifies it across deliveries."""
+
+    route: str | None
+    job: JobSpec
+    parameters: Mapping[str, str]
+    dedup_key: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    route: str | None
+    reason: str
+
+
+def _available_fields(source: Source | None) -> frozenset[str]:
+    if source == "object":
+        return COMMON_FIELDS | OBJECT_FIELDS
+    if source == "schedule":
+        return COMMON_FIELDS | SCHEDULE_FIELDS
+    if source == "direct":
+        return COMMON_FIELDS
+    return COMMON_FIELDS | OBJECT_FIELDS | SCHEDULE_FIELDS
+
+
+def check_templates(
+    raw: object, where: str, source: Source | None, groups: frozenset[str], problems: Problems
+) -> tuple[tuple[str, Template], ...]:
+    """Parses parameter templates and checks every placeholder is one the route's source provides."""
+    if not isinstance(raw, dict):
+        problems.add(where, f"must be a JSON object of strings, got {describe(raw)}")
+        return ()
+    out: list[tuple[str, Template]] = []
+    available = _available_fields(source)
+    for name, text in raw.items():
+        at = f"{where}.{name}"
+        if not name:
+            problems.add(where, "parameter names must not be empty")
+            continue
+        if not isinstance(text, str):
+            problems.add(at, f"must be a string, got {describe(text)}")
+            continue
+        try:
+            template = parse_template(text)
+        except TemplateError as exc:
+            problems.add(at, str(exc))
+            continue
+        for field in sorted(template.fields - available):
+            problems.add(at, f"{{{field}}} is not available for match.source {source or 'object/schedule'}")
+        for group in sorted(template.match_groups - groups):
+            problems.add(at, f"{{match.{group}}} is not a named group of match.pattern")
+        out.append((name, template))
+    return tuple(out)
+
+
+def _optional_text(raw: Mapping[str, Any], name: str, where: str, problems: Problems) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.add(f"{where}.{name}", f"must be a string, got {describe(value)}")
+        return None
+    return value
+
+
+def _check_match(raw: object, where: str, problems: Problems) -> Match | None:
+    if not isinstance(raw, dict):
+        problems.add(where, f"must be a JSON object, got {describe(raw)}")
+        return None
+    before = len(problems.items)
+    for name in sorted(set(raw) - MATCH_FIELDS):
+        problems.add(f"{where}.{name}", f"unknown match field (allowed: {', '.join(sorted(MATCH_FIELDS))})")
+    source = raw.get("source")
+    if source is not None and source not in SOURCES:
+        problems.add(f"{where}.source", f"must be one of object, schedule, direct, got {describe(source)}")
+    texts = {name: _optional_text(raw, name, where, problems) for name in ("bucket", "prefix", "suffix", "schedule")}
+    pattern = None
+    pattern_text = _optional_text(raw, "pattern", where, problems)
+    if pattern_text is not None:
+        try:
+            pattern = re.compile(pattern_text)
+        except re.error as exc:
+            problems.add(f"{where}.pattern", f"invalid regular expression: {exc}")
+    events = DEFAULT_EVENTS
+    if "events" in raw:
+        value = raw["events"]
+        if not isinstance(value, list) or not value or not all(isinstance(item, str) and item for item in value):
+            problems.add(f"{where}.events", f"must be a non-empty array of event names, got {describe(value)}")
+        else:
+            events = tuple(value)
+    object_only = [name for name in ("bucket", "prefix", "suffix", "pattern", "events") if name in raw]
+    if source in ("schedule", "direct") and object_only:
+        problems.add(where, f"{', '.join(object_only)} only apply to match.source object")
+    if source in ("object", "direct") and "schedule" in raw:
+        problems.add(where, "schedule only applies to match.source schedule")
+    if len(problems.items) != before:
+        return None
+    return Match(source, texts["bucket"], texts["prefix"], texts["suffix"], pattern, events, texts["schedule"])
+
+
+def check_route(raw: object, where: str, problems: Problems) -> Route | None:
+    if not isinstance(raw, dict):
+        problems.add(where, f"must be a JSON object, got {describe(raw)}")
+        return None
+    before = len(problems.items)
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        problems.add(f"{where}.name", f"must be 1-64 letters, digits, '.', '-' or '_', got {describe(name)}")
+    for field in sorted(set(raw) - ROUTE_FIELDS):
+        problems.add(f"{where}.{field}", f"unknown route field (allowed: {', '.join(sorted(ROUTE_FIELDS))})")
+    match = _check_match(raw.get("match", {}), f"{where}.match", problems)
+    job = check_job_spec(raw, where, problems)
+    groups = frozenset(match.pattern.groupindex) if match and match.pattern else frozenset()
+    source = match.source if match else None
+    parameters = check_templates(raw.get("parameters", {}), f"{where}.parameters", source, groups, problems)
+    if len(problems.items) != before or match is None or job is None or not isinstance(name, str):
+        return None
+    return Route(name, match, job, parameters)
+
+
+def check_routes(raw: object, where: str, problems: Problems) -> tuple[Route, ...]:
+    if not isinstance(raw, list) or not raw:
+        problems.add(where, f"must be a non-empty JSON array of routes, got {describe(raw)}")
+        return ()
+    routes = []
+    for index, item in enumerate(raw):
+        label = item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else index
+        route = check_route(item, f"{where}[{label}]", problems)
+        if route is not None:
+            routes.append(route)
+    names = [route.name for route in routes]
+    for name in sorted({name for name in names if names.count(name) > 1}):
+        problems.add(f"{where}[{name}]", "route names must be unique")
+    return tuple(routes)
+
+
+def _dedup_key(route: str | None, job: JobSpec, identity: Sequence[object]) -> str:
+    """Equal for every delivery of the same event to the same route and job, different otherwise."""
+    material = json.dumps([route, job.job_id, job.workflow_id, job.trigger_id, *identity], sort_keys=True, default=str)
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def _object_values(trigger: ObjectTrigger) -> dict[str, str]:
+    directory, _, name = trigger.key.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    return {
+        "bucket": trigger.bucket,
+        "key": trigger.key,
+        "key_dir": directory,
+        "key_name": name,
+        "key_stem": stem,
+        "key_ext": ext,
+        "size": "" if trigger.size is None else str(trigger.size),
+        "etag": trigger.etag,
+        "version_id": trigger.version_id,
+        "event_name": trigger.event_name,
+        "event_id": trigger.event_id,
+    }
+
+
+def _render(
+    route: Route, values: Mapping[str, str], groups: Mapping[str, str], trigger_time: Any, zone: tzinfo
+) -> dict[str, str]:
+    merged = {**values, "route": route.name}
+    return {name: template.render(merged, groups, trigger_time, zone) for name, template in route.parameters}
+
+
+def plan(trigger: Trigger, routes: Sequence[Route], zone: tzinfo) -> list[PlannedExecution | Skip]:
+    """Every route the trigger fires, or exactly one skip saying why none fired."""
+    if isinstance(trigger, ObjectTrigger):
+        return _plan_object(trigger, routes, zone)
+    if isinstance(trigger, ScheduleTrigger):
+        identity: list[object] = ["schedule", trigger.schedule, trigger.time.isoformat()]
+        values = {"schedule": trigger.schedule, "event_id": trigger.event_id}
+        fired: list[PlannedExecution | Skip] = [
+            PlannedExecution(
+                route.name,
+                route.job,
+                _render(route, values, {}, trigger.time, zone),
+                _dedup_key(route.name, route.job, identity),
+            )
+            for route in routes
+            if route.match.accepts_schedule(trigger)
+        ]
+        return fired or [Skip(None, "no-route")]
+    if isinstance(trigger, RouteInvocation):
+        for route in routes:
+            if route.name == trigger.route:
+                identity = ["direct", trigger.time.isoformat()]
+                parameters = _render(route, {"event_id": trigger.event_id}, {}, trigger.time, zone)
+                return [
+                    PlannedExecution(route.name, route.job, parameters, _dedup_key(route.name, route.job, identity))
+                ]
+        return [Skip(trigger.route, "no-route")]
+    if isinstance(trigger, JobInvocation):
+        identity = ["direct", dict(trigger.parameters), trigger.time.isoformat()]
+        return [PlannedExecution(None, trigger.job, trigger.parameters, _dedup_key(None, trigger.job, identity))]
+    raise TypeError(f"plan() takes routable triggers, not {type(trigger).__name__}")
+
+
+def _plan_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo) -> list[PlannedExecution | Skip]:
+    if trigger.key.endswith("/") and not trigger.size:
+        return [Skip(None, "folder-marker")]
+    identity = [
+        "object",
+        trigger.bucket,
+        trigger.key,
+        trigger.event_name,
+        trigger.version_id,
+        trigger.sequencer,
+        trigger.etag,
+        trigger.time.isoformat(),
+    ]
+    values = _object_values(trigger)
+    fired: list[PlannedExecution | Skip] = []
+    for route in routes:
+        groups = route.match.object_groups(trigger)
+        if groups is not None:
+            parameters = _render(route, values, groups, trigger.time, zone)
+            fired.append(
+                PlannedExecution(route.name, route.job, parameters, _dedup_key(route.name, route.job, identity))
+            )
+    if fired:
+        return fired
+    if not trigger.event_name.lower().startswith("objectcreated"):
+        return [Skip(None, "event-type")]
+    return [Skip(None, "no-route")]

@@ -1,0 +1,131 @@
+"""A tiny parameter template language: named placeholders and {time} only, nothing evaluated."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+
+OBJECT_FIELDS = frozenset(
+    {"bucket", "key", "key_dir", "key_name", "key_stem", "key_ext", "size", "etag", "version_id", "event_name"}
+)
+SCHEDULE_FIELDS = frozenset({"schedule"})
+COMMON_FIELDS = frozenset({"event_id", "route"})
+ALL_FIELDS = OBJECT_FIELDS | SCHEDULE_FIELDS | COMMON_FIELDS
+
+_TIME = re.compile(r"time(?:(?P<sign>[+-])(?P<amount>\d{1,6})(?P<unit>[dhm]))?(?::(?P<format>.*))?", re.S)
+_MATCH = re.compile(r"match\.(?P<group>[A-Za-z_][A-Za-z0-9_]*)")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+class TemplateError(ValueError):
+    """A template that cannot be parsed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+
+
+@dataclass(frozen=True)
+class MatchGroup:
+    group: str
+
+
+@dataclass(frozen=True)
+class Time:
+    offset: timedelta
+    format: str | None
+
+
+Part = str | Field | MatchGroup | Time
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed parameter value: literal text and placeholders, in order."""
+
+    text: str
+    parts: tuple[Part, ...]
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return frozenset(part.name for part in self.parts if isinstance(part, Field))
+
+    @property
+    def match_groups(self) -> frozenset[str]:
+        return frozenset(part.group for part in self.parts if isinstance(part, MatchGroup))
+
+    def render(self, values: Mapping[str, str], groups: Mapping[str, str], time: datetime, zone: tzinfo) -> str:
+        """Absent values render empty; time is converted to `zone` before any offset is added."""
+        out: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, Field):
+                out.append(values.get(part.name, ""))
+            elif isinstance(part, MatchGroup):
+                out.append(groups.get(part.group) or "")
+            else:
+                out.append(render_time(time, zone, part))
+        return "".join(out)
+
+
+def render_time(time: datetime, zone: tzinfo, part: Time) -> str:
+    # Aware datetime + timedelta is wall-clock arithmetic in Python: "-1d" across a DST change
+    # keeps the local hour, which is what a data engineer writing {time-1d:%Y-%m-%d} means.
+    local = time.astimezone(zone) + part.offset
+    if part.format is None:
+        return local.isoformat(timespec="seconds")
+    return local.strftime(part.format)
+
+
+def _placeholder(body: str) -> Part:
+    if body in ALL_FIELDS:
+        return Field(body)
+    match = _MATCH.fullmatch(body)
+    if match:
+        return MatchGroup(match["group"])
+    time = _TIME.fullmatch(body)
+    if time:
+        offset = timedelta()
+        if time["sign"]:
+            amount = int(time["amount"]) * (-1 if time["sign"] == "-" else 1)
+            offset = timedelta(**{_UNITS[time["unit"]]: amount})
+        fmt = time["format"]
+        if fmt is not None and not fmt:
+            raise TemplateError("{time:} needs a format after ':'")
+        return Time(offset, fmt)
+    raise TemplateError(f"unknown placeholder {{{body}}}")
+
+
+def parse_template(text: str) -> Template:
+    """Parses `text`; `{{` and `}}` are literal braces and anything else in braces is a placeholder."""
+    parts: list[Part] = []
+    literal: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        pair = text[index : index + 2]
+        if pair in ("{{", "}}"):
+            literal.append(char)
+            index += 2
+        elif char == "}":
+            raise TemplateError(f"single '}}' at position {index}; write '}}}}' for a literal brace")
+        elif char == "{":
+            end = text.find("}", index + 1)
+            inner_open = text.find("{", index + 1)
+            if end == -1 or (inner_open != -1 and inner_open < end):
+                raise TemplateError(f"unclosed '{{' at position {index}; write '{{{{' for a literal brace")
+            if literal:
+                parts.append("".join(literal))
+                literal = []
+            parts.append(_placeholder(text[index + 1 : end]))
+            index = end + 1
+        else:
+            literal.append(char)
+            index += 1
+    if literal:
+        parts.append("".join(literal))
+    return Template(text, tuple(parts))
