@@ -39,6 +39,7 @@ class Fault:
     times: int = 1
     method: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # send exactly these bytes as the body (b"" for an empty 2xx)
 
 
 @dataclass
@@ -113,7 +114,10 @@ class Emulator:
             return [item for items in self.executions.values() for item in items]
 
     def start(self) -> Emulator:
-        self.thread = threading.Thread(target=self.server.serve_forever, name="dataflow-emulator", daemon=True)
+        # A short poll interval keeps stop() (and so every test's teardown) fast.
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, name="dataflow-emulator", daemon=True
+        )
         self.thread.start()
         return self
 
@@ -325,8 +329,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.api.on_request is not None:
             self.api.on_request(request)
 
-    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
+    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
+        data = raw if raw is not None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))

@@ -108,10 +108,14 @@ class Launcher:
     clocks: Clocks = field(default_factory=Clocks)
     session_factory: Callable[[], requests.Session] = requests.Session
     recent: RecentKeys = field(default_factory=RecentKeys)
+    # Functional tests pass an in-memory submitter; production builds the real client from settings.
+    fixed_submitter: Submitter | None = None
     _settings: Settings | None = None
     _submitter: Submitter | None = None
 
     def submitter_for(self, settings: Settings) -> Submitter:
+        if self.fixed_submitter is not None:
+            return self.fixed_submitter
         if self._submitter is None or self._settings is not settings:
             client = DataflowClient(
                 settings.endpoint,

@@ -1,0 +1,89 @@
+"""Shared fixtures: sample events, a controllable clock, the loopback emulator and a launcher."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.server import Emulator
+from handler.dataflow import Clocks
+from handler.service import Launcher
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+ACCESS_KEY = "TESTACCESSKEY"
+SECRET_KEY = "test-secret-key-never-logged"
+# 2026-11-28T00:00:00Z: a fixed "now" so rendered times are exact.
+NOW = 1_764_288_000.0
+
+
+def load_event(name: str) -> Any:
+    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+
+
+@dataclass
+class FakeClock:
+    """Wall and monotonic time that move only when the code sleeps or a test advances them."""
+
+    wall_now: float = NOW
+    mono_now: float = 1000.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def wall(self) -> float:
+        return self.wall_now
+
+    def monotonic(self) -> float:
+        return self.mono_now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.wall_now += seconds
+        self.mono_now += seconds
+
+    def clocks(self) -> Clocks:
+        return Clocks(wall=self.wall, monotonic=self.monotonic, sleep=self.sleep, jitter=lambda: 1.0)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def emulator(clock: FakeClock) -> Iterator[Emulator]:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
+        yield api
+
+
+@pytest.fixture
+def launcher(clock: FakeClock) -> Launcher:
+    return Launcher(clocks=clock.clocks())
+
+
+@pytest.fixture
+def config(emulator: Emulator) -> dict[str, str]:
+    return {
+        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+        "NCLOUD_SECRET_KEY": SECRET_KEY,
+        "DATAFLOW_ENDPOINT": emulator.url,
+        "DATAFLOW_JOB_ID": "gqigvH123456",
+    }
+
+
+@pytest.fixture(autouse=True)
+def _quiet_retries() -> Iterator[None]:
+    # Keep the handler's loggers at INFO for every test regardless of earlier Powertools setup.
+    logger = logging.getLogger("handler")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield
+    logger.setLevel(level)

@@ -1,0 +1,172 @@
+"""The Lambda entry point end to end: structured logs, context fields, secrets kept out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from emulator.server import Emulator, Fault, dataflow_error
+from handler import app
+from handler.dataflow import Clocks
+from handler.errors import ConfigError, InvocationFailedError
+from handler.service import Launcher
+from tests.conftest import ACCESS_KEY, SECRET_KEY, load_event
+
+
+@dataclass
+class Context:
+    function_name: str = "dataflow-launcher"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:ap-northeast-2:123456789012:function:dataflow-launcher"
+    aws_request_id: str = "0c7f9c3e-test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+@pytest.fixture
+def live_emulator() -> Iterator[Emulator]:
+    with Emulator({ACCESS_KEY: SECRET_KEY}) as api:  # real clock: the adapter signs with real time
+        yield api
+
+
+class JsonLines(logging.Handler):
+    """Keeps every record exactly as Powertools formats it for the platform's log stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(app.logger.registered_formatter)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def logs() -> Iterator[JsonLines]:
+    capture = JsonLines()
+    targets = [logging.getLogger("handler"), logging.getLogger(app.logger.name)]
+    for target in targets:
+        target.addHandler(capture)
+    yield capture
+    for target in targets:
+        target.removeHandler(capture)
+
+
+@pytest.fixture
+def lambda_env(monkeypatch: pytest.MonkeyPatch, live_emulator: Emulator, logs: JsonLines) -> Emulator:
+    # A fresh warm container per test; real clock (the adapter signs with it), no real sleeping.
+    monkeypatch.setattr(app, "launcher", Launcher(clocks=Clocks(sleep=lambda _: None)))
+    for name, value in {
+        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+        "NCLOUD_SECRET_KEY": SECRET_KEY,
+        "DATAFLOW_ENDPOINT": live_emulator.url,
+        "DATAFLOW_JOB_ID": "gqigvH123456",
+        "DATAFLOW_PARAMETERS": '{"$table_name": "sales"}',
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("DATAFLOW_ROUTES", "DATAFLOW_DRY_RUN"):
+        monkeypatch.delenv(name, raising=False)
+    return live_emulator
+
+
+def test_multi_record_s3_event_submits_each_record_and_logs_one_record_per_decision(
+    lambda_env: Emulator, logs: JsonLines
+) -> None:
+    result = app.lambda_handler(load_event("s3-multi-record.json"), Context())
+    records = logs.records
+    decisions = [r for r in records if r["message"] in ("submitted", "skipped", "failed")]
+    assert [d["message"] for d in decisions] == ["submitted", "skipped", "submitted"]
+    assert decisions[1]["reason"] == "folder-marker"
+    first = decisions[0]
+    assert first["function_request_id"] == "0c7f9c3e-test"
+    assert first["function_name"] == "dataflow-launcher"
+    assert first["route"] == "default"
+    assert first["jobId"] == "gqigvH123456"
+    assert first["jobExecutionId"] == result["submitted"][0]["jobExecutionId"]
+    assert first["bucket"] == "raw-data"
+    assert first["key"] == "incoming/customers/part-0001.csv"
+    assert first["attempts"] == 1
+    assert isinstance(first["elapsedMs"], float)
+    assert len(lambda_env.all_executions()) == 2
+
+
+def test_failure_raises_after_logging_with_the_result_attached(
+    lambda_env: Emulator, logs: JsonLines
+) -> None:
+    lambda_env.inject(Fault(status=400, body=dataflow_error("bad-parameter", "numWorker out of range")))
+    with pytest.raises(InvocationFailedError) as caught:
+        app.lambda_handler(load_event("schedule-classic.json"), Context())
+    records = logs.records
+    assert any(r["message"] == "failed" and r["error"] == "bad-parameter: numWorker out of range" for r in records)
+    assert caught.value.result["failed"][0]["error"] == "bad-parameter: numWorker out of range"
+    assert "bad-parameter" in str(caught.value)
+
+
+def test_secrets_never_appear_in_logs_results_or_errors(
+    lambda_env: Emulator, logs: JsonLines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    ok = app.lambda_handler(load_event("s3-put.json"), Context())
+    seen.append(json.dumps(ok))
+    lambda_env.inject(Fault(status=503, times=10))
+    with pytest.raises(InvocationFailedError) as failure:
+        app.lambda_handler(load_event("schedule-classic.json"), Context())
+    seen += [json.dumps(failure.value.result), str(failure.value), repr(failure.value)]
+    monkeypatch.setenv("NCLOUD_SECRET_KEY", "wrong-" + SECRET_KEY)
+    with pytest.raises(InvocationFailedError) as refused:
+        app.lambda_handler(load_event("schedule-classic.json"), Context())
+    seen += [json.dumps(refused.value.result), str(refused.value)]
+    monkeypatch.setenv("DATAFLOW_DRY_RUN", "true")
+    seen.append(json.dumps(app.lambda_handler(load_event("scheduler-input.json"), Context())))
+    monkeypatch.setenv("DATAFLOW_JOB_CONDITION", '{"numWorker": 99}')
+    with pytest.raises(ConfigError) as bad_config:
+        app.lambda_handler(load_event("s3-put.json"), Context())
+    seen.append(str(bad_config.value))
+    seen.append(logs.text)
+    everything = "\n".join(seen)
+    signatures = {r.headers["x-ncp-apigw-signature-v2"] for r in lambda_env.received}
+    assert len(signatures) >= 5
+    assert SECRET_KEY not in everything
+    for signature in signatures:
+        assert signature not in everything
+    [dry_run] = [r for r in logs.records if r["message"] == "dry-run request"]
+    assert dry_run["request"]["headers"]["x-ncp-apigw-signature-v2"] == "***"
+
+
+def test_invalid_configuration_is_one_error_listing_every_problem(
+    lambda_env: Emulator, monkeypatch: pytest.MonkeyPatch, logs: JsonLines
+) -> None:
+    monkeypatch.delenv("NCLOUD_ACCESS_KEY")
+    monkeypatch.setenv("DATAFLOW_ENDPOINT", "http://dataflow.example.com")
+    monkeypatch.setenv("DATAFLOW_JOB_CONDITION", '{"numWorker": 11, "timeout": 0, "nrn": "x"}')
+    monkeypatch.setenv("DATAFLOW_PARAMETERS", "{not json")
+    with pytest.raises(ConfigError) as caught:
+        app.lambda_handler(load_event("s3-put.json"), Context())
+    wheres = [problem.where for problem in caught.value.problems]
+    assert wheres == [
+        "NCLOUD_ACCESS_KEY",
+        "DATAFLOW_ENDPOINT",
+        "DATAFLOW_JOB_CONDITION.numWorker",
+        "DATAFLOW_JOB_CONDITION.timeout",
+        "DATAFLOW_JOB_CONDITION",
+        "DATAFLOW_PARAMETERS",
+    ]
+    assert str(caught.value).startswith("invalid configuration (6 problems):\n- NCLOUD_ACCESS_KEY: is required")
+    assert lambda_env.received == []
+    logged = [r for r in logs.records if r["message"] == "invalid configuration"]
+    assert len(logged[0]["problems"]) == 6

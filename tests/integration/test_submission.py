@@ -1,0 +1,251 @@
+"""lambda_handler's core through real sockets to the emulator: signing, retries, unknown outcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from emulator.server import Emulator, Fault, dataflow_error
+from handler.dataflow import Clocks, DataflowClient, ExecutionRequest
+from handler.errors import InvocationFailedError
+from handler.jobs import JobSpec
+from handler.service import Launcher
+from handler.signing import Credentials, NcpSignatureV2
+from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, load_event
+
+CONDITION = {"numWorker": 4, "timeout": 120, "nrn": "nrn:PUB:IAM::1234:Role/example",
+             "scriptPath": "dataflow-1/scripts/", "logPath": "dataflow-1/logs/"}
+
+
+def invoke(launcher: Launcher, config: dict[str, str], event: Any, remaining_ms: float | None = 30_000) -> dict[str, Any]:
+    return launcher.invoke(event, config, platform="aws", remaining_ms=remaining_ms, invocation_id="req-1")
+
+
+def failed_result(launcher: Launcher, config: dict[str, str], event: Any, **kwargs: Any) -> dict[str, Any]:
+    with pytest.raises(InvocationFailedError) as caught:
+        invoke(launcher, config, event, **kwargs)
+    return caught.value.result
+
+
+def test_s3_put_reaches_the_emulator_signed_with_path_query_and_body(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    config |= {"DATAFLOW_WORKFLOW_ID": "wf-1", "DATAFLOW_TRIGGER_ID": "tr-1",
+               "DATAFLOW_JOB_CONDITION": '{"numWorker": 4, "timeout": 120, "nrn": "nrn:PUB:IAM::1234:Role/example", '
+               '"scriptPath": "dataflow-1/scripts/", "logPath": "dataflow-1/logs/"}',
+               "DATAFLOW_PARAMETERS": '{"$table_name": "test.sample_table2"}'}
+    result = invoke(launcher, config, load_event("s3-put.json"))
+    [request] = emulator.received
+    assert request.verdict == "ok"
+    assert request.method == "POST"
+    assert request.path == "/api/v1/jobs/gqigvH123456/executions?triggerId=tr-1&workflowId=wf-1"
+    assert request.json == {"jobCondition": CONDITION, "parameters": {"$table_name": "test.sample_table2"}}
+    assert request.headers["x-ncp-iam-access-key"] == ACCESS_KEY
+    assert request.headers["content-type"] == "application/json"
+    [execution] = emulator.all_executions()
+    [entry] = result["submitted"]
+    assert entry["jobExecutionId"] == execution["jobExecutionId"]
+    assert entry["status"] == "READY"
+    assert entry["source"] == {"kind": "object", "bucket": "raw-data",
+                               "key": "incoming/orders/2026-11-27 batch+1.csv", "eventName": "ObjectCreated:Put"}
+    assert result["failed"] == [] and result["dryRun"] is False
+
+
+def test_without_job_condition_the_body_carries_only_parameters(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    invoke(launcher, config, load_event("schedule-classic.json"))
+    [request] = emulator.received
+    assert request.json == {"parameters": {}}
+    assert request.path == "/api/v1/jobs/gqigvH123456/executions"
+
+
+@pytest.mark.parametrize("status", [503, 429, 500, 502])
+def test_transient_statuses_are_retried_with_backoff(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator, clock: FakeClock, status: int
+) -> None:
+    emulator.inject(Fault(status=status, times=2))
+    result = invoke(launcher, config, load_event("schedule-classic.json"))
+    assert [r.status for r in emulator.received] == [status, status, 200]
+    assert len(emulator.all_executions()) == 1
+    assert result["submitted"][0]["jobExecutionId"] == emulator.all_executions()[0]["jobExecutionId"]
+    assert clock.sleeps == [0.2, 0.4]  # exponential, jitter pinned at its maximum
+    timestamps = [r.headers["x-ncp-apigw-timestamp"] for r in emulator.received]
+    assert len(set(timestamps)) == 3  # every attempt signed afresh
+
+
+def test_retry_after_is_honoured_up_to_the_cap(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator, clock: FakeClock
+) -> None:
+    emulator.inject(Fault(status=429, headers={"Retry-After": "3"}))
+    invoke(launcher, config, load_event("schedule-classic.json"))
+    assert clock.sleeps == [3.0]
+
+
+def test_attempts_are_bounded(launcher: Launcher, config: dict[str, str], emulator: Emulator) -> None:
+    emulator.inject(Fault(status=503, times=10))
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    assert len(emulator.received) == 4
+    [entry] = result["failed"]
+    assert entry["error"] == "500: Endpoint Error"
+    assert entry["retryable"] is True
+
+
+def test_bad_request_is_not_retried(launcher: Launcher, config: dict[str, str], emulator: Emulator) -> None:
+    emulator.inject(Fault(status=400, body=dataflow_error("bad-state", "job is not runnable")))
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    assert len(emulator.received) == 1
+    assert emulator.all_executions() == []
+    [entry] = result["failed"]
+    assert entry["error"] == "bad-state: job is not runnable"
+    assert entry["retryable"] is False
+    assert entry["route"] == "default" and entry["jobId"] == "gqigvH123456"
+
+
+def test_unknown_job_is_a_permanent_404(launcher: Launcher, config: dict[str, str], clock: FakeClock) -> None:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, jobs={"OtherJob"}) as api:
+        config["DATAFLOW_ENDPOINT"] = api.url
+        result = failed_result(launcher, config, load_event("schedule-classic.json"))
+        assert len(api.received) == 1
+    assert result["failed"][0]["error"].startswith("not-found: job gqigvH123456")
+
+
+def test_504_after_executing_is_an_unknown_outcome_and_not_resent(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    emulator.inject(Fault(status=504, execute=True))
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    assert len(emulator.received) == 1
+    assert len(emulator.all_executions()) == 1  # it did run: a resend would have doubled it
+    [entry] = result["failed"]
+    assert entry["error"].startswith("unknown-outcome: 504 510: Endpoint Timeout")
+    assert entry["retryable"] is False
+
+
+def test_response_dropped_after_executing_is_an_unknown_outcome(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    emulator.inject(Fault(drop=True, execute=True))
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    assert len(emulator.received) == 1
+    assert len(emulator.all_executions()) == 1
+    assert result["failed"][0]["error"].startswith("unknown-outcome: the connection dropped")
+
+
+def test_connection_dropped_before_executing_is_still_not_resent(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    emulator.inject(Fault(drop=True))
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    assert len(emulator.received) == 1
+    assert emulator.all_executions() == []
+    assert result["failed"][0]["error"].startswith("unknown-outcome:")
+
+
+def test_read_timeout_is_an_unknown_outcome(launcher: Launcher, config: dict[str, str], emulator: Emulator) -> None:
+    config["DATAFLOW_READ_TIMEOUT"] = "0.2"
+    emulator.inject(Fault(hold=30, execute=True))  # released when the emulator stops
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    assert len(emulator.received) == 1
+    assert result["failed"][0]["error"].startswith("unknown-outcome: no answer within 0.20s")
+
+
+def test_wrong_secret_is_refused_with_401_and_not_retried(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    config["NCLOUD_SECRET_KEY"] = "not-the-secret"
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    [request] = emulator.received
+    assert request.status == 401
+    assert request.verdict == "rejected: signature mismatch"
+    assert result["failed"][0]["error"] == "200: Authentication Failed (signature mismatch)"
+    assert emulator.all_executions() == []
+
+
+def test_query_altered_after_signing_is_refused(emulator: Emulator, clock: FakeClock) -> None:
+    auth = NcpSignatureV2(Credentials(ACCESS_KEY, SECRET_KEY), clock=clock.wall)
+    session = requests.Session()
+    url = f"{emulator.url}/api/v1/jobs/gqigvH123456/executions"
+    prepared = session.prepare_request(requests.Request("POST", url, params={"triggerId": "t1"}, json={}, auth=auth))
+    prepared.url = f"{url}?triggerId=t2"  # tampered in flight
+    response = session.send(prepared, timeout=5)
+    assert response.status_code == 401
+    assert emulator.received[0].path.endswith("?triggerId=t2")
+    assert emulator.received[0].verdict == "rejected: signature mismatch"
+    untouched = session.send(session.prepare_request(requests.Request("POST", url, params={"triggerId": "t1"}, json={}, auth=auth)), timeout=5)
+    assert untouched.status_code == 200
+
+
+def test_clock_skew_is_corrected_once_from_the_gateway_date(
+    launcher: Launcher, config: dict[str, str], clock: FakeClock
+) -> None:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=lambda: clock.wall() + 600) as api:
+        config["DATAFLOW_ENDPOINT"] = api.url
+        result = invoke(launcher, config, load_event("schedule-classic.json"))
+        assert [r.status for r in api.received] == [401, 200]
+        assert api.received[0].verdict == "rejected: timestamp outside the 5 minute window"
+    assert result["submitted"][0]["jobExecutionId"]
+
+
+def test_short_remaining_time_gives_up_before_the_deadline(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator, clock: FakeClock
+) -> None:
+    emulator.inject(Fault(status=503, times=10))
+    start = clock.monotonic()
+    result = failed_result(launcher, config, load_event("schedule-classic.json"), remaining_ms=1_500)
+    # Deadline = 1.5s minus the 0.5s margin; the 0.8s third backoff would overrun it.
+    assert len(emulator.received) == 3
+    assert clock.monotonic() - start < 1.0
+    assert clock.sleeps == [0.2, 0.4]
+    assert result["failed"][0]["retryable"] is True
+
+
+def test_no_time_left_sends_nothing(launcher: Launcher, config: dict[str, str], emulator: Emulator) -> None:
+    result = failed_result(launcher, config, load_event("schedule-classic.json"), remaining_ms=600)
+    assert emulator.received == []
+    assert result["failed"][0]["error"].startswith("timeout:")
+    assert result["failed"][0]["retryable"] is True
+
+
+def test_refused_connection_is_retried_then_fails_retryable(launcher: Launcher, config: dict[str, str]) -> None:
+    with Emulator({ACCESS_KEY: SECRET_KEY}) as api:
+        closed = api.url  # the port is free again once this emulator stops
+    config["DATAFLOW_ENDPOINT"] = closed
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    [entry] = result["failed"]
+    assert entry["error"].startswith("connection: could not connect")
+    assert entry["retryable"] is True
+
+
+def test_second_delivery_of_the_same_event_starts_nothing(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    first = invoke(launcher, config, load_event("s3-put.json"))
+    second = invoke(launcher, config, load_event("s3-put.json"))
+    assert len(emulator.all_executions()) == 1
+    assert second["submitted"] == []
+    [skip] = second["skipped"]
+    assert skip["reason"] == "duplicate"
+    assert skip["dedupKey"] == first["submitted"][0]["dedupKey"]
+
+
+def test_client_lists_and_gets_executions(emulator: Emulator, clock: FakeClock) -> None:
+    client = DataflowClient(emulator.url, Credentials(ACCESS_KEY, SECRET_KEY), clocks=clock.clocks())
+    created = client.create_execution(ExecutionRequest(JobSpec("gqigvH123456"), {"$a": "1"}))
+    listed = client.list_executions("gqigvH123456", limit=5)
+    assert listed["count"] == 1
+    assert listed["list"][0]["jobExecutionId"] == created.execution_id
+    assert listed["list"][0]["parsedParameters"] == {"$a": "1"}
+    fetched = client.get_execution("gqigvH123456", created.execution_id or "")
+    assert fetched["status"] == "READY"
+    assert emulator.received[1].path == "/api/v1/jobs/gqigvH123456/executions?page=0&limit=5"
+
+
+def test_empty_2xx_body_counts_as_submitted_without_an_id(emulator: Emulator, clock: FakeClock) -> None:
+    emulator.inject(Fault(status=202, raw=b"", execute=True))
+    client = DataflowClient(emulator.url, Credentials(ACCESS_KEY, SECRET_KEY), clocks=Clocks(wall=clock.wall))
+    answer = client.create_execution(ExecutionRequest(JobSpec("gqigvH123456"), {}))
+    assert answer.execution_id is None
+    assert len(emulator.all_executions()) == 1
