@@ -70,7 +70,7 @@ class JobInvocation:
 
 
 @dataclass(frozen=True)
-class TestTrigger:
+class S3TestTrigger:
     bucket: str = ""
 
 
@@ -79,7 +79,7 @@ class BadEvent:
     reason: str
 
 
-Trigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation | TestTrigger | BadEvent
+Trigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation | S3TestTrigger | BadEvent
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def _dispatch(event: dict[str, Any], context: _Context) -> list[Trigger]:
         return out
     if event.get("Event") == "s3:TestEvent":
         bucket = event.get("Bucket")
-        return [TestTrigger(bucket if isinstance(bucket, str) else "")]
+        return [S3TestTrigger(bucket if isinstance(bucket, str) else "")]
     if event.get("Type") == "Notification" and "Message" in event:
         return _sns_message(event.get("Message"), "SNS notification", context)
     if "detail-type" in event:

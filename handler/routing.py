@@ -165,9 +165,9 @@ def _check_match(raw: object, where: str, problems: Problems) -> Match | None:
             events = tuple(value)
     object_only = [name for name in ("bucket", "prefix", "suffix", "pattern", "events") if name in raw]
     if source in ("schedule", "direct") and object_only:
-        problems.add(where, f"{', '.join(object_only)} only apply to match.source object")
+        problems.add(where, f"{', '.join(object_only)}: only for match.source object")
     if source in ("object", "direct") and "schedule" in raw:
-        problems.add(where, "schedule only applies to match.source schedule")
+        problems.add(where, "schedule: only for match.source schedule")
     if len(problems.items) != before:
         return None
     return Match(source, texts["bucket"], texts["prefix"], texts["suffix"], pattern, events, texts["schedule"])

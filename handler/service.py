@@ -20,7 +20,7 @@ from handler.events import (
     Platform,
     RouteInvocation,
     ScheduleTrigger,
-    TestTrigger,
+    S3TestTrigger,
     Trigger,
     normalise,
 )
@@ -84,7 +84,7 @@ def source_of(trigger: Trigger, message_id: str | None) -> dict[str, Any]:
         source = {"kind": "direct", "route": trigger.route, "time": trigger.time.isoformat()}
     elif isinstance(trigger, JobInvocation):
         source = {"kind": "direct", "jobId": trigger.job.job_id, "time": trigger.time.isoformat()}
-    elif isinstance(trigger, TestTrigger):
+    elif isinstance(trigger, S3TestTrigger):
         source = {"kind": "test"}
     else:
         source = {"kind": "unknown"}
@@ -195,7 +195,7 @@ class Launcher:
         if isinstance(trigger, BadEvent):
             self._fail(outcome, None, None, f"bad-event: {trigger.reason}", False, source)
             return
-        if isinstance(trigger, TestTrigger):
+        if isinstance(trigger, S3TestTrigger):
             self._skip(outcome, None, "test-event", source)
             return
         for step in plan(trigger, settings.routes, settings.zone):

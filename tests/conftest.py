@@ -20,7 +20,7 @@ EVENTS = ROOT / "events"
 ACCESS_KEY = "TESTACCESSKEY"
 SECRET_KEY = "test-secret-key-never-logged"
 # 2026-11-28T00:00:00Z: a fixed "now" so rendered times are exact.
-NOW = 1_764_288_000.0
+NOW = 1_795_824_000.0
 
 
 def load_event(name: str) -> Any:

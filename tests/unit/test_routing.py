@@ -1,0 +1,171 @@
+"""Route matching, fan-out, skip reasons and placeholder availability."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from handler.errors import Problems
+from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger
+from handler.jobs import JobSpec
+from handler.routing import PlannedExecution, Route, Skip, check_route, check_routes, plan
+
+TIME = datetime(2026, 11, 27, 23, 10, 5, tzinfo=UTC)
+
+
+def routes(*raw: dict[str, Any]) -> tuple[Route, ...]:
+    problems = Problems()
+    parsed = check_routes(list(raw), "DATAFLOW_ROUTES", problems)
+    assert not problems, [str(p) for p in problems.items]
+    return parsed
+
+
+def obj(key: str, event_name: str = "ObjectCreated:Put", bucket: str = "raw-data", size: int | None = 10) -> ObjectTrigger:
+    return ObjectTrigger(bucket, key, event_name, TIME, size=size)
+
+
+def fired(trigger: Any, table: tuple[Route, ...]) -> list[str | None]:
+    return [step.route for step in plan(trigger, table, UTC) if isinstance(step, PlannedExecution)]
+
+
+def skips(trigger: Any, table: tuple[Route, ...]) -> list[str]:
+    return [step.reason for step in plan(trigger, table, UTC) if isinstance(step, Skip)]
+
+
+TABLE = routes(
+    {"name": "csv", "match": {"source": "object", "bucket": "raw-data", "prefix": "incoming/", "suffix": ".csv",
+                              "pattern": "^incoming/(?P<table>[a-z_]+)/"},
+     "jobId": "J1", "parameters": {"$t": "{match.table}", "$k": "{key}"}},
+    {"name": "all-raw", "match": {"source": "object", "bucket": "raw-data"}, "jobId": "J2"},
+    {"name": "deletes", "match": {"source": "object", "events": ["ObjectRemoved:*"], "prefix": "audit/"}, "jobId": "J3"},
+    {"name": "nightly", "match": {"source": "schedule", "schedule": "nightly"}, "jobId": "J4",
+     "parameters": {"$d": "{time-1d:%Y-%m-%d}", "$s": "{schedule}"}},
+    {"name": "any-schedule", "match": {"source": "schedule"}, "jobId": "J5"},
+    {"name": "manual", "match": {"source": "direct"}, "jobId": "J6", "parameters": {"$r": "{route}"}},
+)
+
+
+def test_every_matching_route_fires() -> None:
+    assert fired(obj("incoming/orders/a.csv"), TABLE) == ["csv", "all-raw"]
+    assert fired(obj("incoming/orders/a.json"), TABLE) == ["all-raw"]
+    assert fired(obj("incoming/Orders/a.csv"), TABLE) == ["all-raw"]  # pattern must match too
+
+
+def test_pattern_groups_and_object_placeholders_render() -> None:
+    [step, _] = plan(obj("incoming/orders/a.csv"), TABLE, UTC)
+    assert isinstance(step, PlannedExecution)
+    assert step.parameters == {"$t": "orders", "$k": "incoming/orders/a.csv"}
+
+
+def test_event_names_match_case_insensitively_with_wildcards() -> None:
+    assert fired(obj("incoming/o/a.csv", "ObjectCreated:PUT"), TABLE) == ["csv", "all-raw"]
+    assert fired(obj("audit/x", "ObjectRemoved:Delete"), TABLE) == ["deletes"]
+
+
+def test_deletes_start_nothing_unless_asked() -> None:
+    assert fired(obj("incoming/o/a.csv", "ObjectRemoved:Delete"), TABLE) == []
+    assert skips(obj("incoming/o/a.csv", "ObjectRemoved:Delete"), TABLE) == ["event-type"]
+
+
+def test_unmatched_created_object_is_no_route() -> None:
+    assert skips(obj("x.csv", bucket="other"), TABLE) == ["no-route"]
+
+
+def test_folder_markers_are_skipped() -> None:
+    assert skips(obj("incoming/orders/", size=0), TABLE) == ["folder-marker"]
+    assert skips(obj("incoming/orders/", size=None), TABLE) == ["folder-marker"]
+
+
+def test_schedules_match_by_name_and_render_offsets() -> None:
+    trigger = ScheduleTrigger("nightly", datetime(2026, 11, 28, 15, tzinfo=UTC))
+    assert fired(trigger, TABLE) == ["nightly", "any-schedule"]
+    step = plan(trigger, TABLE, UTC)[0]
+    assert isinstance(step, PlannedExecution)
+    assert step.parameters == {"$d": "2026-11-27", "$s": "nightly"}
+    assert fired(ScheduleTrigger("hourly", TIME), TABLE) == ["any-schedule"]
+
+
+def test_direct_routes_fire_only_by_name_and_any_route_can_be_replayed() -> None:
+    assert "manual" not in fired(obj("incoming/o/a.csv"), TABLE)
+    assert fired(RouteInvocation("manual", TIME), TABLE) == ["manual"]
+    assert fired(RouteInvocation("nightly", TIME), TABLE) == ["nightly"]
+    assert plan(RouteInvocation("missing", TIME), TABLE, UTC) == [Skip("missing", "no-route")]
+
+
+def test_direct_job_runs_literally() -> None:
+    [step] = plan(JobInvocation(JobSpec("J9"), {"$a": "{bucket}"}, TIME), TABLE, UTC)
+    assert isinstance(step, PlannedExecution)
+    assert step.parameters == {"$a": "{bucket}"}  # literal values are never rendered
+    assert step.route is None
+
+
+def test_dedup_keys_are_stable_per_event_and_route() -> None:
+    first = plan(obj("incoming/o/a.csv"), TABLE, UTC)
+    again = plan(obj("incoming/o/a.csv"), TABLE, UTC)
+    other = plan(obj("incoming/o/b.csv"), TABLE, UTC)
+    keys = [s.dedup_key for s in first if isinstance(s, PlannedExecution)]
+    assert keys == [s.dedup_key for s in again if isinstance(s, PlannedExecution)]
+    assert len(set(keys)) == 2
+    assert not set(keys) & {s.dedup_key for s in other if isinstance(s, PlannedExecution)}
+
+
+def problems_of(raw: Any) -> list[str]:
+    problems = Problems()
+    check_route(raw, "r", problems)
+    return [str(problem) for problem in problems.items]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"name": "a", "jobId": "J", "match": {"source": "schedule"}, "parameters": {"$k": "{key}"}},
+         ["r.parameters.$k: {key} is not available for match.source schedule"]),
+        ({"name": "a", "jobId": "J", "match": {"source": "object"}, "parameters": {"$s": "{schedule}"}},
+         ["r.parameters.$s: {schedule} is not available for match.source object"]),
+        ({"name": "a", "jobId": "J", "match": {"source": "object", "pattern": "(?P<x>a)"}, "parameters": {"$y": "{match.y}"}},
+         ["r.parameters.$y: {match.y} is not a named group of match.pattern"]),
+        ({"name": "a", "jobId": "J", "parameters": {"$y": "{nope}"}}, ["r.parameters.$y: unknown placeholder {nope}"]),
+        ({"name": "a", "jobId": "J", "match": {"pattern": "("}},
+         ["r.match.pattern: invalid regular expression: missing ), unterminated subpattern at position 0"]),
+        ({"name": "a", "jobId": "J", "match": {"source": "file"}},
+         ["r.match.source: must be one of object, schedule, direct, got string 'file'"]),
+        ({"name": "a", "jobId": "J", "match": {"source": "schedule", "prefix": "x"}},
+         ["r.match: prefix: only for match.source object"]),
+        ({"name": "a", "jobId": "J", "match": {"events": []}},
+         ["r.match.events: must be a non-empty array of event names, got array of 0 items"]),
+        ({"name": "a", "jobId": "J", "match": {"bukket": "x"}},
+         ["r.match.bukket: unknown match field (allowed: bucket, events, pattern, prefix, schedule, source, suffix)"]),
+        ({"name": "a b", "jobId": "J/../x"},
+         ["r.name: must be 1-64 letters, digits, '.', '-' or '_', got string 'a b'",
+          "r.jobId: must be 1-64 letters, digits, '-' or '_', got string 'J/../x'"]),
+        ({"name": "a", "jobId": "J", "jobCondition": {"numWorker": 11, "timeout": 1441, "scriptPath": ""}},
+         ["r.jobCondition.numWorker: must be an integer 2-10, got number 11",
+          "r.jobCondition.timeout: must be an integer 1-1440, got number 1441",
+          "r.jobCondition.scriptPath: must be a non-empty string, got string ''",
+          "r.jobCondition: nrn, scriptPath and logPath go together; missing nrn, logPath"]),
+        ({"name": "a", "jobId": "J", "jobCondition": {"numWorker": True}},
+         ["r.jobCondition.numWorker: must be an integer 2-10, got boolean true"]),
+        ({"name": "a", "jobId": "J", "parameters": {"$n": 5}}, ["r.parameters.$n: must be a string, got number 5"]),
+        ({"name": "a", "jobId": "J", "extra": 1},
+         ["r.extra: unknown route field (allowed: jobCondition, jobId, match, name, parameters, triggerId, workflowId)"]),
+        ("route", ["r: must be a JSON object, got string 'route'"]),
+    ],
+)
+def test_route_problems_name_the_field(raw: Any, expected: list[str]) -> None:
+    assert problems_of(raw) == expected
+
+
+def test_default_source_serves_objects_and_schedules_with_both_placeholders() -> None:
+    table = routes({"name": "default", "jobId": "J", "parameters": {"$k": "{key}", "$s": "{schedule}"}})
+    assert fired(obj("x.csv"), table) == ["default"]
+    step = plan(ScheduleTrigger("nightly", TIME), table, UTC)[0]
+    assert isinstance(step, PlannedExecution)
+    assert step.parameters == {"$k": "", "$s": "nightly"}  # object placeholders render empty
+
+
+def test_duplicate_route_names_are_rejected() -> None:
+    problems = Problems()
+    check_routes([{"name": "a", "jobId": "J"}, {"name": "a", "jobId": "K"}], "DATAFLOW_ROUTES", problems)
+    assert [str(p) for p in problems.items] == ["DATAFLOW_ROUTES[a]: route names must be unique"]
