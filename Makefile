@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 # Python 3.13 is the runtime on both platforms: the suite runs there too where pyenv has it.
-PY313 ?= $(shell command -v python3.13 2>/dev/null || ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1)
+# (A pyenv shim named python3.13 may exist without working, so each candidate must run.)
+PY313 ?= $(shell for p in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 2>/dev/null) \
+	$$(command -v python3.13); do "$$p" -c '' 2>/dev/null && echo "$$p" && break; done)
 VENV313 ?= .venv-3.13
 REQUIREMENTS = import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 	print("\n".join(p["dependencies"] + (p["optional-dependencies"]["dev"] if sys.argv[1:] == ["dev"] else [])))

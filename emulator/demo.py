@@ -63,14 +63,16 @@ def run_sample(path: Path) -> dict[str, Any]:
 
 def main() -> int:
     with Emulator({ACCESS_KEY: SECRET_KEY}) as api:
-        os.environ.update({
-            "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-            "NCLOUD_SECRET_KEY": SECRET_KEY,
-            "DATAFLOW_ENDPOINT": api.url,
-            "DATAFLOW_ROUTES": json.dumps(json.loads((ROOT / "emulator" / "demo-routes.json").read_text())),
-            "DATAFLOW_TIMEZONE": "+09:00",
-            "POWERTOOLS_SERVICE_NAME": "dataflow-launcher-demo",
-        })
+        os.environ.update(
+            {
+                "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+                "NCLOUD_SECRET_KEY": SECRET_KEY,
+                "DATAFLOW_ENDPOINT": api.url,
+                "DATAFLOW_ROUTES": json.dumps(json.loads((ROOT / "emulator" / "demo-routes.json").read_text())),
+                "DATAFLOW_TIMEZONE": "+09:00",
+                "POWERTOOLS_SERVICE_NAME": "dataflow-launcher-demo",
+            }
+        )
         shortfalls = []
         for path in sorted(EVENTS.glob("*.json")):
             print(f"\n=== {path.name} (emulator at {api.url})", flush=True)

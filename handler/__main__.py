@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -26,8 +27,12 @@ def invoke(args: argparse.Namespace) -> int:
     config = config_from(os.environ)
     if args.dry_run:
         config["DATAFLOW_DRY_RUN"] = "true"
-    # Importing the adapter configures the same structured logging the platform gets.
-    from handler.app import launcher
+    # The adapter's structured logging, sent to stderr so stdout carries only the result.
+    from handler.app import launcher, logger
+
+    for log_handler in logger.handlers:
+        if isinstance(log_handler, logging.StreamHandler):
+            log_handler.setStream(sys.stderr)
 
     try:
         _print(launcher.invoke(event, config, platform=args.platform, invocation_id=f"cli-{int(time.time())}"))

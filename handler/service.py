@@ -19,8 +19,8 @@ from handler.events import (
     ObjectTrigger,
     Platform,
     RouteInvocation,
-    ScheduleTrigger,
     S3TestTrigger,
+    ScheduleTrigger,
     Trigger,
     normalise,
 )

@@ -24,8 +24,11 @@ def orders(table: str, key: str, day: str) -> tuple[str, dict[str, str], dict[st
 def audit(key: str, size: str, event: str) -> tuple[str, dict[str, str], dict[str, Any]]:
     directory, _, name = key.rpartition("/")
     stem, _, ext = name.rpartition(".")
-    return ("AuDiT0000001", {}, {"$dir": directory, "$file": name, "$stem": stem, "$ext": ext,
-                                 "$size": size, "$event": event})
+    return (
+        "AuDiT0000001",
+        {},
+        {"$dir": directory, "$file": name, "$stem": stem, "$ext": ext, "$size": size, "$event": event},
+    )
 
 
 def nightly(day: str, fired: str) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -34,47 +37,101 @@ def nightly(day: str, fired: str) -> tuple[str, dict[str, str], dict[str, Any]]:
 
 # file: (platform, executions as (jobId, query, parameters), skip reasons, failed count, SQS failures)
 EXPECTED: dict[str, tuple[str, list[tuple[str, dict[str, str], dict[str, Any]]], list[str], int, int | None]] = {
-    "s3-put.json": ("aws", [
-        orders("orders", "incoming/orders/2026-11-27 batch+1.csv", "2026-11-28"),
-        audit("incoming/orders/2026-11-27 batch+1.csv", "1048576", "ObjectCreated:Put"),
-    ], [], 0, None),
-    "s3-multi-record.json": ("aws", [
-        orders("customers", "incoming/customers/part-0001.csv", "2026-11-28"),
-        audit("incoming/customers/part-0001.csv", "73400320", "ObjectCreated:CompleteMultipartUpload"),
-        audit("exports/report.tar.gz", "2048", "ObjectCreated:Copy"),
-    ], ["folder-marker"], 0, None),
+    "s3-put.json": (
+        "aws",
+        [
+            orders("orders", "incoming/orders/2026-11-27 batch+1.csv", "2026-11-28"),
+            audit("incoming/orders/2026-11-27 batch+1.csv", "1048576", "ObjectCreated:Put"),
+        ],
+        [],
+        0,
+        None,
+    ),
+    "s3-multi-record.json": (
+        "aws",
+        [
+            orders("customers", "incoming/customers/part-0001.csv", "2026-11-28"),
+            audit("incoming/customers/part-0001.csv", "73400320", "ObjectCreated:CompleteMultipartUpload"),
+            audit("exports/report.tar.gz", "2048", "ObjectCreated:Copy"),
+        ],
+        ["folder-marker"],
+        0,
+        None,
+    ),
     "s3-delete.json": ("aws", [], ["event-type"], 0, None),
-    "sqs-s3.json": ("aws", [
-        orders("products", "incoming/products/catalog.csv", "2026-11-28"),
-        audit("incoming/products/catalog.csv", "1048576", "ObjectCreated:Put"),
-    ], [], 1, 1),
+    "sqs-s3.json": (
+        "aws",
+        [
+            orders("products", "incoming/products/catalog.csv", "2026-11-28"),
+            audit("incoming/products/catalog.csv", "1048576", "ObjectCreated:Put"),
+        ],
+        [],
+        1,
+        1,
+    ),
     "sqs-s3-test-event.json": ("aws", [], ["test-event"], 0, 0),
-    "sns-s3.json": ("aws", [
-        orders("inventory", "incoming/inventory/stock levels.csv", "2026-11-28"),
-        audit("incoming/inventory/stock levels.csv", "1048576", "ObjectCreated:Put"),
-    ], [], 0, None),
-    "sns-sqs-s3.json": ("aws", [
-        orders("returns", "incoming/returns/2026-11-27.csv", "2026-11-28"),
-        audit("incoming/returns/2026-11-27.csv", "1048576", "ObjectCreated:Put"),
-    ], [], 0, 0),
-    "eventbridge-s3-object-created.json": ("aws", [
-        orders("orders", "incoming/orders/eu+us 100%.csv", "2026-11-28"),
-        audit("incoming/orders/eu+us 100%.csv", "5576", "ObjectCreated:Put"),
-    ], [], 0, None),
+    "sns-s3.json": (
+        "aws",
+        [
+            orders("inventory", "incoming/inventory/stock levels.csv", "2026-11-28"),
+            audit("incoming/inventory/stock levels.csv", "1048576", "ObjectCreated:Put"),
+        ],
+        [],
+        0,
+        None,
+    ),
+    "sns-sqs-s3.json": (
+        "aws",
+        [
+            orders("returns", "incoming/returns/2026-11-27.csv", "2026-11-28"),
+            audit("incoming/returns/2026-11-27.csv", "1048576", "ObjectCreated:Put"),
+        ],
+        [],
+        0,
+        0,
+    ),
+    "eventbridge-s3-object-created.json": (
+        "aws",
+        [
+            orders("orders", "incoming/orders/eu+us 100%.csv", "2026-11-28"),
+            audit("incoming/orders/eu+us 100%.csv", "5576", "ObjectCreated:Put"),
+        ],
+        [],
+        0,
+        None,
+    ),
     "schedule-classic.json": ("aws", [nightly("2026-11-27", "2026-11-28T00:00:00+09:00")], [], 0, None),
     "scheduler-input.json": ("aws", [nightly("2026-11-28", "2026-11-29T00:00:00+09:00")], [], 0, None),
-    "direct-backfill.json": ("aws", [
-        ("AbCdEf123456", {}, {"$date": "2026-11-01", "$run": "backfill {manual}"}),
-    ], [], 0, None),
+    "direct-backfill.json": (
+        "aws",
+        [
+            ("AbCdEf123456", {}, {"$date": "2026-11-01", "$run": "backfill {manual}"}),
+        ],
+        [],
+        0,
+        None,
+    ),
     "direct-job.json": ("aws", [("AbCdEf123456", {}, {"$date": "2026-10-31", "$mode": "rerun"})], [], 0, None),
-    "ncp-object-storage.json": ("ncp", [
-        orders("orders", "incoming/orders/2026-11-28 night.csv", "2026-11-28"),
-        audit("incoming/orders/2026-11-28 night.csv", "4096", "ObjectCreated:PUT"),
-    ], [], 0, None),
-    "ncp-object-storage-flat.json": ("ncp", [
-        orders("orders", "incoming/orders/flat payload+1.csv", "2026-11-28"),
-        audit("incoming/orders/flat payload+1.csv", "2048", "ObjectCreated:PUT"),
-    ], [], 0, None),
+    "ncp-object-storage.json": (
+        "ncp",
+        [
+            orders("orders", "incoming/orders/2026-11-28 night.csv", "2026-11-28"),
+            audit("incoming/orders/2026-11-28 night.csv", "4096", "ObjectCreated:PUT"),
+        ],
+        [],
+        0,
+        None,
+    ),
+    "ncp-object-storage-flat.json": (
+        "ncp",
+        [
+            orders("orders", "incoming/orders/flat payload+1.csv", "2026-11-28"),
+            audit("incoming/orders/flat payload+1.csv", "2048", "ObjectCreated:PUT"),
+        ],
+        [],
+        0,
+        None,
+    ),
     # A cron run carries no time: the invocation time (the fixed test clock), truncated to the minute.
     "ncp-cron.json": ("ncp", [nightly("2026-11-27", "2026-11-28T09:00:00+09:00")], [], 0, None),
 }

@@ -105,9 +105,7 @@ def test_multi_record_s3_event_submits_each_record_and_logs_one_record_per_decis
     assert len(lambda_env.all_executions()) == 2
 
 
-def test_failure_raises_after_logging_with_the_result_attached(
-    lambda_env: Emulator, logs: JsonLines
-) -> None:
+def test_failure_raises_after_logging_with_the_result_attached(lambda_env: Emulator, logs: JsonLines) -> None:
     lambda_env.inject(Fault(status=400, body=dataflow_error("bad-parameter", "numWorker out of range")))
     with pytest.raises(InvocationFailedError) as caught:
         app.lambda_handler(load_event("schedule-classic.json"), Context())

@@ -15,11 +15,18 @@ from handler.service import Launcher
 from handler.signing import Credentials, NcpSignatureV2
 from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, load_event
 
-CONDITION = {"numWorker": 4, "timeout": 120, "nrn": "nrn:PUB:IAM::1234:Role/example",
-             "scriptPath": "dataflow-1/scripts/", "logPath": "dataflow-1/logs/"}
+CONDITION = {
+    "numWorker": 4,
+    "timeout": 120,
+    "nrn": "nrn:PUB:IAM::1234:Role/example",
+    "scriptPath": "dataflow-1/scripts/",
+    "logPath": "dataflow-1/logs/",
+}
 
 
-def invoke(launcher: Launcher, config: dict[str, str], event: Any, remaining_ms: float | None = 30_000) -> dict[str, Any]:
+def invoke(
+    launcher: Launcher, config: dict[str, str], event: Any, remaining_ms: float | None = 30_000
+) -> dict[str, Any]:
     return launcher.invoke(event, config, platform="aws", remaining_ms=remaining_ms, invocation_id="req-1")
 
 
@@ -32,10 +39,13 @@ def failed_result(launcher: Launcher, config: dict[str, str], event: Any, **kwar
 def test_s3_put_reaches_the_emulator_signed_with_path_query_and_body(
     launcher: Launcher, config: dict[str, str], emulator: Emulator
 ) -> None:
-    config |= {"DATAFLOW_WORKFLOW_ID": "wf-1", "DATAFLOW_TRIGGER_ID": "tr-1",
-               "DATAFLOW_JOB_CONDITION": '{"numWorker": 4, "timeout": 120, "nrn": "nrn:PUB:IAM::1234:Role/example", '
-               '"scriptPath": "dataflow-1/scripts/", "logPath": "dataflow-1/logs/"}',
-               "DATAFLOW_PARAMETERS": '{"$table_name": "test.sample_table2"}'}
+    config |= {
+        "DATAFLOW_WORKFLOW_ID": "wf-1",
+        "DATAFLOW_TRIGGER_ID": "tr-1",
+        "DATAFLOW_JOB_CONDITION": '{"numWorker": 4, "timeout": 120, "nrn": "nrn:PUB:IAM::1234:Role/example", '
+        '"scriptPath": "dataflow-1/scripts/", "logPath": "dataflow-1/logs/"}',
+        "DATAFLOW_PARAMETERS": '{"$table_name": "test.sample_table2"}',
+    }
     result = invoke(launcher, config, load_event("s3-put.json"))
     [request] = emulator.received
     assert request.verdict == "ok"
@@ -48,8 +58,12 @@ def test_s3_put_reaches_the_emulator_signed_with_path_query_and_body(
     [entry] = result["submitted"]
     assert entry["jobExecutionId"] == execution["jobExecutionId"]
     assert entry["status"] == "READY"
-    assert entry["source"] == {"kind": "object", "bucket": "raw-data",
-                               "key": "incoming/orders/2026-11-27 batch+1.csv", "eventName": "ObjectCreated:Put"}
+    assert entry["source"] == {
+        "kind": "object",
+        "bucket": "raw-data",
+        "key": "incoming/orders/2026-11-27 batch+1.csv",
+        "eventName": "ObjectCreated:Put",
+    }
     assert result["failed"] == [] and result["dryRun"] is False
 
 
@@ -174,7 +188,10 @@ def test_query_altered_after_signing_is_refused(emulator: Emulator, clock: FakeC
     assert response.status_code == 401
     assert emulator.received[0].path.endswith("?triggerId=t2")
     assert emulator.received[0].verdict == "rejected: signature mismatch"
-    untouched = session.send(session.prepare_request(requests.Request("POST", url, params={"triggerId": "t1"}, json={}, auth=auth)), timeout=5)
+    untouched = session.send(
+        session.prepare_request(requests.Request("POST", url, params={"triggerId": "t1"}, json={}, auth=auth)),
+        timeout=5,
+    )
     assert untouched.status_code == 200
 
 

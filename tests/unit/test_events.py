@@ -17,8 +17,8 @@ from handler.events import (
     ObjectTrigger,
     Platform,
     RouteInvocation,
-    ScheduleTrigger,
     S3TestTrigger,
+    ScheduleTrigger,
     Trigger,
     normalise,
 )
@@ -38,8 +38,12 @@ def only(event: Any, platform: Platform = "aws") -> Trigger:
 
 
 def s3_record(key: str, **object_fields: Any) -> dict[str, Any]:
-    return {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "eventTime": "2026-11-27T23:10:05Z",
-            "s3": {"bucket": {"name": "b"}, "object": {"key": key, **object_fields}}}
+    return {
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "eventTime": "2026-11-27T23:10:05Z",
+        "s3": {"bucket": {"name": "b"}, "object": {"key": key, **object_fields}},
+    }
 
 
 def test_s3_put_key_is_url_decoded() -> None:
@@ -103,8 +107,12 @@ def test_s3_test_event_is_recognised() -> None:
 
 @pytest.mark.parametrize(
     ("reason", "event_name"),
-    [("PutObject", "ObjectCreated:Put"), ("POST Object", "ObjectCreated:Post"), ("CopyObject", "ObjectCreated:Copy"),
-     ("CompleteMultipartUpload", "ObjectCreated:CompleteMultipartUpload")],
+    [
+        ("PutObject", "ObjectCreated:Put"),
+        ("POST Object", "ObjectCreated:Post"),
+        ("CopyObject", "ObjectCreated:Copy"),
+        ("CompleteMultipartUpload", "ObjectCreated:CompleteMultipartUpload"),
+    ],
 )
 def test_eventbridge_reason_names_the_event(reason: str, event_name: str) -> None:
     event = load_event("eventbridge-s3-object-created.json")
@@ -126,7 +134,8 @@ def test_eventbridge_object_deleted_is_a_removal() -> None:
 
 def test_classic_schedule_is_named_after_its_rule() -> None:
     assert only(load_event("schedule-classic.json")) == ScheduleTrigger(
-        "nightly", datetime(2026, 11, 27, 15, tzinfo=UTC), "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa")
+        "nightly", datetime(2026, 11, 27, 15, tzinfo=UTC), "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa"
+    )
     event = load_event("schedule-classic.json")
     event["resources"] = ["arn:aws:events:ap-northeast-2:123456789012:rule/custom-bus/hourly"]
     trigger = only(event)
@@ -136,15 +145,19 @@ def test_classic_schedule_is_named_after_its_rule() -> None:
 
 def test_scheduler_input_and_ncp_cron() -> None:
     assert only(load_event("scheduler-input.json")) == ScheduleTrigger(
-        "nightly", datetime(2026, 11, 28, 15, tzinfo=UTC), "inv-1")
+        "nightly", datetime(2026, 11, 28, 15, tzinfo=UTC), "inv-1"
+    )
     # An NCP cron run without a time uses the invocation time truncated to the minute.
-    assert only({"schedule": "nightly"}, "ncp") == ScheduleTrigger("nightly", datetime(2026, 11, 28, tzinfo=UTC), "inv-1")
+    assert only({"schedule": "nightly"}, "ncp") == ScheduleTrigger(
+        "nightly", datetime(2026, 11, 28, tzinfo=UTC), "inv-1"
+    )
     assert only({}, "ncp") == ScheduleTrigger("", datetime(2026, 11, 28, tzinfo=UTC), "inv-1")
 
 
 def test_direct_invocations() -> None:
     assert only(load_event("direct-backfill.json")) == RouteInvocation(
-        "backfill", datetime.fromisoformat("2026-11-01T00:00:00+09:00"), "inv-1")
+        "backfill", datetime.fromisoformat("2026-11-01T00:00:00+09:00"), "inv-1"
+    )
     job = only(load_event("direct-job.json"))
     assert isinstance(job, JobInvocation)
     assert job.job.job_id == "AbCdEf123456"
@@ -158,7 +171,11 @@ def test_ncp_object_storage_shapes() -> None:
     assert s3_style.key == "incoming/orders/2026-11-28 night.csv"
     flat = only(load_event("ncp-object-storage-flat.json"), "ncp")
     assert isinstance(flat, ObjectTrigger)
-    assert (flat.bucket, flat.key, flat.event_name) == ("raw-data", "incoming/orders/flat payload+1.csv", "ObjectCreated:PUT")
+    assert (flat.bucket, flat.key, flat.event_name) == (
+        "raw-data",
+        "incoming/orders/flat payload+1.csv",
+        "ObjectCreated:PUT",
+    )
     for bucket_field, key_field, type_field in [("container", "object", "event_type"), ("bucket", "name", "eventName")]:
         trigger = only({bucket_field: "b", key_field: "k.csv", type_field: "ObjectCreated:PUT"}, "ncp")
         assert isinstance(trigger, ObjectTrigger)
@@ -175,27 +192,73 @@ def test_ncp_object_storage_shapes() -> None:
         ({"Records": [1]}, "aws", "Records[0] is number 1, not an object"),
         ({"Records": [{"foo": 1}]}, "aws", "Records[0]: unrecognised record (no s3 or Sns field)"),
         ({"Records": [{"s3": {}}]}, "aws", "Records[0].s3.bucket is missing"),
-        ({"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": 7}}}]}, "aws",
-         "Records[0].s3.object.key is number 7, expected str"),
-        ({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "k", "size": True}}}]},
-         "aws", "Records[0].s3.object.size is boolean true, expected int"),
-        ({"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "yesterday", "s3": {"bucket": {"name": "b"}, "object": {"key": "k"}}}]},
-         "aws", "Records[0].eventTime is not an ISO 8601 time (string 'yesterday')"),
-        ({"Records": [{"eventSource": "aws:sqs", "messageId": "m1", "body": "[1"}]}, "aws",
-         "SQS record body is not JSON (Expecting ',' delimiter at position 2)"),
+        (
+            {"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": 7}}}]},
+            "aws",
+            "Records[0].s3.object.key is number 7, expected str",
+        ),
+        (
+            {
+                "Records": [
+                    {
+                        "eventName": "ObjectCreated:Put",
+                        "s3": {"bucket": {"name": "b"}, "object": {"key": "k", "size": True}},
+                    }
+                ]
+            },
+            "aws",
+            "Records[0].s3.object.size is boolean true, expected int",
+        ),
+        (
+            {
+                "Records": [
+                    {
+                        "eventName": "ObjectCreated:Put",
+                        "eventTime": "yesterday",
+                        "s3": {"bucket": {"name": "b"}, "object": {"key": "k"}},
+                    }
+                ]
+            },
+            "aws",
+            "Records[0].eventTime is not an ISO 8601 time (string 'yesterday')",
+        ),
+        (
+            {"Records": [{"eventSource": "aws:sqs", "messageId": "m1", "body": "[1"}]},
+            "aws",
+            "SQS record body is not JSON (Expecting ',' delimiter at position 2)",
+        ),
         ({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]}, "aws", "SQS record has no messageId"),
-        ({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": 5}}]}, "aws", "Records[0].Sns.Message is number 5, not a string"),
+        (
+            {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": 5}}]},
+            "aws",
+            "Records[0].Sns.Message is number 5, not a string",
+        ),
         ({"detail-type": "Scheduled Event", "resources": []}, "aws", "Scheduled Event has no rule ARN in resources[0]"),
-        ({"detail-type": "Object Created", "source": "aws.s3", "detail": {"bucket": {"name": "b"}}}, "aws", "detail.object is missing"),
-        ({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2"}, "aws",
-         "EventBridge event string 'EC2 Instance State-change Notification' from string 'aws.ec2' is not accepted"),
+        (
+            {"detail-type": "Object Created", "source": "aws.s3", "detail": {"bucket": {"name": "b"}}},
+            "aws",
+            "detail.object is missing",
+        ),
+        (
+            {"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2"},
+            "aws",
+            "EventBridge event string 'EC2 Instance State-change Notification' from string 'aws.ec2' is not accepted",
+        ),
         ({"route": ""}, "aws", "event.route is empty"),
         ({"route": 5}, "aws", "event.route is number 5, expected str"),
         ({"jobId": "bad id!"}, "aws", "event.jobId: must be 1-64 letters, digits, '-' or '_', got string 'bad id!'"),
-        ({"jobId": "ok", "jobCondition": {"numWorker": 1}}, "aws", "event.jobCondition.numWorker: must be an integer 2-10, got number 1"),
+        (
+            {"jobId": "ok", "jobCondition": {"numWorker": 1}},
+            "aws",
+            "event.jobCondition.numWorker: must be an integer 2-10, got number 1",
+        ),
         ({"jobId": "ok", "parameters": {"$a": 1}}, "aws", "event.parameters.$a: must be a string, got number 1"),
         ({"schedule": 3}, "aws", "event.schedule is number 3, expected str"),
-        ({"bucket": "b", "eventType": "ObjectCreated:PUT"}, "ncp", "NCP object event has no object key (key/object/objectName/name)"),
+        (
+            {"bucket": "b", "eventType": "ObjectCreated:PUT"},
+            "ncp",
+            "NCP object event has no object key (key/object/objectName/name)",
+        ),
         ({"bucket": "b", "key": "k"}, "ncp", "NCP object event has no event type (eventName/eventType/event_type)"),
         ({"bucket": "b"}, "aws", "unrecognised event: no known envelope fits its keys (bucket)"),
     ],

@@ -22,7 +22,9 @@ def routes(*raw: dict[str, Any]) -> tuple[Route, ...]:
     return parsed
 
 
-def obj(key: str, event_name: str = "ObjectCreated:Put", bucket: str = "raw-data", size: int | None = 10) -> ObjectTrigger:
+def obj(
+    key: str, event_name: str = "ObjectCreated:Put", bucket: str = "raw-data", size: int | None = 10
+) -> ObjectTrigger:
     return ObjectTrigger(bucket, key, event_name, TIME, size=size)
 
 
@@ -35,13 +37,30 @@ def skips(trigger: Any, table: tuple[Route, ...]) -> list[str]:
 
 
 TABLE = routes(
-    {"name": "csv", "match": {"source": "object", "bucket": "raw-data", "prefix": "incoming/", "suffix": ".csv",
-                              "pattern": "^incoming/(?P<table>[a-z_]+)/"},
-     "jobId": "J1", "parameters": {"$t": "{match.table}", "$k": "{key}"}},
+    {
+        "name": "csv",
+        "match": {
+            "source": "object",
+            "bucket": "raw-data",
+            "prefix": "incoming/",
+            "suffix": ".csv",
+            "pattern": "^incoming/(?P<table>[a-z_]+)/",
+        },
+        "jobId": "J1",
+        "parameters": {"$t": "{match.table}", "$k": "{key}"},
+    },
     {"name": "all-raw", "match": {"source": "object", "bucket": "raw-data"}, "jobId": "J2"},
-    {"name": "deletes", "match": {"source": "object", "events": ["ObjectRemoved:*"], "prefix": "audit/"}, "jobId": "J3"},
-    {"name": "nightly", "match": {"source": "schedule", "schedule": "nightly"}, "jobId": "J4",
-     "parameters": {"$d": "{time-1d:%Y-%m-%d}", "$s": "{schedule}"}},
+    {
+        "name": "deletes",
+        "match": {"source": "object", "events": ["ObjectRemoved:*"], "prefix": "audit/"},
+        "jobId": "J3",
+    },
+    {
+        "name": "nightly",
+        "match": {"source": "schedule", "schedule": "nightly"},
+        "jobId": "J4",
+        "parameters": {"$d": "{time-1d:%Y-%m-%d}", "$s": "{schedule}"},
+    },
     {"name": "any-schedule", "match": {"source": "schedule"}, "jobId": "J5"},
     {"name": "manual", "match": {"source": "direct"}, "jobId": "J6", "parameters": {"$r": "{route}"}},
 )
@@ -120,36 +139,73 @@ def problems_of(raw: Any) -> list[str]:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"name": "a", "jobId": "J", "match": {"source": "schedule"}, "parameters": {"$k": "{key}"}},
-         ["r.parameters.$k: {key} is not available for match.source schedule"]),
-        ({"name": "a", "jobId": "J", "match": {"source": "object"}, "parameters": {"$s": "{schedule}"}},
-         ["r.parameters.$s: {schedule} is not available for match.source object"]),
-        ({"name": "a", "jobId": "J", "match": {"source": "object", "pattern": "(?P<x>a)"}, "parameters": {"$y": "{match.y}"}},
-         ["r.parameters.$y: {match.y} is not a named group of match.pattern"]),
+        (
+            {"name": "a", "jobId": "J", "match": {"source": "schedule"}, "parameters": {"$k": "{key}"}},
+            ["r.parameters.$k: {key} is not available for match.source schedule"],
+        ),
+        (
+            {"name": "a", "jobId": "J", "match": {"source": "object"}, "parameters": {"$s": "{schedule}"}},
+            ["r.parameters.$s: {schedule} is not available for match.source object"],
+        ),
+        (
+            {
+                "name": "a",
+                "jobId": "J",
+                "match": {"source": "object", "pattern": "(?P<x>a)"},
+                "parameters": {"$y": "{match.y}"},
+            },
+            ["r.parameters.$y: {match.y} is not a named group of match.pattern"],
+        ),
         ({"name": "a", "jobId": "J", "parameters": {"$y": "{nope}"}}, ["r.parameters.$y: unknown placeholder {nope}"]),
-        ({"name": "a", "jobId": "J", "match": {"pattern": "("}},
-         ["r.match.pattern: invalid regular expression: missing ), unterminated subpattern at position 0"]),
-        ({"name": "a", "jobId": "J", "match": {"source": "file"}},
-         ["r.match.source: must be one of object, schedule, direct, got string 'file'"]),
-        ({"name": "a", "jobId": "J", "match": {"source": "schedule", "prefix": "x"}},
-         ["r.match: prefix: only for match.source object"]),
-        ({"name": "a", "jobId": "J", "match": {"events": []}},
-         ["r.match.events: must be a non-empty array of event names, got array of 0 items"]),
-        ({"name": "a", "jobId": "J", "match": {"bukket": "x"}},
-         ["r.match.bukket: unknown match field (allowed: bucket, events, pattern, prefix, schedule, source, suffix)"]),
-        ({"name": "a b", "jobId": "J/../x"},
-         ["r.name: must be 1-64 letters, digits, '.', '-' or '_', got string 'a b'",
-          "r.jobId: must be 1-64 letters, digits, '-' or '_', got string 'J/../x'"]),
-        ({"name": "a", "jobId": "J", "jobCondition": {"numWorker": 11, "timeout": 1441, "scriptPath": ""}},
-         ["r.jobCondition.numWorker: must be an integer 2-10, got number 11",
-          "r.jobCondition.timeout: must be an integer 1-1440, got number 1441",
-          "r.jobCondition.scriptPath: must be a non-empty string, got string ''",
-          "r.jobCondition: nrn, scriptPath and logPath go together; missing nrn, logPath"]),
-        ({"name": "a", "jobId": "J", "jobCondition": {"numWorker": True}},
-         ["r.jobCondition.numWorker: must be an integer 2-10, got boolean true"]),
+        (
+            {"name": "a", "jobId": "J", "match": {"pattern": "("}},
+            ["r.match.pattern: invalid regular expression: missing ), unterminated subpattern at position 0"],
+        ),
+        (
+            {"name": "a", "jobId": "J", "match": {"source": "file"}},
+            ["r.match.source: must be one of object, schedule, direct, got string 'file'"],
+        ),
+        (
+            {"name": "a", "jobId": "J", "match": {"source": "schedule", "prefix": "x"}},
+            ["r.match: prefix: only for match.source object"],
+        ),
+        (
+            {"name": "a", "jobId": "J", "match": {"events": []}},
+            ["r.match.events: must be a non-empty array of event names, got array of 0 items"],
+        ),
+        (
+            {"name": "a", "jobId": "J", "match": {"bukket": "x"}},
+            [
+                "r.match.bukket: unknown match field (allowed: bucket, events, pattern, prefix, schedule, source, suffix)"
+            ],
+        ),
+        (
+            {"name": "a b", "jobId": "J/../x"},
+            [
+                "r.name: must be 1-64 letters, digits, '.', '-' or '_', got string 'a b'",
+                "r.jobId: must be 1-64 letters, digits, '-' or '_', got string 'J/../x'",
+            ],
+        ),
+        (
+            {"name": "a", "jobId": "J", "jobCondition": {"numWorker": 11, "timeout": 1441, "scriptPath": ""}},
+            [
+                "r.jobCondition.numWorker: must be an integer 2-10, got number 11",
+                "r.jobCondition.timeout: must be an integer 1-1440, got number 1441",
+                "r.jobCondition.scriptPath: must be a non-empty string, got string ''",
+                "r.jobCondition: nrn, scriptPath and logPath go together; missing nrn, logPath",
+            ],
+        ),
+        (
+            {"name": "a", "jobId": "J", "jobCondition": {"numWorker": True}},
+            ["r.jobCondition.numWorker: must be an integer 2-10, got boolean true"],
+        ),
         ({"name": "a", "jobId": "J", "parameters": {"$n": 5}}, ["r.parameters.$n: must be a string, got number 5"]),
-        ({"name": "a", "jobId": "J", "extra": 1},
-         ["r.extra: unknown route field (allowed: jobCondition, jobId, match, name, parameters, triggerId, workflowId)"]),
+        (
+            {"name": "a", "jobId": "J", "extra": 1},
+            [
+                "r.extra: unknown route field (allowed: jobCondition, jobId, match, name, parameters, triggerId, workflowId)"
+            ],
+        ),
         ("route", ["r: must be a JSON object, got string 'route'"]),
     ],
 )

@@ -67,21 +67,33 @@ def test_every_problem_is_reported_at_once_and_secrets_are_not_echoed() -> None:
 
 def test_exactly_one_of_routes_and_job_id() -> None:
     assert problems({**BASE, "DATAFLOW_ROUTES": '[{"name": "a", "jobId": "J"}]'}) == [
-        "DATAFLOW_ROUTES: set together with DATAFLOW_JOB_ID; set exactly one of them"]
+        "DATAFLOW_ROUTES: set together with DATAFLOW_JOB_ID; set exactly one of them"
+    ]
     assert problems({"NCLOUD_ACCESS_KEY": "AK", "NCLOUD_SECRET_KEY": "s"}) == [
-        "DATAFLOW_ROUTES: neither DATAFLOW_ROUTES nor DATAFLOW_JOB_ID is set; set exactly one of them"]
+        "DATAFLOW_ROUTES: neither DATAFLOW_ROUTES nor DATAFLOW_JOB_ID is set; set exactly one of them"
+    ]
 
 
 def test_default_route_settings_do_not_mix_with_routes() -> None:
-    config = {"NCLOUD_ACCESS_KEY": "AK", "NCLOUD_SECRET_KEY": "s", "DATAFLOW_ROUTES": '[{"name": "a", "jobId": "J"}]',
-              "DATAFLOW_PARAMETERS": '{"$a": "b"}'}
+    config = {
+        "NCLOUD_ACCESS_KEY": "AK",
+        "NCLOUD_SECRET_KEY": "s",
+        "DATAFLOW_ROUTES": '[{"name": "a", "jobId": "J"}]',
+        "DATAFLOW_PARAMETERS": '{"$a": "b"}',
+    }
     assert problems(config) == [
-        "DATAFLOW_PARAMETERS: only applies to the default route; with DATAFLOW_ROUTES put it in a route"]
+        "DATAFLOW_PARAMETERS: only applies to the default route; with DATAFLOW_ROUTES put it in a route"
+    ]
 
 
 def test_default_route_problems_use_the_variable_names() -> None:
-    config = {**BASE, "DATAFLOW_JOB_ID": "bad id", "DATAFLOW_WORKFLOW_ID": "w/1",
-              "DATAFLOW_JOB_CONDITION": '{"numWorker": 1}', "DATAFLOW_PARAMETERS": '{"$a": "{time:}", "$b": 2}'}
+    config = {
+        **BASE,
+        "DATAFLOW_JOB_ID": "bad id",
+        "DATAFLOW_WORKFLOW_ID": "w/1",
+        "DATAFLOW_JOB_CONDITION": '{"numWorker": 1}',
+        "DATAFLOW_PARAMETERS": '{"$a": "{time:}", "$b": 2}',
+    }
     assert problems(config) == [
         "DATAFLOW_JOB_ID: must be 1-64 letters, digits, '-' or '_', got string 'bad id'",
         "DATAFLOW_WORKFLOW_ID: must be 1-64 letters, digits, '-' or '_', got string 'w/1'",
@@ -91,7 +103,9 @@ def test_default_route_problems_use_the_variable_names() -> None:
     ]
 
 
-@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8930", "http://localhost:1", "http://[::1]:2", "https://dataflow.example.com/"])
+@pytest.mark.parametrize(
+    "endpoint", ["http://127.0.0.1:8930", "http://localhost:1", "http://[::1]:2", "https://dataflow.example.com/"]
+)
 def test_https_or_loopback_endpoints(endpoint: str) -> None:
     assert parse_settings({**BASE, "DATAFLOW_ENDPOINT": endpoint}).endpoint == endpoint.rstrip("/")
 
@@ -119,7 +133,8 @@ def test_routes_file_relative_to_the_package_or_absolute(tmp_path: Path) -> None
     base = {"NCLOUD_ACCESS_KEY": "AK", "NCLOUD_SECRET_KEY": "s"}
     assert [r.name for r in parse_settings({**base, "DATAFLOW_ROUTES": f"@{path}"}).routes] == ["a"]
     assert problems({**base, "DATAFLOW_ROUTES": "@no-such-routes.json"})[0].startswith(
-        "DATAFLOW_ROUTES: cannot read routes file")
+        "DATAFLOW_ROUTES: cannot read routes file"
+    )
     path.write_text("[")
     assert "is not valid JSON" in problems({**base, "DATAFLOW_ROUTES": f"@{path}"})[0]
 
@@ -131,5 +146,7 @@ def test_settings_are_validated_once_per_distinct_configuration() -> None:
 
 
 def test_config_from_takes_only_setting_names_and_stringifies_parameters() -> None:
-    config = config_from({"DATAFLOW_DRY_RUN": True, "DATAFLOW_ROUTES": [{"name": "a"}], "bucket": "x", "DATAFLOW_JOB_ID": "J"})
+    config = config_from(
+        {"DATAFLOW_DRY_RUN": True, "DATAFLOW_ROUTES": [{"name": "a"}], "bucket": "x", "DATAFLOW_JOB_ID": "J"}
+    )
     assert config == {"DATAFLOW_DRY_RUN": "true", "DATAFLOW_ROUTES": '[{"name": "a"}]', "DATAFLOW_JOB_ID": "J"}

@@ -64,8 +64,21 @@ def test_doubled_braces_are_literal() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["{bucket.__class__}", "{key[0]}", "{0}", "{}", "{unknown}", "{time:}", "{time-1w:%Y}", "{time-1d%Y}",
-     "{bucket!r}", "{bucket:>10}", "open {", "close }", "{a{b}"],
+    [
+        "{bucket.__class__}",
+        "{key[0]}",
+        "{0}",
+        "{}",
+        "{unknown}",
+        "{time:}",
+        "{time-1w:%Y}",
+        "{time-1d%Y}",
+        "{bucket!r}",
+        "{bucket:>10}",
+        "open {",
+        "close }",
+        "{a{b}",
+    ],
 )
 def test_anything_but_the_contract_placeholders_is_rejected(text: str) -> None:
     with pytest.raises(TemplateError):

@@ -1,0 +1,180 @@
+"""Random and mutated envelopes: only results or project errors come out, nothing invalid is sent."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from emulator.server import Received, check_create
+from handler.dataflow import DataflowClient, ExecutionRequest, Submitted
+from handler.errors import InvocationFailedError
+from handler.events import Platform
+from handler.service import Launcher
+from handler.signing import Credentials
+from tests.conftest import EVENTS, ROOT, FakeClock
+
+ROUTES = (ROOT / "emulator" / "demo-routes.json").read_text(encoding="utf-8")
+SAMPLES = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in sorted(EVENTS.glob("*.json"))}
+CONFIGS = [
+    {
+        "NCLOUD_ACCESS_KEY": "AK",
+        "NCLOUD_SECRET_KEY": "SK",
+        "DATAFLOW_ROUTES": ROUTES,
+        "DATAFLOW_TIMEZONE": "Asia/Seoul",
+    },
+    {
+        "NCLOUD_ACCESS_KEY": "AK",
+        "NCLOUD_SECRET_KEY": "SK",
+        "DATAFLOW_JOB_ID": "J1",
+        "DATAFLOW_PARAMETERS": '{"$k": "{key}", "$s": "{schedule}", "$t": "{time-1d:%Y%m%d}"}',
+    },
+]
+# Reasons come from the normaliser's own checks; a generic wrapper of foreign exceptions would not match.
+SPECIFIC_REASON = re.compile(
+    r"(is missing|expected|not a|not an|is not JSON|nested|unrecognised|is empty|must be|has no|is negative|"
+    r"not accepted|inside another envelope|empty bucket name)"
+)
+FOREIGN = re.compile(r"KeyError|TypeError|AttributeError|IndexError|Traceback")
+
+
+class ValidatingSubmitter:
+    """Builds each request exactly as the client would and checks it with the emulator's rules."""
+
+    def __init__(self) -> None:
+        self.client = DataflowClient(
+            "https://dataflow.apigw.ntruss.com", Credentials("AK", "SK"), clocks=FakeClock().clocks()
+        )
+        self.sent: list[Received] = []
+        self.invalid: list[str] = []
+
+    def create_execution(self, request: ExecutionRequest, *, deadline: float | None = None) -> Submitted:
+        prepared = self.client.prepare(request)
+        body = prepared.body.decode() if isinstance(prepared.body, bytes) else str(prepared.body or "")
+        received = Received("POST", prepared.path_url, {k.lower(): v for k, v in prepared.headers.items()}, body)
+        problems = check_create(received)
+        if not re.fullmatch(r"/api/v1/jobs/[A-Za-z0-9_-]{1,64}/executions(\?.*)?", prepared.path_url):
+            problems.append(f"bad path {prepared.path_url}")
+        self.invalid += problems
+        self.sent.append(received)
+        return Submitted({"jobExecutionId": f"E{len(self.sent)}", "status": "READY"}, 1)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=20,
+)
+interesting_keys = st.sampled_from(
+    [
+        "Records",
+        "s3",
+        "bucket",
+        "object",
+        "key",
+        "name",
+        "eventName",
+        "eventSource",
+        "body",
+        "messageId",
+        "Sns",
+        "Message",
+        "detail-type",
+        "detail",
+        "source",
+        "resources",
+        "route",
+        "jobId",
+        "schedule",
+        "time",
+        "parameters",
+        "jobCondition",
+        "bucketName",
+        "objectName",
+        "eventType",
+        "size",
+        "eventTime",
+        "Event",
+        "Type",
+    ]
+)
+
+
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += paths(item, (*prefix, index))
+    return found
+
+
+def mutate(event: Any, path: tuple[Any, ...], action: str, replacement: Any) -> Any:
+    if not path:
+        return replacement
+    event = copy.deepcopy(event)
+    parent = event
+    for step in path[:-1]:
+        parent = parent[step]
+    last = path[-1]
+    if action == "delete":
+        del parent[last]
+    elif action == "stringify" and isinstance(parent[last], dict | list):
+        parent[last] = json.dumps(parent[last])
+    else:
+        parent[last] = replacement
+    return event
+
+
+def run(event: Any, platform: Platform, config_index: int) -> tuple[dict[str, Any], ValidatingSubmitter]:
+    submitter = ValidatingSubmitter()
+    launcher = Launcher(clocks=FakeClock().clocks(), fixed_submitter=submitter)
+    try:
+        result = launcher.invoke(event, CONFIGS[config_index], platform=platform)
+    except InvocationFailedError as exc:
+        result = exc.result
+    return result, submitter
+
+
+def check(result: dict[str, Any], submitter: ValidatingSubmitter) -> None:
+    assert submitter.invalid == []
+    assert len(result["submitted"]) == len(submitter.sent)
+    for entry in result["failed"]:
+        error = entry["error"]
+        assert error.startswith("bad-event: "), error
+        assert SPECIFIC_REASON.search(error), error
+        assert not FOREIGN.search(error), error
+    json.dumps(result)  # the result is always JSON-serialisable
+
+
+PROFILE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROFILE
+@given(
+    st.one_of(json_values, st.dictionaries(interesting_keys, json_values, max_size=6)),
+    st.sampled_from(["aws", "ncp"]),
+    st.integers(0, 1),
+)
+def test_random_payloads(event: Any, platform: Platform, config_index: int) -> None:
+    check(*run(event, platform, config_index))
+
+
+@PROFILE
+@given(st.data(), st.sampled_from(sorted(SAMPLES)), st.integers(0, 1))
+def test_mutated_samples(data: st.DataObject, name: str, config_index: int) -> None:
+    sample = SAMPLES[name]
+    event = sample
+    for _ in range(data.draw(st.integers(1, 3))):
+        candidates = paths(event)
+        path = data.draw(st.sampled_from(candidates))
+        action = data.draw(st.sampled_from(["replace", "delete", "stringify"] if path else ["replace"]))
+        event = mutate(event, path, action, data.draw(json_values))
+    platform: Platform = "ncp" if name.startswith("ncp-") else "aws"
+    check(*run(event, platform, config_index))

@@ -1,0 +1,183 @@
+"""The NAVER Cloud Functions adapter, dry runs, and the command line, against the live emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from emulator.server import Emulator
+from handler import ncp
+from handler.dataflow import Clocks
+from handler.errors import ConfigError
+from handler.service import Launcher
+from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, load_event
+from tests.unit.test_signing import KNOWN_SIGNATURE
+
+
+@pytest.fixture
+def live_emulator() -> Iterator[Emulator]:
+    with Emulator({ACCESS_KEY: SECRET_KEY}) as api:
+        yield api
+
+
+@pytest.fixture
+def ncp_launcher(monkeypatch: pytest.MonkeyPatch) -> Launcher:
+    launcher = Launcher(clocks=Clocks(sleep=lambda _: None))
+    monkeypatch.setattr(ncp, "launcher", launcher)
+    for name in (
+        "NCLOUD_ACCESS_KEY",
+        "NCLOUD_SECRET_KEY",
+        "DATAFLOW_JOB_ID",
+        "DATAFLOW_ROUTES",
+        "DATAFLOW_DRY_RUN",
+        "DATAFLOW_ENDPOINT",
+        "DATAFLOW_PARAMETERS",
+        "__OW_DEADLINE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("__OW_ACTIVATION_ID", "7f3c1f0e2b9a4c1d")
+    return launcher
+
+
+def ncp_args(api: Emulator, **more: Any) -> dict[str, Any]:
+    return {
+        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+        "NCLOUD_SECRET_KEY": SECRET_KEY,
+        "DATAFLOW_ENDPOINT": api.url,
+        "DATAFLOW_JOB_ID": "gqigvH123456",
+        **more,
+    }
+
+
+def test_configuration_parameters_are_not_part_of_the_event(ncp_launcher: Launcher, live_emulator: Emulator) -> None:
+    args = ncp_args(
+        live_emulator,
+        DATAFLOW_PARAMETERS={"$activation": "{event_id}", "$key": "{key}"},
+        **load_event("ncp-object-storage-flat.json"),
+    )
+    result = ncp.main(args)
+    [request] = live_emulator.received
+    assert request.verdict == "ok"
+    assert request.json == {
+        "parameters": {"$activation": "7f3c1f0e2b9a4c1d", "$key": "incoming/orders/flat payload+1.csv"}
+    }
+    assert result["submitted"][0]["source"]["kind"] == "object"
+
+
+def test_a_cron_run_carries_only_configuration(ncp_launcher: Launcher, live_emulator: Emulator) -> None:
+    result = ncp.main(ncp_args(live_emulator))
+    [entry] = result["submitted"]
+    assert entry["source"]["kind"] == "schedule"
+    assert entry["source"]["schedule"] == ""
+    assert len(live_emulator.all_executions()) == 1
+
+
+def test_parameters_override_the_environment(
+    ncp_launcher: Launcher, live_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATAFLOW_JOB_ID", "FromEnvironment")
+    ncp.main(ncp_args(live_emulator, DATAFLOW_JOB_ID="FromParameters", schedule="nightly"))
+    assert live_emulator.received[0].path == "/api/v1/jobs/FromParameters/executions"
+
+
+def test_non_string_parameters_are_accepted(ncp_launcher: Launcher, live_emulator: Emulator) -> None:
+    result = ncp.main(ncp_args(live_emulator, DATAFLOW_DRY_RUN=True, schedule="nightly"))
+    assert result["dryRun"] is True
+    assert live_emulator.received == []
+
+
+def test_bad_configuration_raises_one_error(ncp_launcher: Launcher) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ncp.main({"DATAFLOW_JOB_ID": "J", "NCLOUD_SECRET_KEY": SECRET_KEY, "DATAFLOW_TIMEZONE": "Nowhere/Never"})
+    assert [p.where for p in caught.value.problems] == ["NCLOUD_ACCESS_KEY", "DATAFLOW_TIMEZONE"]
+    assert SECRET_KEY not in str(caught.value)
+
+
+def test_deadline_comes_from_ow_deadline() -> None:
+    launcher = Launcher(clocks=Clocks(wall=lambda: 1_000.0))
+    original = ncp.launcher
+    ncp.launcher = launcher
+    try:
+        assert ncp._remaining_ms({"__OW_DEADLINE": "1060000"}) == 60_000
+        assert ncp._remaining_ms({}) is None
+        assert ncp._remaining_ms({"__OW_DEADLINE": "soon"}) is None
+    finally:
+        ncp.launcher = original
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NCLOUD_", "DATAFLOW_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "handler", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_invoke_submits_an_event_file(live_emulator: Emulator) -> None:
+    done = cli(
+        "invoke",
+        "events/s3-put.json",
+        env={
+            "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+            "NCLOUD_SECRET_KEY": SECRET_KEY,
+            "DATAFLOW_ENDPOINT": live_emulator.url,
+            "DATAFLOW_JOB_ID": "gqigvH123456",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["submitted"][0]["jobExecutionId"] == live_emulator.all_executions()[0]["jobExecutionId"]
+    assert SECRET_KEY not in done.stdout + done.stderr
+
+
+def test_cli_dry_run_without_credentials_signs_with_a_placeholder(live_emulator: Emulator) -> None:
+    done = cli(
+        "invoke",
+        "--dry-run",
+        "events/schedule-classic.json",
+        env={"DATAFLOW_ENDPOINT": live_emulator.url, "DATAFLOW_JOB_ID": "gqigvH123456"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["dryRun"] is True
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    [request] = [line for line in lines if line["message"] == "dry-run request"]
+    assert request["placeholderCredentials"] is True
+    assert request["request"]["headers"]["x-ncp-apigw-signature-v2"] == "***"
+    assert any(line["message"].startswith("dry run without credentials") for line in lines)
+    assert live_emulator.received == []
+
+
+def test_cli_validate_lists_every_problem() -> None:
+    done = cli("validate", env={"DATAFLOW_JOB_ID": "bad id", "DATAFLOW_ENDPOINT": "http://example.com"})
+    assert done.returncode == 2
+    assert "invalid configuration (4 problems)" in done.stderr
+    assert "DATAFLOW_JOB_ID: must be 1-64 letters" in done.stderr
+    good = cli("validate", env={"DATAFLOW_JOB_ID": "J", "DATAFLOW_DRY_RUN": "true"})
+    assert good.returncode == 0
+    assert json.loads(good.stdout)["routes"] == [{"name": "default", "source": "object/schedule", "jobId": "J"}]
+
+
+def test_cli_sign_prints_the_known_answer() -> None:
+    done = cli(
+        "sign",
+        "POST",
+        "/api/v1/jobs/gqigvH123456/executions",
+        "--timestamp",
+        "1700000000000",
+        "--show-signature",
+        env={"NCLOUD_ACCESS_KEY": "AKIAEXAMPLE", "NCLOUD_SECRET_KEY": "SECRETEXAMPLE"},
+    )
+    assert json.loads(done.stdout)["headers"]["x-ncp-apigw-signature-v2"] == KNOWN_SIGNATURE
+    masked = cli("sign", "GET", "/x", env={"NCLOUD_ACCESS_KEY": "AKIAEXAMPLE", "NCLOUD_SECRET_KEY": "SECRETEXAMPLE"})
+    assert json.loads(masked.stdout)["headers"]["x-ncp-apigw-signature-v2"] == "***"
