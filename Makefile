@@ -10,7 +10,7 @@ VENV313 ?= .venv-3.13
 REQUIREMENTS = import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 	print("\n".join(p["dependencies"] + (p["optional-dependencies"]["dev"] if sys.argv[1:] == ["dev"] else [])))
 
-.PHONY: demo test lint typecheck unit test-313 bench clean
+.PHONY: package-ncp demo test lint typecheck unit test-313 bench clean build-LauncherFunction
 
 # A venv is (re)built whenever pyproject.toml changes; the stamp records that it is complete.
 %/.stamp: pyproject.toml
@@ -26,8 +26,9 @@ demo: $(VENV)/.stamp
 test: lint typecheck unit test-313
 
 lint: $(VENV)/.stamp
-	$(VENV)/bin/ruff check handler emulator tests bench
-	$(VENV)/bin/ruff format --check handler emulator tests bench
+	$(VENV)/bin/ruff check handler emulator tests bench deploy
+	$(VENV)/bin/ruff format --check handler emulator tests bench deploy
+	$(VENV)/bin/cfn-lint template.yaml
 
 typecheck: $(VENV)/.stamp
 	$(VENV)/bin/mypy --strict handler
@@ -46,6 +47,41 @@ test-313:
 
 bench: $(VENV)/.stamp
 	$(VENV)/bin/python -m bench.submit
+
+# Called by `sam build` (BuildMethod: makefile): the package and its runtime wheels for Lambda's
+# python3.13 on x86_64, nothing else from the checkout.
+build-LauncherFunction:
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp -R handler "$(ARTIFACTS_DIR)/"
+	find "$(ARTIFACTS_DIR)/handler" -name __pycache__ -prune -exec rm -rf {} +
+	python3 -c '$(REQUIREMENTS)' > "$(ARTIFACTS_DIR)/.requirements.txt"
+	python3 -m pip install --quiet --disable-pip-version-check --target "$(ARTIFACTS_DIR)" \
+		--platform manylinux2014_x86_64 --implementation cp --python-version 3.13 --only-binary=:all: \
+		-r "$(ARTIFACTS_DIR)/.requirements.txt"
+	rm "$(ARTIFACTS_DIR)/.requirements.txt"
+
+# The NAVER Cloud Functions zip: __main__.py at the root, handler/, and the runtime wheels for
+# python:3.13 (Linux x86-64) in virtualenv/, which the launcher activates through activate_this.py.
+NCP_BUILD := dist/ncp-build
+NCP_SITE := $(NCP_BUILD)/virtualenv/lib/python3.13/site-packages
+package-ncp:
+	rm -rf $(NCP_BUILD) dist/ncp-action.zip
+	mkdir -p $(NCP_SITE) $(NCP_BUILD)/virtualenv/bin
+	cp deploy/ncp/__main__.py $(NCP_BUILD)/__main__.py
+	cp deploy/ncp/activate_this.py $(NCP_BUILD)/virtualenv/bin/activate_this.py
+	cp -R handler $(NCP_BUILD)/handler
+	find $(NCP_BUILD) -name __pycache__ -prune -exec rm -rf {} +
+	$(PYTHON) -c '$(REQUIREMENTS)' > $(NCP_BUILD)/requirements.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(NCP_SITE) --no-compile \
+		--platform manylinux2014_x86_64 --implementation cp --python-version 3.13 --only-binary=:all: \
+		-r $(NCP_BUILD)/requirements.txt
+	rm $(NCP_BUILD)/requirements.txt
+	cd $(NCP_BUILD) && $(PYTHON) -m zipfile -c ../ncp-action.zip __main__.py handler virtualenv
+	@echo "wrote dist/ncp-action.zip ($$(du -h dist/ncp-action.zip | cut -f1))"
+	@rm -rf dist/ncp-smoke && $(PYTHON) -m zipfile -e dist/ncp-action.zip dist/ncp-smoke
+	@if [ -n "$(PY313)" ]; then $(PY313) -I -S deploy/ncp/smoke.py dist/ncp-smoke; \
+	else echo "SKIPPED: no Python 3.13 here to smoke-test the zip"; fi
+	@rm -rf dist/ncp-smoke
 
 clean:
 	rm -rf $(VENV) $(VENV313) dist .mypy_cache .ruff_cache .hypothesis

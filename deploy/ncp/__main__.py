@@ -1,0 +1,5 @@
+"""Root module of the NAVER Cloud Functions zip: the runtime imports it and calls main(args)."""
+
+from handler.ncp import main
+
+__all__ = ["main"]
