@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emulator.lambda_context import LambdaContextStub
 from emulator.server import Emulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,20 +34,6 @@ EXPECTED_SUBMISSIONS = {
 }
 
 
-@dataclass
-class DemoContext:
-    """The attributes of a Lambda context object that the handler and Powertools read."""
-
-    function_name: str = "dataflow-launcher-demo"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:ap-northeast-2:123456789012:function:dataflow-launcher-demo"
-    aws_request_id: str = "demo-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
 def run_sample(path: Path) -> dict[str, Any]:
     from handler import app, ncp
     from handler.errors import InvocationFailedError
@@ -56,7 +42,9 @@ def run_sample(path: Path) -> dict[str, Any]:
     try:
         if path.name.startswith("ncp-"):
             return ncp.main(event)
-        return app.lambda_handler(event, DemoContext(aws_request_id=f"demo-{path.stem}"))
+        return app.lambda_handler(
+            event, LambdaContextStub(function_name="dataflow-launcher-demo", aws_request_id=f"demo-{path.stem}")
+        )
     except InvocationFailedError as exc:
         return exc.result
 

@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
+from emulator.lambda_context import LambdaContextStub
 from emulator.server import Emulator
 from handler.dataflow import Clocks
 from handler.service import Launcher
+
+__all__ = ["LambdaContextStub"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,19 +14,7 @@ from handler import app
 from handler.dataflow import Clocks
 from handler.errors import ConfigError, InvocationFailedError
 from handler.service import Launcher
-from tests.conftest import ACCESS_KEY, SECRET_KEY, load_event
-
-
-@dataclass
-class Context:
-    function_name: str = "dataflow-launcher"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:ap-northeast-2:123456789012:function:dataflow-launcher"
-    aws_request_id: str = "0c7f9c3e-test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+from tests.conftest import ACCESS_KEY, SECRET_KEY, LambdaContextStub, load_event
 
 
 @pytest.fixture
@@ -87,7 +74,7 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch, live_emulator: Emulator, logs: J
 def test_multi_record_s3_event_submits_each_record_and_logs_one_record_per_decision(
     lambda_env: Emulator, logs: JsonLines
 ) -> None:
-    result = app.lambda_handler(load_event("s3-multi-record.json"), Context())
+    result = app.lambda_handler(load_event("s3-multi-record.json"), LambdaContextStub())
     records = logs.records
     decisions = [r for r in records if r["message"] in ("submitted", "skipped", "failed")]
     assert [d["message"] for d in decisions] == ["submitted", "skipped", "submitted"]
@@ -108,7 +95,7 @@ def test_multi_record_s3_event_submits_each_record_and_logs_one_record_per_decis
 def test_failure_raises_after_logging_with_the_result_attached(lambda_env: Emulator, logs: JsonLines) -> None:
     lambda_env.inject(Fault(status=400, body=dataflow_error("bad-parameter", "numWorker out of range")))
     with pytest.raises(InvocationFailedError) as caught:
-        app.lambda_handler(load_event("schedule-classic.json"), Context())
+        app.lambda_handler(load_event("schedule-classic.json"), LambdaContextStub())
     records = logs.records
     assert any(r["message"] == "failed" and r["error"] == "bad-parameter: numWorker out of range" for r in records)
     assert caught.value.result["failed"][0]["error"] == "bad-parameter: numWorker out of range"
@@ -119,21 +106,21 @@ def test_secrets_never_appear_in_logs_results_or_errors(
     lambda_env: Emulator, logs: JsonLines, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[str] = []
-    ok = app.lambda_handler(load_event("s3-put.json"), Context())
+    ok = app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())
     seen.append(json.dumps(ok))
     lambda_env.inject(Fault(status=503, times=10))
     with pytest.raises(InvocationFailedError) as failure:
-        app.lambda_handler(load_event("schedule-classic.json"), Context())
+        app.lambda_handler(load_event("schedule-classic.json"), LambdaContextStub())
     seen += [json.dumps(failure.value.result), str(failure.value), repr(failure.value)]
     monkeypatch.setenv("NCLOUD_SECRET_KEY", "wrong-" + SECRET_KEY)
     with pytest.raises(InvocationFailedError) as refused:
-        app.lambda_handler(load_event("schedule-classic.json"), Context())
+        app.lambda_handler(load_event("schedule-classic.json"), LambdaContextStub())
     seen += [json.dumps(refused.value.result), str(refused.value)]
     monkeypatch.setenv("DATAFLOW_DRY_RUN", "true")
-    seen.append(json.dumps(app.lambda_handler(load_event("scheduler-input.json"), Context())))
+    seen.append(json.dumps(app.lambda_handler(load_event("scheduler-input.json"), LambdaContextStub())))
     monkeypatch.setenv("DATAFLOW_JOB_CONDITION", '{"numWorker": 99}')
     with pytest.raises(ConfigError) as bad_config:
-        app.lambda_handler(load_event("s3-put.json"), Context())
+        app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())
     seen.append(str(bad_config.value))
     seen.append(logs.text)
     everything = "\n".join(seen)
@@ -154,7 +141,7 @@ def test_invalid_configuration_is_one_error_listing_every_problem(
     monkeypatch.setenv("DATAFLOW_JOB_CONDITION", '{"numWorker": 11, "timeout": 0, "nrn": "x"}')
     monkeypatch.setenv("DATAFLOW_PARAMETERS", "{not json")
     with pytest.raises(ConfigError) as caught:
-        app.lambda_handler(load_event("s3-put.json"), Context())
+        app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())
     wheres = [problem.where for problem in caught.value.problems]
     assert wheres == [
         "NCLOUD_ACCESS_KEY",

@@ -1,4 +1,4 @@
-"""lambda_handler's core through real sockets to the emulator: signing, retries, unknown outcomes."""
+"""lambda_handler through real sockets to the emulator: signing, retries, unknown outcomes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import pytest
 import requests
 
 from emulator.server import Emulator, Fault, dataflow_error
+from handler import app
 from handler.dataflow import Clocks, DataflowClient, ExecutionRequest
 from handler.errors import InvocationFailedError
 from handler.jobs import JobSpec
 from handler.service import Launcher
+from handler.settings import CONFIG_NAMES
 from handler.signing import Credentials, NcpSignatureV2
-from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, load_event
+from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, LambdaContextStub, load_event
 
 CONDITION = {
     "numWorker": 4,
@@ -24,10 +26,15 @@ CONDITION = {
 }
 
 
-def invoke(
-    launcher: Launcher, config: dict[str, str], event: Any, remaining_ms: float | None = 30_000
-) -> dict[str, Any]:
-    return launcher.invoke(event, config, platform="aws", remaining_ms=remaining_ms, invocation_id="req-1")
+def invoke(launcher: Launcher, config: dict[str, str], event: Any, remaining_ms: int = 30_000) -> dict[str, Any]:
+    """Calls the real Lambda entry point with `config` as its environment and `launcher` as its container."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in CONFIG_NAMES:
+            patch.delenv(name, raising=False)
+        for name, value in config.items():
+            patch.setenv(name, value)
+        patch.setattr(app, "launcher", launcher)
+        return app.lambda_handler(event, LambdaContextStub(remaining_ms=remaining_ms))
 
 
 def failed_result(launcher: Launcher, config: dict[str, str], event: Any, **kwargs: Any) -> dict[str, Any]:

@@ -16,5 +16,7 @@ def test_adapters_import_nothing_forbidden() -> None:
         f"bad = [name for name in {FORBIDDEN!r} if name in sys.modules]\n"
         "print(','.join(bad))"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
     assert done.stdout.strip() == ""
