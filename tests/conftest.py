@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from emulator.lambda_context import LambdaContextStub
 from emulator.server import Emulator
@@ -17,6 +19,11 @@ from handler.dataflow import Clocks
 from handler.service import Launcher
 
 __all__ = ["LambdaContextStub"]
+
+# CI replays the same examples every run, so a red build always reproduces; locally each run explores anew.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from typing import Any
 
@@ -36,7 +37,7 @@ CONFIGS = [
 ]
 # Reasons come from the normaliser's own checks; a generic wrapper of foreign exceptions would not match.
 SPECIFIC_REASON = re.compile(
-    r"(is missing|expected|not a|not an|is not JSON|nested|unrecognised|is empty|must be|has no|is negative|"
+    r"(is missing|expected|not a|not an|is not JSON|nested|unrecognised|unknown field|is empty|must be|has no|is negative|"
     r"not accepted|inside another envelope|empty bucket name)"
 )
 FOREIGN = re.compile(r"KeyError|TypeError|AttributeError|IndexError|Traceback")
@@ -153,7 +154,7 @@ def check(result: dict[str, Any], submitter: ValidatingSubmitter) -> None:
     json.dumps(result)  # the result is always JSON-serialisable
 
 
-PROFILE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROFILE = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROFILE
