@@ -154,7 +154,11 @@ def check(result: dict[str, Any], submitter: ValidatingSubmitter) -> None:
     json.dumps(result)  # the result is always JSON-serialisable
 
 
-PROFILE = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROFILE = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @PROFILE
