@@ -218,7 +218,6 @@ class Emulator:
             "runningTime": 0,
             "parsedParameters": dict(body.get("parameters", {})),
             "type": "JOB",
-            "query": {name: values[0] for name, values in request.query.items()},
         }
         with self.lock:
             self.executions.setdefault(job_id, []).append(execution)

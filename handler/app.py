@@ -1,29 +1,49 @@
-"""AWS Lambda adapter: lambda_handler, with Powertools structured logging."""
+"""AWS Lambda adapter: lambda_handler, with Powertools structured logging and EMF metrics."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handler.errors import ConfigError, InvocationFailedError
 from handler.service import Launcher
 from handler.settings import config_from
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "dataflow-launcher")
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "dataflow-launcher"
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "DataflowLauncher", service=SERVICE)
 # The core logs through logging.getLogger("handler.*"); give those loggers Powertools' JSON format.
 copy_config_to_registered_loggers(source_logger=logger, include={"handler"})
 launcher = Launcher()
 
 
+def record_metrics(result: Mapping[str, Any]) -> None:
+    for name, entries in (("Submitted", "submitted"), ("Skipped", "skipped"), ("Failed", "failed")):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=len(result.get(entries, [])))
+
+
+@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return launcher.invoke(
-        event,
-        config_from(os.environ),
-        platform="aws",
-        remaining_ms=context.get_remaining_time_in_millis(),
-        invocation_id=context.aws_request_id,
-    )
+    try:
+        result = launcher.invoke(
+            event,
+            config_from(os.environ),
+            platform="aws",
+            remaining_ms=context.get_remaining_time_in_millis(),
+            invocation_id=context.aws_request_id,
+        )
+    except InvocationFailedError as exc:
+        record_metrics(exc.result)
+        raise
+    except ConfigError:
+        metrics.add_metric(name="ConfigErrors", unit=MetricUnit.Count, value=1)
+        raise
+    record_metrics(result)
+    return result

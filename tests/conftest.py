@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools import Logger
 from hypothesis import settings
 
 from emulator.lambda_context import LambdaContextStub
 from emulator.server import Emulator
+from handler import app, ncp
 from handler.dataflow import Clocks
 from handler.service import Launcher
 
@@ -61,6 +63,37 @@ class FakeClock:
 
     def clocks(self) -> Clocks:
         return Clocks(wall=self.wall, monotonic=self.monotonic, sleep=self.sleep, jitter=lambda: 1.0)
+
+
+class JsonLines(logging.Handler):
+    """Keeps every record exactly as Powertools formats it for the platform's log stream."""
+
+    def __init__(self, logger: Logger) -> None:
+        super().__init__()
+        self.setFormatter(logger.registered_formatter)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def logs() -> Iterator[JsonLines]:
+    capture = JsonLines(app.logger)
+    targets = [logging.getLogger("handler"), logging.getLogger(app.logger.name), logging.getLogger(ncp.logger.name)]
+    for target in targets:
+        target.addHandler(capture)
+    yield capture
+    for target in targets:
+        target.removeHandler(capture)
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -14,44 +12,13 @@ from handler import app
 from handler.dataflow import Clocks
 from handler.errors import ConfigError, InvocationFailedError
 from handler.service import Launcher
-from tests.conftest import ACCESS_KEY, SECRET_KEY, LambdaContextStub, load_event
+from tests.conftest import ACCESS_KEY, SECRET_KEY, JsonLines, LambdaContextStub, load_event
 
 
 @pytest.fixture
 def live_emulator() -> Iterator[Emulator]:
     with Emulator({ACCESS_KEY: SECRET_KEY}) as api:  # real clock: the adapter signs with real time
         yield api
-
-
-class JsonLines(logging.Handler):
-    """Keeps every record exactly as Powertools formats it for the platform's log stream."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(app.logger.registered_formatter)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.lines]
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-@pytest.fixture
-def logs() -> Iterator[JsonLines]:
-    capture = JsonLines()
-    targets = [logging.getLogger("handler"), logging.getLogger(app.logger.name)]
-    for target in targets:
-        target.addHandler(capture)
-    yield capture
-    for target in targets:
-        target.removeHandler(capture)
 
 
 @pytest.fixture
@@ -155,3 +122,11 @@ def test_invalid_configuration_is_one_error_listing_every_problem(
     assert lambda_env.received == []
     logged = [r for r in logs.records if r["message"] == "invalid configuration"]
     assert len(logged[0]["problems"]) == 6
+
+
+def test_emf_metrics_count_every_outcome(lambda_env: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    app.lambda_handler(load_event("s3-multi-record.json"), LambdaContextStub())
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    [blob] = blobs
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DataflowLauncher"
+    assert (blob["Submitted"], blob["Skipped"], blob["Failed"]) == ([2.0], [1.0], [0.0])

@@ -16,7 +16,7 @@ from handler import ncp
 from handler.dataflow import Clocks
 from handler.errors import ConfigError
 from handler.service import Launcher
-from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, load_event
+from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, JsonLines, load_event
 from tests.unit.test_signing import KNOWN_SIGNATURE
 
 
@@ -181,3 +181,10 @@ def test_cli_sign_prints_the_known_answer() -> None:
     assert json.loads(done.stdout)["headers"]["x-ncp-apigw-signature-v2"] == KNOWN_SIGNATURE
     masked = cli("sign", "GET", "/x", env={"NCLOUD_ACCESS_KEY": "AKIAEXAMPLE", "NCLOUD_SECRET_KEY": "SECRETEXAMPLE"})
     assert json.loads(masked.stdout)["headers"]["x-ncp-apigw-signature-v2"] == "***"
+
+
+def test_ncp_log_records_carry_the_activation(ncp_launcher: Launcher, live_emulator: Emulator, logs: JsonLines) -> None:
+    ncp.main(ncp_args(live_emulator, schedule="nightly"))
+    [submitted] = [record for record in logs.records if record["message"] == "submitted"]
+    assert submitted["activation_id"] == "7f3c1f0e2b9a4c1d"
+    assert submitted["schedule"] == "nightly"
