@@ -1,0 +1,108 @@
+"""The emulator refuses what the gateway and Data Flow would refuse, for the same reasons."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+
+from emulator.server import Emulator
+from handler.signing import Credentials, signed_headers
+from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock
+
+PATH = "/api/v1/jobs/gqigvH123456/executions"
+
+
+def post(
+    api: Emulator,
+    clock: FakeClock,
+    body: Any = None,
+    *,
+    path: str = PATH,
+    offset_s: float = 0.0,
+    credentials: Credentials | None = None,
+    content_type: str = "application/json",
+    data: str | None = None,
+) -> requests.Response:
+    timestamp = str(int((clock.wall() + offset_s) * 1000))
+    headers = signed_headers(credentials or Credentials(ACCESS_KEY, SECRET_KEY), "POST", path, timestamp)
+    headers["Content-Type"] = content_type
+    payload = data if data is not None else json.dumps(body if body is not None else {})
+    return requests.post(f"{api.url}{path}", data=payload, headers=headers, timeout=5)
+
+
+def test_a_valid_request_creates_an_execution(emulator: Emulator, clock: FakeClock) -> None:
+    response = post(emulator, clock, {"parameters": {"$a": "b"}})
+    assert response.status_code == 200
+    assert response.json()["status"] == "READY"
+    assert response.headers["Date"] == "Sat, 28 Nov 2026 00:00:00 GMT"
+
+
+@pytest.mark.parametrize("offset_s", [-301, 301])
+def test_timestamps_outside_five_minutes_are_refused(emulator: Emulator, clock: FakeClock, offset_s: float) -> None:
+    response = post(emulator, clock, offset_s=offset_s)
+    assert response.status_code == 401
+    assert response.json()["error"]["errorCode"] == "200"
+
+
+@pytest.mark.parametrize("offset_s", [-299, 299])
+def test_timestamps_inside_the_window_pass(emulator: Emulator, clock: FakeClock, offset_s: float) -> None:
+    assert post(emulator, clock, offset_s=offset_s).status_code == 200
+
+
+def test_unknown_access_key_and_missing_headers_are_refused(emulator: Emulator, clock: FakeClock) -> None:
+    assert post(emulator, clock, credentials=Credentials("OTHER", SECRET_KEY)).status_code == 401
+    assert requests.post(f"{emulator.url}{PATH}", json={}, timeout=5).status_code == 401
+    assert [r.verdict for r in emulator.received] == [
+        "rejected: unknown access key",
+        "rejected: missing signature headers",
+    ]
+
+
+def test_a_signature_for_another_path_is_refused(emulator: Emulator, clock: FakeClock) -> None:
+    timestamp = str(int(clock.wall() * 1000))
+    headers = signed_headers(Credentials(ACCESS_KEY, SECRET_KEY), "POST", "/api/v1/jobs/other/executions", timestamp)
+    response = requests.post(f"{emulator.url}{PATH}", json={}, headers=headers, timeout=5)
+    assert response.status_code == 401
+    assert emulator.all_executions() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"jobCondition": {"numWorker": 1}}, "jobCondition.numWorker must be an integer 2-10"),
+        ({"jobCondition": {"timeout": 1441}}, "jobCondition.timeout must be an integer 1-1440"),
+        ({"jobCondition": {"numWorker": "4"}}, "jobCondition.numWorker must be an integer 2-10"),
+        ({"jobCondition": {"nrn": "x"}}, "jobCondition.nrn, scriptPath and logPath must be given together"),
+        ({"parameters": {"$a": 1}}, "parameters must map names to strings"),
+        ({"extra": 1}, "unknown body field extra"),
+        ([], "body must be a JSON object"),
+    ],
+)
+def test_bodies_outside_the_documented_ranges_are_bad_parameters(
+    emulator: Emulator, clock: FakeClock, body: Any, detail: str
+) -> None:
+    response = post(emulator, clock, body)
+    assert response.status_code == 400
+    assert response.json() == {"errorType": "bad-parameter", "detail": detail}
+
+
+def test_body_must_be_json_with_the_right_content_type(emulator: Emulator, clock: FakeClock) -> None:
+    assert post(emulator, clock, data="{", content_type="application/json").json()["detail"] == "body is not JSON"
+    assert "Content-Type must be application/json" in post(emulator, clock, content_type="text/plain").json()["detail"]
+
+
+def test_query_ids_are_checked(emulator: Emulator, clock: FakeClock) -> None:
+    response = post(emulator, clock, path=f"{PATH}?triggerId=a%20b&page=1")
+    assert response.status_code == 400
+    assert (
+        response.json()["detail"] == "triggerId must be 1-64 letters, digits, '-' or '_'; unknown query parameter page"
+    )
+
+
+def test_unknown_paths_are_gateway_404s(emulator: Emulator, clock: FakeClock) -> None:
+    response = post(emulator, clock, path="/api/v1/nothing")
+    assert response.status_code == 404
+    assert response.json()["error"]["errorCode"] == "300"
