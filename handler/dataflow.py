@@ -233,7 +233,8 @@ class DataflowClient:
                 raise SubmitError(
                     "request", f"{type(exc).__name__} sending to {self.endpoint}", retryable=False, attempts=attempt
                 ) from exc
-            if response.ok:
+            # Only 2xx is success: redirects are not followed, and a 3xx means nothing ran.
+            if 200 <= response.status_code < 300:
                 return response, attempt
             code, message = error_from_response(response)
             status = response.status_code

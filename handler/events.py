@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import unquote_plus
@@ -101,7 +101,7 @@ class _Context:
     platform: Platform
     now: datetime
     invocation_id: str = ""
-    depth: int = field(default=0)
+    depth: int = 0
 
 
 def normalise(event: object, *, platform: Platform, now: datetime, invocation_id: str = "") -> Batch:

@@ -125,6 +125,16 @@ def test_bad_request_is_not_retried(launcher: Launcher, config: dict[str, str], 
     assert entry["route"] == "default" and entry["jobId"] == "gqigvH123456"
 
 
+def test_a_redirect_is_a_failure_not_a_submission(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    emulator.inject(Fault(status=302, body={}, headers={"Location": "https://elsewhere.example/"}))
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    assert len(emulator.received) == 1
+    assert result["failed"][0]["error"].startswith("302: ")
+    assert result["failed"][0]["retryable"] is False
+
+
 def test_unknown_job_is_a_permanent_404(launcher: Launcher, config: dict[str, str], clock: FakeClock) -> None:
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, jobs={"OtherJob"}) as api:
         config["DATAFLOW_ENDPOINT"] = api.url
