@@ -35,7 +35,8 @@ def invoke(args: argparse.Namespace) -> int:
             log_handler.setStream(sys.stderr)
 
     try:
-        _print(launcher.invoke(event, config, platform=args.platform, invocation_id=f"cli-{int(time.time())}"))
+        activation = f"cli-{int(time.time())}" if args.platform == "ncp" else ""
+        _print(launcher.invoke(event, config, platform=args.platform, activation_id=activation))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

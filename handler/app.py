@@ -37,7 +37,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             config_from(os.environ),
             platform="aws",
             remaining_ms=context.get_remaining_time_in_millis(),
-            invocation_id=context.aws_request_id,
         )
     except InvocationFailedError as exc:
         record_metrics(exc.result)

@@ -100,13 +100,16 @@ class Batch:
 class _Context:
     platform: Platform
     now: datetime
-    invocation_id: str = ""
+    activation_id: str = ""
     depth: int = 0
 
 
-def normalise(event: object, *, platform: Platform, now: datetime, invocation_id: str = "") -> Batch:
-    """Turns any accepted envelope into triggers; malformed parts become BadEvent, never raise."""
-    context = _Context(platform, now, invocation_id)
+def normalise(event: object, *, platform: Platform, now: datetime, activation_id: str = "") -> Batch:
+    """Turns any accepted envelope into triggers; malformed parts become BadEvent, never raise.
+
+    `activation_id` is the NCP activation: the `{event_id}` of events that carry no id of their own.
+    """
+    context = _Context(platform, now, activation_id)
     if isinstance(event, dict) and isinstance(event.get("Records"), list) and event["Records"]:
         first = event["Records"][0]
         if isinstance(first, dict) and first.get("eventSource") == "aws:sqs":
@@ -141,7 +144,7 @@ def load_json(text: str, where: str) -> object:
 
 
 def _nested(context: _Context) -> _Context:
-    return _Context(context.platform, context.now, context.invocation_id, context.depth + 1)
+    return _Context(context.platform, context.now, context.activation_id, context.depth + 1)
 
 
 def _triggers(event: object, context: _Context) -> list[Trigger]:
@@ -178,7 +181,7 @@ def _dispatch(event: dict[str, Any], context: _Context) -> list[Trigger]:
     if context.platform == "ncp":
         if any(name in event for name in _EVENT_MARKERS):
             return [_ncp_flat(event, context)]
-        return [ScheduleTrigger("", _minute(context.now), context.invocation_id)]
+        return [ScheduleTrigger("", _minute(context.now), context.activation_id)]
     keys = ", ".join(sorted(str(key) for key in event)[:10]) or "none"
     raise EventError(f"unrecognised event: no known envelope fits its keys ({keys})")
 
@@ -276,7 +279,7 @@ def _s3_record(record: Mapping[str, Any], where: str, context: _Context) -> Obje
         etag=_text(obj, "eTag", object_where),
         version_id=_text(obj, "versionId", object_where),
         sequencer=_text(obj, "sequencer", object_where),
-        event_id=request_id if isinstance(request_id, str) else context.invocation_id,
+        event_id=request_id if isinstance(request_id, str) else context.activation_id,
     )
 
 
@@ -330,7 +333,7 @@ def _eventbridge(event: Mapping[str, Any], context: _Context) -> Trigger:
 def _schedule_input(event: Mapping[str, Any], context: _Context) -> ScheduleTrigger:
     name = _get(event, "schedule", str, "event")
     time = _optional_time(event, "time", "event", _minute(context.now))
-    return ScheduleTrigger(name, time, context.invocation_id)
+    return ScheduleTrigger(name, time, context.activation_id)
 
 
 def _direct(event: Mapping[str, Any], context: _Context) -> Trigger:
@@ -339,13 +342,13 @@ def _direct(event: Mapping[str, Any], context: _Context) -> Trigger:
         route = _get(event, "route", str, "event")
         if not route:
             raise EventError("event.route is empty")
-        return RouteInvocation(route, time, context.invocation_id)
+        return RouteInvocation(route, time, context.activation_id)
     problems = Problems()
     job = check_job_spec(event, "event", problems)
     parameters = check_parameters(event.get("parameters", {}), "event.parameters", problems)
     if problems or job is None or parameters is None:
         raise EventError("; ".join(str(problem) for problem in problems.items))
-    return JobInvocation(job, parameters, time, context.invocation_id)
+    return JobInvocation(job, parameters, time, context.activation_id)
 
 
 def _ncp_flat(event: Mapping[str, Any], context: _Context) -> ObjectTrigger:
@@ -368,5 +371,5 @@ def _ncp_flat(event: Mapping[str, Any], context: _Context) -> ObjectTrigger:
         size=_size(event, "size", "event"),
         etag=_text(event, "etag", "event"),
         version_id=_text(event, "versionId", "event"),
-        event_id=context.invocation_id,
+        event_id=context.activation_id,
     )

@@ -31,5 +31,5 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     activation = os.environ.get("__OW_ACTIVATION_ID", "")
     logger.append_keys(activation_id=activation or None, action_name=os.environ.get("__OW_ACTION_NAME") or None)
     return launcher.invoke(
-        event, config, platform="ncp", remaining_ms=_remaining_ms(os.environ), invocation_id=activation
+        event, config, platform="ncp", remaining_ms=_remaining_ms(os.environ), activation_id=activation
     )

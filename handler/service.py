@@ -137,7 +137,7 @@ class Launcher:
         *,
         platform: Platform,
         remaining_ms: float | None = None,
-        invocation_id: str = "",
+        activation_id: str = "",
     ) -> dict[str, Any]:
         """Runs one invocation; raises InvocationFailedError (carrying the result) if anything failed."""
         started = self.clocks.monotonic()
@@ -151,7 +151,7 @@ class Launcher:
             log.warning("dry run without credentials: requests are signed with a placeholder key")
         deadline = None if remaining_ms is None else started + remaining_ms / 1000 - DEADLINE_MARGIN_S
         now = datetime.fromtimestamp(self.clocks.wall(), UTC)
-        batch = normalise(event, platform=platform, now=now, invocation_id=invocation_id)
+        batch = normalise(event, platform=platform, now=now, activation_id=activation_id)
         outcome = _Outcome()
         for delivery in batch.deliveries:
             failures_before = len(outcome.failed)

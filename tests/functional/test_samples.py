@@ -147,7 +147,7 @@ def test_sample_outcome(name: str, launcher: Launcher, config: dict[str, str], e
     config.pop("DATAFLOW_JOB_ID")
     config |= {"DATAFLOW_ROUTES": json.dumps(ROUTES), "DATAFLOW_TIMEZONE": "+09:00"}
     try:
-        result = launcher.invoke(load_event(name), config, platform=platform, invocation_id="act-1")  # type: ignore[arg-type]
+        result = launcher.invoke(load_event(name), config, platform=platform, activation_id="act-1")  # type: ignore[arg-type]
     except InvocationFailedError as exc:
         assert failures, f"{name} raised: {exc}"
         result = exc.result

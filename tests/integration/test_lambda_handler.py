@@ -130,3 +130,14 @@ def test_emf_metrics_count_every_outcome(lambda_env: Emulator, capsys: pytest.Ca
     [blob] = blobs
     assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DataflowLauncher"
     assert (blob["Submitted"], blob["Skipped"], blob["Failed"]) == ([2.0], [1.0], [0.0])
+
+
+def test_event_id_is_the_event_s_own_id_and_empty_when_it_has_none(
+    lambda_env: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATAFLOW_PARAMETERS", '{"$id": "{event_id}"}')
+    app.lambda_handler(load_event("schedule-classic.json"), LambdaContextStub())
+    app.lambda_handler(load_event("scheduler-input.json"), LambdaContextStub())
+    app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())
+    ids = [request.json["parameters"]["$id"] for request in lambda_env.received]
+    assert ids == ["53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "", "C3D13FE58DE4C810"]

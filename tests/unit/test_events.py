@@ -28,7 +28,7 @@ NOW = datetime(2026, 11, 28, 0, 0, 42, tzinfo=UTC)
 
 
 def triggers(event: Any, platform: Platform = "aws") -> list[Trigger]:
-    batch = normalise(event, platform=platform, now=NOW, invocation_id="inv-1")
+    batch = normalise(event, platform=platform, now=NOW, activation_id="inv-1")
     return [trigger for delivery in batch.deliveries for trigger in delivery.triggers]
 
 
