@@ -58,6 +58,18 @@ def check_id(value: object, where: str, problems: Problems) -> str | None:
     return value
 
 
+def check_object(
+    value: object, where: str, allowed: frozenset[str], problems: Problems, kind: str = ""
+) -> dict[str, Any] | None:
+    """A JSON object whose unknown fields are each reported (a typo must not be silently ignored)."""
+    if not isinstance(value, dict):
+        problems.add(where, f"must be a JSON object, got {describe(value)}")
+        return None
+    for name in sorted(set(value) - allowed):
+        problems.add(f"{where}.{name}", f"unknown {kind}field (allowed: {', '.join(sorted(allowed))})")
+    return value
+
+
 def _check_int(
     condition: Mapping[str, Any], name: str, bounds: tuple[int, int], where: str, problems: Problems
 ) -> None:
@@ -71,12 +83,10 @@ def _check_int(
 
 def check_job_condition(value: object, where: str, problems: Problems) -> dict[str, Any] | None:
     """Validates a jobCondition against the API's documented ranges; None when invalid."""
-    if not isinstance(value, dict):
-        problems.add(where, f"must be a JSON object, got {describe(value)}")
-        return None
     before = len(problems.items)
-    for name in sorted(set(value) - CONDITION_FIELDS):
-        problems.add(f"{where}.{name}", f"unknown field (allowed: {', '.join(sorted(CONDITION_FIELDS))})")
+    value = check_object(value, where, CONDITION_FIELDS, problems)
+    if value is None:
+        return None
     _check_int(value, "numWorker", NUM_WORKER_RANGE, where, problems)
     _check_int(value, "timeout", TIMEOUT_RANGE, where, problems)
     if "workerType" in value and not (isinstance(value["workerType"], str) and value["workerType"]):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from handler.errors import Problems
 from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger, Trigger
-from handler.jobs import JobSpec, check_job_spec, describe
+from handler.jobs import JobSpec, check_job_spec, check_object, describe
 from handler.templates import COMMON_FIELDS, OBJECT_FIELDS, SCHEDULE_FIELDS, Template, TemplateError, parse_template
 
 Source = Literal["object", "schedule", "direct"]
@@ -138,13 +138,11 @@ def _optional_text(raw: Mapping[str, Any], name: str, where: str, problems: Prob
     return value
 
 
-def _check_match(raw: object, where: str, problems: Problems) -> Match | None:
-    if not isinstance(raw, dict):
-        problems.add(where, f"must be a JSON object, got {describe(raw)}")
-        return None
+def _check_match(value: object, where: str, problems: Problems) -> Match | None:
     before = len(problems.items)
-    for name in sorted(set(raw) - MATCH_FIELDS):
-        problems.add(f"{where}.{name}", f"unknown match field (allowed: {', '.join(sorted(MATCH_FIELDS))})")
+    raw = check_object(value, where, MATCH_FIELDS, problems, "match ")
+    if raw is None:
+        return None
     source = raw.get("source")
     if source is not None and source not in SOURCES:
         problems.add(f"{where}.source", f"must be one of object, schedule, direct, got {describe(source)}")
@@ -173,16 +171,14 @@ def _check_match(raw: object, where: str, problems: Problems) -> Match | None:
     return Match(source, texts["bucket"], texts["prefix"], texts["suffix"], pattern, events, texts["schedule"])
 
 
-def check_route(raw: object, where: str, problems: Problems) -> Route | None:
-    if not isinstance(raw, dict):
-        problems.add(where, f"must be a JSON object, got {describe(raw)}")
-        return None
+def check_route(value: object, where: str, problems: Problems) -> Route | None:
     before = len(problems.items)
+    raw = check_object(value, where, ROUTE_FIELDS, problems, "route ")
+    if raw is None:
+        return None
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         problems.add(f"{where}.name", f"must be 1-64 letters, digits, '.', '-' or '_', got {describe(name)}")
-    for field in sorted(set(raw) - ROUTE_FIELDS):
-        problems.add(f"{where}.{field}", f"unknown route field (allowed: {', '.join(sorted(ROUTE_FIELDS))})")
     match = _check_match(raw.get("match", {}), f"{where}.match", problems)
     job = check_job_spec(raw, where, problems)
     groups = frozenset(match.pattern.groupindex) if match and match.pattern else frozenset()
