@@ -101,17 +101,27 @@ def check_job_condition(value: object, where: str, problems: Problems) -> dict[s
     return dict(value) if len(problems.items) == before else None
 
 
-def check_job_spec(raw: Mapping[str, Any], where: str, problems: Problems) -> JobSpec | None:
-    """Reads jobId, workflowId, triggerId and jobCondition from a route or direct invocation."""
+def check_job_spec(
+    raw: Mapping[str, Any], where: str, problems: Problems, locations: Mapping[str, str] | None = None
+) -> JobSpec | None:
+    """Reads jobId, workflowId, triggerId and jobCondition from a route or direct invocation.
+
+    Problems are reported at `where.FIELD`, or at `locations[FIELD]` (the default route names the
+    environment variable a user sets instead).
+    """
     before = len(problems.items)
-    job_id = check_id(raw.get("jobId"), f"{where}.jobId", problems)
+
+    def at(field: str) -> str:
+        return (locations or {}).get(field) or f"{where}.{field}"
+
+    job_id = check_id(raw.get("jobId"), at("jobId"), problems)
     optional_ids: dict[str, str | None] = {}
     for name in ("workflowId", "triggerId"):
         value = raw.get(name)
-        optional_ids[name] = None if value in (None, "") else check_id(value, f"{where}.{name}", problems)
+        optional_ids[name] = None if value in (None, "") else check_id(value, at(name), problems)
     condition = None
     if raw.get("jobCondition") is not None:
-        condition = check_job_condition(raw["jobCondition"], f"{where}.jobCondition", problems)
+        condition = check_job_condition(raw["jobCondition"], at("jobCondition"), problems)
     if job_id is None or len(problems.items) != before:
         return None
     return JobSpec(job_id, optional_ids["workflowId"], optional_ids["triggerId"], condition)

@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 from handler.errors import Problems
@@ -232,7 +232,7 @@ def _object_values(trigger: ObjectTrigger) -> dict[str, str]:
 
 
 def _render(
-    route: Route, values: Mapping[str, str], groups: Mapping[str, str], trigger_time: Any, zone: tzinfo
+    route: Route, values: Mapping[str, str], groups: Mapping[str, str], trigger_time: datetime, zone: tzinfo
 ) -> dict[str, str]:
     merged = {**values, "route": route.name}
     return {name: template.render(merged, groups, trigger_time, zone) for name, template in route.parameters}

@@ -185,20 +185,13 @@ def _default_route(config: Mapping[str, str], problems: Problems) -> tuple[Route
         "triggerId": _value(config, "DATAFLOW_TRIGGER_ID"),
         "jobCondition": _json(config, "DATAFLOW_JOB_CONDITION", problems),
     }
-    scratch = Problems()
-    job = check_job_spec(raw, "default", scratch)
-    # Report default-route problems under the environment variable names a user sets.
-    names = {
-        "default.jobId": "DATAFLOW_JOB_ID",
-        "default.workflowId": "DATAFLOW_WORKFLOW_ID",
-        "default.triggerId": "DATAFLOW_TRIGGER_ID",
-        "default.jobCondition": "DATAFLOW_JOB_CONDITION",
+    locations = {
+        "jobId": "DATAFLOW_JOB_ID",
+        "workflowId": "DATAFLOW_WORKFLOW_ID",
+        "triggerId": "DATAFLOW_TRIGGER_ID",
+        "jobCondition": "DATAFLOW_JOB_CONDITION",
     }
-    for problem in scratch.items:
-        head, _, rest = problem.where.partition(".")
-        field, _, tail = rest.partition(".")
-        where = names.get(f"{head}.{field}", problem.where) + (f".{tail}" if tail else "")
-        problems.add(where, problem.reason)
+    job = check_job_spec(raw, "default", problems, locations)
     parameters_raw = _json(config, "DATAFLOW_PARAMETERS", problems)
     parameters = check_templates(
         {} if parameters_raw is None else parameters_raw, "DATAFLOW_PARAMETERS", None, frozenset(), problems
