@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from handler import settings as settings_module
 from handler.errors import ConfigError
 from handler.settings import DEFAULT_ENDPOINT, config_from, load_settings, parse_settings
 
@@ -150,3 +151,12 @@ def test_config_from_takes_only_setting_names_and_stringifies_parameters() -> No
         {"DATAFLOW_DRY_RUN": True, "DATAFLOW_ROUTES": [{"name": "a"}], "bucket": "x", "DATAFLOW_JOB_ID": "J"}
     )
     assert config == {"DATAFLOW_DRY_RUN": "true", "DATAFLOW_ROUTES": '[{"name": "a"}]', "DATAFLOW_JOB_ID": "J"}
+
+
+def test_a_relative_routes_file_is_read_from_the_package_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings_module, "PACKAGE_DIR", tmp_path)
+    (tmp_path / "routes.json").write_text(json.dumps([{"name": "from-package", "jobId": "J"}]))
+    config = {"NCLOUD_ACCESS_KEY": "AK", "NCLOUD_SECRET_KEY": "s", "DATAFLOW_ROUTES": "@routes.json"}
+    assert [route.name for route in parse_settings(config).routes] == ["from-package"]
