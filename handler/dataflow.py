@@ -208,7 +208,6 @@ class DataflowClient:
                         "the connection dropped after the request was sent; the execution may exist",
                         retryable=False,
                         attempts=attempt,
-                        outcome_unknown=True,
                     ) from exc
                 last_error = SubmitError(
                     "connection", f"could not connect to {self.endpoint}", retryable=True, attempts=attempt
@@ -227,7 +226,6 @@ class DataflowClient:
                     f"no answer within {read_timeout:.2f}s; the execution may exist",
                     retryable=False,
                     attempts=attempt,
-                    outcome_unknown=True,
                 ) from exc
             except requests.RequestException as exc:
                 raise SubmitError(
@@ -245,7 +243,6 @@ class DataflowClient:
                     retryable=False,
                     status=status,
                     attempts=attempt,
-                    outcome_unknown=True,
                 )
             if status == 401 and code == SKEW_CODE and not resigned and self._correct_skew(response):
                 resigned = True

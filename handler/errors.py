@@ -31,9 +31,6 @@ class Problems:
     def add(self, where: str, reason: str) -> None:
         self.items.append(Problem(where, reason))
 
-    def extend(self, problems: Iterable[Problem]) -> None:
-        self.items.extend(problems)
-
     def __bool__(self) -> bool:
         return bool(self.items)
 
@@ -68,14 +65,12 @@ class SubmitError(HandlerError):
         retryable: bool,
         status: int | None = None,
         attempts: int = 1,
-        outcome_unknown: bool = False,
     ) -> None:
         self.code = code
         self.message = message
         self.retryable = retryable
         self.status = status
         self.attempts = attempts
-        self.outcome_unknown = outcome_unknown
         super().__init__(f"{code}: {message}")
 
 

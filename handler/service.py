@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-
-import requests
 
 from handler.dataflow import Clocks, DataflowClient, ExecutionRequest, Submitted, describe_prepared
 from handler.errors import ConfigError, InvocationFailedError, SubmitError
@@ -106,7 +104,6 @@ class Launcher:
     """Holds what a warm container reuses: validated settings, the HTTP client, recent dedup keys."""
 
     clocks: Clocks = field(default_factory=Clocks)
-    session_factory: Callable[[], requests.Session] = requests.Session
     recent: RecentKeys = field(default_factory=RecentKeys)
     # Functional tests pass an in-memory submitter; production builds the real client from settings.
     fixed_submitter: Submitter | None = None
@@ -124,7 +121,6 @@ class Launcher:
                 read_timeout=settings.read_timeout,
                 max_attempts=settings.max_attempts,
                 clocks=self.clocks,
-                session=self.session_factory(),
             )
             self._submitter = DryRunSubmitter(client, settings.credentials.placeholder) if settings.dry_run else client
             self._settings = settings

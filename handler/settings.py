@@ -22,7 +22,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DRY_RUN_ACCESS_KEY = "DRY-RUN-PLACEHOLDER-KEY"
 DRY_RUN_SECRET_KEY = "dry-run-placeholder-secret"  # noqa: S105 - deliberately public
 
-SECRET_NAMES = frozenset({"NCLOUD_SECRET_KEY"})
 CONFIG_NAMES = (
     "NCLOUD_ACCESS_KEY",
     "NCLOUD_SECRET_KEY",
