@@ -123,8 +123,8 @@ def config(emulator: Emulator) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _quiet_retries() -> Iterator[None]:
-    # Keep the handler's loggers at INFO for every test regardless of earlier Powertools setup.
+def _handler_logs_at_info() -> Iterator[None]:
+    # Every test sees the decision records at INFO, whatever an earlier test or Powertools set.
     logger = logging.getLogger("handler")
     level = logger.level
     logger.setLevel(logging.INFO)

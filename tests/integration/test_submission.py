@@ -143,36 +143,26 @@ def test_unknown_job_is_a_permanent_404(launcher: Launcher, config: dict[str, st
     assert result["failed"][0]["error"].startswith("not-found: job gqigvH123456")
 
 
-def test_504_after_executing_is_an_unknown_outcome_and_not_resent(
-    launcher: Launcher, config: dict[str, str], emulator: Emulator
+@pytest.mark.parametrize(
+    ("fault", "executions", "error"),
+    [
+        # Each of these may or may not have run; a resend could double it, so none is resent.
+        (Fault(status=504, execute=True), 1, "unknown-outcome: 504 510: Endpoint Timeout"),
+        (Fault(drop=True, execute=True), 1, "unknown-outcome: the connection dropped"),
+        (Fault(drop=True), 0, "unknown-outcome: the connection dropped"),
+    ],
+    ids=["504-after-executing", "dropped-after-executing", "dropped-before-executing"],
+)
+def test_unknown_outcomes_are_reported_and_not_resent(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator, fault: Fault, executions: int, error: str
 ) -> None:
-    emulator.inject(Fault(status=504, execute=True))
+    emulator.inject(fault)
     result = failed_result(launcher, config, load_event("schedule-classic.json"))
     assert len(emulator.received) == 1
-    assert len(emulator.all_executions()) == 1  # it did run: a resend would have doubled it
+    assert len(emulator.all_executions()) == executions
     [entry] = result["failed"]
-    assert entry["error"].startswith("unknown-outcome: 504 510: Endpoint Timeout")
+    assert entry["error"].startswith(error)
     assert entry["retryable"] is False
-
-
-def test_response_dropped_after_executing_is_an_unknown_outcome(
-    launcher: Launcher, config: dict[str, str], emulator: Emulator
-) -> None:
-    emulator.inject(Fault(drop=True, execute=True))
-    result = failed_result(launcher, config, load_event("schedule-classic.json"))
-    assert len(emulator.received) == 1
-    assert len(emulator.all_executions()) == 1
-    assert result["failed"][0]["error"].startswith("unknown-outcome: the connection dropped")
-
-
-def test_connection_dropped_before_executing_is_still_not_resent(
-    launcher: Launcher, config: dict[str, str], emulator: Emulator
-) -> None:
-    emulator.inject(Fault(drop=True))
-    result = failed_result(launcher, config, load_event("schedule-classic.json"))
-    assert len(emulator.received) == 1
-    assert emulator.all_executions() == []
-    assert result["failed"][0]["error"].startswith("unknown-outcome:")
 
 
 def test_read_timeout_is_an_unknown_outcome(launcher: Launcher, config: dict[str, str], emulator: Emulator) -> None:
