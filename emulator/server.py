@@ -40,6 +40,8 @@ class Fault:
     method: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None  # send exactly these bytes as the body (b"" for an empty 2xx)
+    drip: float = 0.0  # send the whole answer one byte at a time, this many seconds apart
+    cut: bool = False  # announce the full body, send half of it, then close the connection
 
 
 @dataclass
@@ -86,8 +88,16 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         on_request: Callable[[Received], None] | None = None,
+        echo: str = "object",
+        echo_only: frozenset[str] | None = None,
+        newest_first: bool = True,
     ) -> None:
+        """`echo` is how executions show their parameters: "object", "list" (name/value items) or
+        "none"; `echo_only` limits the echo to those names (a job that declares only some)."""
         self.keys = dict(keys or {"DEMOACCESSKEY": "demo-secret-key"})
+        self.echo = echo
+        self.echo_only = echo_only
+        self.newest_first = newest_first
         self.clock = clock
         self.jobs = jobs
         self.received: list[Received] = []
@@ -108,6 +118,12 @@ class Emulator:
     def inject(self, *faults: Fault) -> None:
         with self.lock:
             self.faults.extend(faults)
+
+    @property
+    def posts(self) -> list[Received]:
+        """The requests that asked to create an execution (lookups are GETs)."""
+        with self.lock:
+            return [request for request in self.received if request.method == "POST"]
 
     def all_executions(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -182,7 +198,7 @@ class Emulator:
         if one and request.method == "GET":
             for item in self.executions.get(job_id, []):
                 if item["jobExecutionId"] == one["execution"]:
-                    return 200, item
+                    return 200, self.shown(item)
             return 404, dataflow_error("not-found", f"execution {one['execution']} does not exist")
         if create and request.method == "GET":
             return self._list(job_id, request.query)
@@ -196,10 +212,28 @@ class Emulator:
             limit = int(query.get("limit", ["20"])[0])
         except ValueError:
             return 400, dataflow_error("bad-parameter", "page and limit must be integers")
+        if page < 0 or not 1 <= limit <= 1000:
+            return 400, dataflow_error("bad-parameter", "page must be >= 0 and limit 1-1000")
         with self.lock:
-            items = list(reversed(self.executions.get(job_id, [])))
-        chunk = items[page * limit : (page + 1) * limit]
+            items = list(self.executions.get(job_id, []))
+        if self.newest_first:
+            items.reverse()
+        chunk = [self.shown(item) for item in items[page * limit : (page + 1) * limit]]
         return 200, {"list": chunk, "count": len(items), "page": page, "limit": limit}
+
+    def shown(self, execution: dict[str, Any]) -> dict[str, Any]:
+        """An execution as the API answers it, parameters echoed in the configured reading."""
+        parameters = {
+            name: value
+            for name, value in execution["parsedParameters"].items()
+            if self.echo_only is None or name in self.echo_only
+        }
+        echo: Any = parameters
+        if self.echo == "list":
+            echo = [{"key": name, "value": value} for name, value in parameters.items()]
+        elif self.echo == "none":
+            echo = []
+        return {**execution, "parsedParameters": echo}
 
     def _create(self, job_id: str, request: Received) -> tuple[int, Any]:
         problems = check_create(request)
@@ -221,7 +255,7 @@ class Emulator:
         }
         with self.lock:
             self.executions.setdefault(job_id, []).append(execution)
-        return 200, execution
+        return 200, self.shown(execution)
 
 
 def check_create(request: Received) -> list[str]:
@@ -316,27 +350,48 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault.status is not None:
             request.status = fault.status
-            self._answer(
-                fault.status, fault.body if fault.body is not None else _default_fault_body(fault.status), fault.headers
-            )
+            fault_body = fault.body if fault.body is not None else _default_fault_body(fault.status)
+            self._answer(fault.status, fault_body, fault.headers, fault)
         else:
             request.status, answer = executed or self.api.execute(request)
-            self._answer(request.status, answer, fault.headers)
+            self._answer(request.status, answer, fault.headers, fault)
         self._notify(request)
 
     def _notify(self, request: Received) -> None:
         if self.api.on_request is not None:
             self.api.on_request(request)
 
-    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
-        data = raw if raw is not None else json.dumps(body).encode()
+    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None, fault: Fault | None = None) -> None:
+        data = fault.raw if fault is not None and fault.raw is not None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if fault is not None and (fault.drip or fault.cut):
+            self._send_faulty(data, fault)
+            return
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_faulty(self, data: bytes, fault: Fault) -> None:
+        buffered: list[bytes] = getattr(self, "_headers_buffer", [])
+        head = b"".join(buffered) + b"\r\n"
+        buffered.clear()
+        self.close_connection = True
+        if fault.cut:
+            self.wfile.write(head + data[: len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        for index in range(len(head + data)):
+            if self.api.released.wait(fault.drip):
+                return
+            try:
+                self.wfile.write((head + data)[index : index + 1])
+                self.wfile.flush()
+            except OSError:
+                return  # the client gave up, as it should
 
 
 def _default_fault_body(status: int) -> dict[str, Any]:

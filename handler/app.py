@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler.errors import ConfigError, InvocationFailedError
-from handler.service import Launcher
+from handler.service import Launcher, Result
 from handler.settings import config_from
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "dataflow-launcher"
@@ -30,7 +30,7 @@ def record_metrics(result: Mapping[str, Any]) -> None:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Result:
     try:
         result = launcher.invoke(
             event,

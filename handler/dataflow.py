@@ -1,34 +1,56 @@
-"""Data Flow API client: one session, explicit timeouts, a retry classifier and typed errors."""
+"""Data Flow API client: one session, deadline-bounded attempts, a failure classifier and typed errors."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
+import socket
+import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlencode
 
 import requests
-from urllib3.exceptions import NameResolutionError, NewConnectionError
+from requests.cookies import RequestsCookieJar
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_environ_proxies
+from urllib3.exceptions import NameResolutionError
 
 from handler.errors import SubmitError
 from handler.jobs import JobSpec
 from handler.signing import Credentials, NcpSignatureV2, masked
+from handler.transport import WATCHDOG, AttemptWatch, WatchedAdapter
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503})
-# 504 (gateway code 510, endpoint timeout) means the backend may have run the request.
-UNKNOWN_OUTCOME_STATUSES = frozenset({504})
+Kind = Literal["retry", "ambiguous", "permanent"]
+# Refused before the backend was reached: the gateway's rate limits and its "endpoint error".
+RETRY_STATUSES = frozenset({408, 429, 503})
+# The backend may have started the run before failing or before the gateway gave up on it.
+AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
 SKEW_CODE = "200"  # gateway: authentication failed, which includes a timestamp out of window
 SKEW_TOLERANCE_S = 60.0
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
 # An attempt is not started with less time than this left: it could not finish usefully.
 MIN_ATTEMPT_S = 0.25
+USER_AGENT = "dataflow-launcher"
+# Why a gateway answers 401 with code 200, for the log of an authentication failure.
+AUTH_CAUSES = "wrong access key, wrong secret key, or a clock more than 5 minutes off the gateway's"
+
+
+def classify_status(status: int) -> Kind:
+    """What a non-2xx status says about the request: refused, maybe run, or refused for good."""
+    if status in RETRY_STATUSES:
+        return "retry"
+    if status in AMBIGUOUS_STATUSES:
+        return "ambiguous"
+    return "permanent"
 
 
 @dataclass(frozen=True)
@@ -45,11 +67,13 @@ class ExecutionRequest:
 
 @dataclass(frozen=True)
 class Submitted:
-    """The answer to a create call; `execution` is empty for a 2xx without a JSON body."""
+    """The answer to a create call; `execution` is empty for a 2xx without a readable JSON body."""
 
     execution: Mapping[str, Any]
     attempts: int
     dry_run: bool = False
+    # The service answered 2xx but the body was cut off: the run exists, its id is unknown.
+    body_lost: bool = False
 
     @property
     def execution_id(self) -> str | None:
@@ -72,36 +96,96 @@ class Clocks:
     jitter: Callable[[], float] = field(default=random.random)
 
 
-def error_from_response(response: requests.Response) -> tuple[str, str]:
-    """(code, message) from either documented error body, else the status and the body's start."""
-    text = response.text or ""
+@dataclass(frozen=True)
+class Answer:
+    """A response whose body was read in full (`content`) or cut off (`content` is None)."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    content: bytes | None
+
+    @property
+    def text(self) -> str:
+        return (self.content or b"").decode("utf-8", "replace")
+
+
+def error_from_body(status: int, reason: str, text: str) -> tuple[str, str]:
+    """(code, message) from either documented error body, else the status and the body's start.
+
+    Gateway errors say both numbers, so that code 200 is never read as HTTP 200.
+    """
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if isinstance(body, dict):
         nested = body.get("error")
         if isinstance(nested, dict) and nested.get("errorCode") is not None:
-            message = nested.get("message") or ""
-            details = nested.get("details")
-            return str(nested["errorCode"]), f"{message} ({details})" if details else str(message)
+            code = _short(str(nested["errorCode"]))
+            message = _short(str(nested.get("message") or reason or "error"))
+            details = _short(str(nested.get("details") or ""))
+            suffix = f"; {details}" if details else ""
+            return code, f"HTTP {status} {message} (gateway code {code}{suffix})"
         if body.get("errorType") is not None:
-            return str(body["errorType"]), str(body.get("detail") or body.get("message") or "")
-    snippet = " ".join(text[:300].split())
-    return str(response.status_code), snippet or (response.reason or f"HTTP {response.status_code}")
+            return _short(str(body["errorType"])), _short(str(body.get("detail") or body.get("message") or ""))
+    snippet = _short(text)
+    return str(status), snippet or (reason or f"HTTP {status}")
 
 
-def _may_have_been_sent(exc: requests.ConnectionError) -> bool:
-    """False only when the request surely never left: refused, unresolvable, or connect timeout."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return False
-    reason = exc.args[0] if exc.args else None
-    inner = getattr(reason, "reason", reason)
-    return not isinstance(inner, NewConnectionError | NameResolutionError)
+def _short(text: str) -> str:
+    return " ".join(text[:300].split())
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds (delta or HTTP date), or None when it is not a usable number."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit() and len(value) <= 9:
+        return float(value)
+    try:
+        seconds = parsedate_to_datetime(value).timestamp() - now
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _causes(exc: BaseException) -> Iterator[object]:
+    """The exception and what it wraps (requests and urllib3 nest the socket error a few deep)."""
+    seen: list[object] = []
+    pending: list[object] = [exc]
+    while pending and len(seen) < 12:
+        item = pending.pop()
+        if item is None or any(item is other for other in seen):
+            continue
+        seen.append(item)
+        yield item
+        if isinstance(item, BaseException):
+            pending.extend([item.__context__, item.__cause__, getattr(item, "reason", None)])
+            pending.extend(arg for arg in item.args if isinstance(arg, BaseException))
+
+
+def unsent_failure(exc: BaseException, watch: AttemptWatch, https: bool, spent: float) -> tuple[str, str]:
+    """(code, message) for a request that surely never reached the service."""
+    causes = list(_causes(exc))
+    if any(isinstance(cause, NameResolutionError | socket.gaierror) for cause in causes):
+        return "connection", f"the host name did not resolve ({spent:.2f}s)"
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
+        return "connection", f"the connection was refused ({spent:.2f}s)"
+    timed_out = any(isinstance(cause, TimeoutError | requests.Timeout) for cause in causes)
+    if https and watch.tcp_connected:
+        what = "did not finish" if timed_out or watch.cut_off else "failed"
+        return "tls", f"the TLS handshake {what} after {spent:.2f}s; nothing was sent"
+    if any(isinstance(cause, ssl.SSLError | requests.exceptions.SSLError) for cause in causes):
+        return "tls", f"the TLS handshake failed after {spent:.2f}s; nothing was sent"
+    if timed_out or watch.cut_off:
+        return "connection", f"the connection timed out after {spent:.2f}s"
+    return "connection", f"the connection failed before the request was sent ({type(exc).__name__}, {spent:.2f}s)"
 
 
 class DataflowClient:
-    """Creates and reads job executions; one instance (and one Session) per warm container."""
+    """Creates and lists job executions; one instance (and one Session) per warm container and thread."""
 
     def __init__(
         self,
@@ -112,75 +196,107 @@ class DataflowClient:
         read_timeout: float = 10.0,
         max_attempts: int = 4,
         clocks: Clocks | None = None,
-        session: requests.Session | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self.https = self.endpoint.startswith("https:")
         self.clocks = clocks or Clocks()
         self.auth = NcpSignatureV2(credentials, self.clocks.wall)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_attempts = max_attempts
-        self.session = session or requests.Session()
-        self.session.headers["User-Agent"] = "dataflow-launcher"
+        self.session = requests.Session()
+        adapter = WatchedAdapter()
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        # Proxies from the environment are resolved once: doing it per send costs a fifth of a call.
+        self.proxies = get_environ_proxies(self.endpoint)
 
-    def prepare(self, request: ExecutionRequest) -> requests.PreparedRequest:
-        """The exact signed request create_execution would send first (used by dry runs)."""
-        return self.session.prepare_request(self._create_request(request))
+    def prepare(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        body: object | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.PreparedRequest:
+        """The exact signed request that is sent (dry runs log it); signed afresh on every call."""
+        prepared = requests.PreparedRequest()
+        prepared.method = method
+        prepared.url = f"{self.endpoint}{path}" + (f"?{urlencode(query)}" if query else "")
+        prepared.headers = CaseInsensitiveDict({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        if headers:
+            prepared.headers.update(headers)
+        if body is not None:
+            prepared.headers["Content-Type"] = "application/json"
+            prepared.body = json.dumps(body, allow_nan=False).encode("ascii")
+            prepared.headers["Content-Length"] = str(len(prepared.body))
+        prepared.hooks = {"response": []}
+        prepared.prepare_cookies(RequestsCookieJar())  # requests reads the jar when a 3xx is answered
+        return self.auth(prepared)
 
-    def _create_request(self, request: ExecutionRequest) -> requests.Request:
-        return requests.Request(
-            "POST",
-            f"{self.endpoint}/api/v1/jobs/{request.job.job_id}/executions",
-            params=request.job.query(),
-            json=request.body(),
-            auth=self.auth,
-        )
+    def prepare_create(
+        self, request: ExecutionRequest, headers: Mapping[str, str] | None = None
+    ) -> requests.PreparedRequest:
+        return self.prepare("POST", _executions_path(request.job.job_id), request.job.query(), request.body(), headers)
 
-    def create_execution(self, request: ExecutionRequest, *, deadline: float | None = None) -> Submitted:
+    def create_execution(
+        self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
+    ) -> Submitted:
         """POSTs one execution; retries only what surely did not run, and never past `deadline`."""
-        response, attempts = self._send(self._create_request(request), deadline)
-        try:
-            execution = response.json() if response.content else {}
-        except ValueError:
-            execution = {}
-        return Submitted(execution if isinstance(execution, dict) else {}, attempts)
+        path = _executions_path(request.job.job_id)
+        answer, attempts = self._send("POST", path, request.job.query(), request.body(), deadline, headers)
+        if answer.content is None:
+            return Submitted({}, attempts, body_lost=True)
+        if not answer.content.strip():
+            return Submitted({}, attempts)
+        execution = _json_object(answer)
+        if execution is None:
+            raise SubmitError(
+                "bad-response",
+                f"HTTP {answer.status} answer is not a JSON object ({_short(answer.text)[:80]!r}); "
+                "the execution may exist",
+                retryable=False,
+                ambiguous=True,
+                status=answer.status,
+                attempts=attempts,
+            )
+        return Submitted(execution, attempts)
 
     def list_executions(
-        self, job_id: str, *, page: int = 0, limit: int = 20, deadline: float | None = None
+        self,
+        job_id: str,
+        *,
+        page: int,
+        limit: int,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        url = f"{self.endpoint}/api/v1/jobs/{job_id}/executions"
-        response, _ = self._send(
-            requests.Request("GET", url, params={"page": page, "limit": limit}, auth=self.auth),
-            deadline,
-            idempotent=True,
-        )
-        return self._json_object(response)
-
-    def get_execution(self, job_id: str, execution_id: str, *, deadline: float | None = None) -> dict[str, Any]:
-        url = f"{self.endpoint}/api/v1/jobs/{job_id}/executions/{execution_id}"
-        response, _ = self._send(requests.Request("GET", url, auth=self.auth), deadline, idempotent=True)
-        return self._json_object(response)
-
-    @staticmethod
-    def _json_object(response: requests.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError as exc:
+        query = {"page": str(page), "limit": str(limit)}
+        answer, attempts = self._send("GET", _executions_path(job_id), query, None, deadline, headers)
+        listing = _json_object(answer) if answer.content is not None else None
+        if listing is None:
             raise SubmitError(
-                "bad-response", "the answer is not JSON", retryable=True, status=response.status_code
-            ) from exc
-        if not isinstance(body, dict):
-            raise SubmitError(
-                "bad-response", "the answer is not a JSON object", retryable=True, status=response.status_code
+                "bad-response",
+                "the list of executions is not a JSON object",
+                retryable=True,
+                status=answer.status,
+                attempts=attempts,
             )
-        return body
+        return listing
 
     def _remaining(self, deadline: float | None) -> float | None:
         return None if deadline is None else deadline - self.clocks.monotonic()
 
     def _send(
-        self, request: requests.Request, deadline: float | None, *, idempotent: bool = False
-    ) -> tuple[requests.Response, int]:
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        body: object | None,
+        deadline: float | None,
+        headers: Mapping[str, str] | None,
+    ) -> tuple[Answer, int]:
+        idempotent = method == "GET"
         attempt = 0
         resigned = False
         last_error: SubmitError | None = None
@@ -191,105 +307,123 @@ class DataflowClient:
                     "timeout", "no time left in the invocation to send the request", retryable=True, attempts=attempt
                 )
             attempt += 1
-            read_timeout = self.read_timeout if remaining is None else min(self.read_timeout, remaining)
-            connect_timeout = self.connect_timeout if remaining is None else min(self.connect_timeout, remaining)
-            # Prepared afresh each attempt so every attempt carries a fresh timestamp and signature.
-            prepared = self.session.prepare_request(request)
             try:
-                response = self.session.send(prepared, timeout=(connect_timeout, read_timeout), allow_redirects=False)
-            except requests.ConnectionError as exc:
-                if isinstance(exc, requests.exceptions.SSLError):
-                    raise SubmitError(
-                        "tls", f"TLS handshake with {self.endpoint} failed", retryable=False, attempts=attempt
-                    ) from exc
-                if _may_have_been_sent(exc) and not idempotent:
-                    raise SubmitError(
-                        "unknown-outcome",
-                        "the connection dropped after the request was sent; the execution may exist",
-                        retryable=False,
-                        attempts=attempt,
-                    ) from exc
-                last_error = SubmitError(
-                    "connection", f"could not connect to {self.endpoint}", retryable=True, attempts=attempt
-                )
-                self._pause(attempt, deadline, None, last_error)
+                answer = self._attempt(self.prepare(method, path, query, body, headers), remaining)
+            except SubmitError as failure:
+                failure.attempts = attempt
+                if failure.ambiguous and idempotent:
+                    failure.ambiguous, failure.retryable = False, True  # reading twice is harmless
+                if not failure.retryable or failure.ambiguous:
+                    raise
+                last_error = failure
+                self._pause(attempt, deadline, None, failure)
                 continue
-            except requests.Timeout as exc:
-                if idempotent:
-                    last_error = SubmitError(
-                        "timeout", "no answer within the read timeout", retryable=True, attempts=attempt
-                    )
-                    self._pause(attempt, deadline, None, last_error)
+            if 200 <= answer.status < 300:
+                return answer, attempt
+            code, message = error_from_body(answer.status, answer.reason, answer.text)
+            if answer.status == 401 and code == SKEW_CODE:
+                if not resigned and self._remeasure_skew(answer):
+                    resigned = True
                     continue
-                raise SubmitError(
-                    "unknown-outcome",
-                    f"no answer within {read_timeout:.2f}s; the execution may exist",
-                    retryable=False,
-                    attempts=attempt,
-                ) from exc
-            except requests.RequestException as exc:
-                raise SubmitError(
-                    "request", f"{type(exc).__name__} sending to {self.endpoint}", retryable=False, attempts=attempt
-                ) from exc
-            # Only 2xx is success: redirects are not followed, and a 3xx means nothing ran.
-            if 200 <= response.status_code < 300:
-                return response, attempt
-            code, message = error_from_response(response)
-            status = response.status_code
-            if status in UNKNOWN_OUTCOME_STATUSES and not idempotent:
-                raise SubmitError(
-                    "unknown-outcome",
-                    f"{status} {code}: {message}; the execution may exist",
-                    retryable=False,
-                    status=status,
-                    attempts=attempt,
-                )
-            if status == 401 and code == SKEW_CODE and not resigned and self._correct_skew(response):
-                resigned = True
-                continue
+                log.warning("authentication failed", extra={"likelyCauses": AUTH_CAUSES, **self._skew_facts(answer)})
+            kind = "retry" if idempotent and answer.status in AMBIGUOUS_STATUSES else classify_status(answer.status)
             error = SubmitError(
                 code,
-                message,
-                retryable=status in RETRY_STATUSES or status in UNKNOWN_OUTCOME_STATUSES,
-                status=status,
+                f"{message}; the execution may exist" if kind == "ambiguous" else message,
+                retryable=kind == "retry",
+                ambiguous=kind == "ambiguous",
+                status=answer.status,
                 attempts=attempt,
             )
-            if not error.retryable:
+            if kind != "retry":
                 raise error
             last_error = error
-            self._pause(attempt, deadline, response, error)
+            self._pause(attempt, deadline, answer, error)
 
-    def _correct_skew(self, response: requests.Response) -> bool:
-        """Adopts the gateway's clock when ours is off by more than a minute; True if it was."""
-        date = response.headers.get("Date")
-        if not date:
-            return False
+    def _attempt(self, prepared: requests.PreparedRequest, remaining: float | None) -> Answer:
+        """One request, its whole answer read inside the time left (a dripping server is cut off)."""
+        read_timeout = self.read_timeout if remaining is None else min(self.read_timeout, remaining)
+        connect_timeout = self.connect_timeout if remaining is None else min(self.connect_timeout, remaining)
+        started = time.monotonic()  # real time spent, for messages, whatever clock the deadline uses
+        with WATCHDOG.attempt(remaining) as watch:
+            try:
+                response = self.session.send(
+                    prepared,
+                    stream=True,
+                    timeout=(connect_timeout, read_timeout),
+                    allow_redirects=False,
+                    proxies=self.proxies,
+                )
+            except requests.RequestException as exc:
+                raise self._transport_error(exc, watch, time.monotonic() - started) from exc
+            try:
+                content: bytes | None = response.content
+            except requests.RequestException:
+                content = None  # cut off mid-body: the status line is still the service's word
+                response.close()
+        return Answer(response.status_code, response.reason or "", response.headers, content)
+
+    def _transport_error(self, exc: requests.RequestException, watch: AttemptWatch, spent: float) -> SubmitError:
+        if not watch.request_sent:
+            code, message = unsent_failure(exc, watch, self.https, spent)
+            return SubmitError(code, message, retryable=True)
+        if watch.cut_off:
+            message = f"no complete answer within {spent:.2f}s, the time left in the invocation"
+        elif isinstance(exc, requests.Timeout):
+            message = f"no answer within {spent:.2f}s"
+        else:
+            message = f"the connection dropped after the request was sent ({spent:.2f}s)"
+        return SubmitError("unknown-outcome", f"{message}; the execution may exist", retryable=False, ambiguous=True)
+
+    def _gateway_offset(self, answer: Answer) -> float | None:
+        """Gateway clock minus ours, from the answer's Date header, when it has a usable one."""
         try:
-            gateway = parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError):
+            gateway = parsedate_to_datetime(answer.headers.get("Date", "")).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        return gateway - self.clocks.wall()
+
+    def _skew_facts(self, answer: Answer) -> dict[str, float]:
+        offset = self._gateway_offset(answer)
+        return {} if offset is None else {"gatewayClockOffsetSeconds": round(offset, 1)}
+
+    def _remeasure_skew(self, answer: Answer) -> bool:
+        """Re-learns the clock offset from the gateway's Date; True when the correction changed."""
+        offset = self._gateway_offset(answer)
+        if offset is None:
             return False
-        skew = gateway - self.clocks.wall()
-        if abs(skew) < SKEW_TOLERANCE_S:
+        corrected = offset if abs(offset) >= SKEW_TOLERANCE_S else 0.0
+        if abs(corrected - self.auth.skew) < SKEW_TOLERANCE_S:
             return False
-        log.warning("clock skew corrected", extra={"skewSeconds": round(skew, 1)})
-        self.auth.skew = skew
+        log.warning("clock skew corrected", extra={"skewSeconds": round(corrected, 1)})
+        self.auth.skew = corrected
         return True
 
-    def _pause(
-        self, attempt: int, deadline: float | None, response: requests.Response | None, error: SubmitError
-    ) -> None:
+    def _pause(self, attempt: int, deadline: float | None, answer: Answer | None, error: SubmitError) -> None:
         """Backs off with full jitter, or raises `error` when attempts or time have run out."""
         if attempt >= self.max_attempts:
             raise error
         delay = self.clocks.jitter() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-        retry_after = response.headers.get("Retry-After", "") if response is not None else ""
-        if retry_after.isdigit():
-            delay = max(delay, min(float(retry_after), BACKOFF_CAP_S))
+        asked = retry_after_seconds(answer.headers.get("Retry-After"), self.clocks.wall()) if answer else None
+        if asked is not None:
+            delay = max(delay, min(asked, BACKOFF_CAP_S))
         remaining = self._remaining(deadline)
         if remaining is not None and delay + MIN_ATTEMPT_S > remaining:
             raise error
         log.info("retrying", extra={"attempt": attempt, "error": str(error), "delayMs": round(delay * 1000)})
         self.clocks.sleep(delay)
+
+
+def _executions_path(job_id: str) -> str:
+    return f"/api/v1/jobs/{job_id}/executions"
+
+
+def _json_object(answer: Answer) -> dict[str, Any] | None:
+    try:
+        body = json.loads(answer.content or b"")
+    except (ValueError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def describe_prepared(prepared: requests.PreparedRequest) -> dict[str, Any]:

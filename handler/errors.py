@@ -55,7 +55,12 @@ class EventError(HandlerError):
 
 
 class SubmitError(HandlerError):
-    """A Data Flow request failed; carries the server's or the handler's code as data."""
+    """A Data Flow request failed; carries the server's or the handler's code as data.
+
+    `ambiguous` means the request was sent and may have run (the answer was lost, cut off or a
+    5xx that the backend can return after starting the run): never resend it without a lookup.
+    `retryable` means a later delivery of the same event may succeed and cannot double the run.
+    """
 
     def __init__(
         self,
@@ -63,12 +68,14 @@ class SubmitError(HandlerError):
         message: str,
         *,
         retryable: bool,
+        ambiguous: bool = False,
         status: int | None = None,
         attempts: int = 1,
     ) -> None:
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.ambiguous = ambiguous
         self.status = status
         self.attempts = attempts
         super().__init__(f"{code}: {message}")

@@ -13,6 +13,8 @@ from handler.errors import EventError, Problems
 from handler.jobs import JobSpec, check_job_spec, check_parameters, describe
 
 Platform = Literal["aws", "ncp"]
+# S3 and NCP Object Storage keys are at most 1024 bytes of UTF-8; URL-encoded, at most three times that.
+MAX_KEY_BYTES = 1024
 
 # EventBridge names the S3 API call in detail.reason; the contract names events S3-style.
 _EVENTBRIDGE_REASONS = {
@@ -45,6 +47,7 @@ class ObjectTrigger:
     version_id: str = ""
     sequencer: str = ""
     event_id: str = ""
+    own_time: bool = True  # False when the event carried no time and `time` is the arrival time
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def _sqs_record(record: object, context: _Context) -> Delivery:
     if not isinstance(record, dict):
         return Delivery((BadEvent(f"SQS record is {describe(record)}, not an object"),))
     message_id = record.get("messageId")
-    if not isinstance(message_id, str) or not message_id:
+    if not isinstance(message_id, str) or not message_id or not _encodable(message_id):
         # Without a message id Lambda cannot retry just this record; the whole batch must fail.
         return Delivery((BadEvent("SQS record has no messageId"),), None)
     body = record.get("body")
@@ -182,7 +185,8 @@ def _dispatch(event: dict[str, Any], context: _Context) -> list[Trigger]:
         if any(name in event for name in _EVENT_MARKERS):
             return [_ncp_flat(event, context)]
         return [ScheduleTrigger("", _minute(context.now), context.activation_id)]
-    keys = ", ".join(sorted(str(key) for key in event)[:10]) or "none"
+    names = sorted(str(key).encode("utf-8", "backslashreplace").decode("utf-8") for key in event)
+    keys = ", ".join(names[:10]) or "none"
     raise EventError(f"unrecognised event: no known envelope fits its keys ({keys})")
 
 
@@ -218,7 +222,32 @@ def _get(obj: Mapping[str, Any], name: str, kind: type, where: str, *, required:
     value = obj[name]
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise EventError(f"{where}.{name} is {describe(value)}, expected {kind.__name__}")
+    if isinstance(value, str) and not _encodable(value):
+        raise EventError(f"{where}.{name} is not valid Unicode (it holds a lone surrogate)")
     return value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def object_key(raw: str, where: str, *, url_encoded: bool) -> str:
+    """A key as stored: decoded when the envelope URL-encodes it, and checked against the S3 limits."""
+    # Checked before decoding, so a huge key never costs more than its own size.
+    if len(raw) > MAX_KEY_BYTES * (3 if url_encoded else 1):
+        raise EventError(f"{where} is longer than {MAX_KEY_BYTES} bytes")
+    if url_encoded:
+        try:
+            raw = unquote_plus(raw, errors="strict")
+        except UnicodeDecodeError as exc:
+            raise EventError(f"{where} has a %-sequence that is not UTF-8") from exc
+    if len(raw.encode("utf-8")) > MAX_KEY_BYTES:
+        raise EventError(f"{where} is longer than {MAX_KEY_BYTES} bytes")
+    return raw
 
 
 def _text(obj: Mapping[str, Any], name: str, where: str) -> str:
@@ -230,7 +259,9 @@ def _size(obj: Mapping[str, Any], name: str, where: str) -> int | None:
     value = obj.get(name)
     if value is None:
         return None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit() and len(value) <= 20):
+            raise EventError(f"{where}.{name} is {describe(value)}, expected a whole number of bytes")
         return int(value)
     size: int | None = _get(obj, name, int, where, required=False)
     if size is not None and size < 0:
@@ -272,9 +303,10 @@ def _s3_record(record: Mapping[str, Any], where: str, context: _Context) -> Obje
     return ObjectTrigger(
         bucket=bucket,
         # S3 notifications URL-encode keys with '+' for spaces; NCP's S3-style payload follows suit.
-        key=unquote_plus(raw_key),
+        key=object_key(raw_key, f"{object_where}.key", url_encoded=True),
         event_name=event_name,
         time=_optional_time(record, "eventTime", where, context.now),
+        own_time=record.get("eventTime") not in (None, ""),
         size=_size(obj, "size", object_where),
         etag=_text(obj, "eTag", object_where),
         version_id=_text(obj, "versionId", object_where),
@@ -319,7 +351,8 @@ def _eventbridge(event: Mapping[str, Any], context: _Context) -> Trigger:
         event_name = f"EventBridge:{detail_type}"
     return ObjectTrigger(
         bucket=bucket,
-        key=key,  # EventBridge keys arrive decoded: decoding again would corrupt '+' and '%'.
+        # EventBridge keys arrive decoded: decoding again would corrupt '+' and '%'.
+        key=object_key(key, "detail.object.key", url_encoded=False),
         event_name=event_name,
         time=time,
         size=_size(obj, "size", "detail.object"),
@@ -365,9 +398,10 @@ def _ncp_flat(event: Mapping[str, Any], context: _Context) -> ObjectTrigger:
     event_name = first(_NCP_EVENT_KEYS, "event type")
     return ObjectTrigger(
         bucket=bucket,
-        key=key,  # flat NCP payloads carry the key as stored, so it is used as given
+        key=object_key(key, "event.key", url_encoded=False),  # flat NCP payloads carry the key as stored
         event_name=event_name,
         time=_optional_time(event, "eventTime", "event", context.now),
+        own_time=event.get("eventTime") not in (None, ""),
         size=_size(event, "size", "event"),
         etag=_text(event, "etag", "event"),
         version_id=_text(event, "versionId", "event"),

@@ -127,6 +127,13 @@ def check_job_spec(
     return JobSpec(job_id, optional_ids["workflowId"], optional_ids["triggerId"], condition)
 
 
+def check_parameter_name(value: object, where: str, problems: Problems) -> str | None:
+    if not isinstance(value, str) or not value or len(value) > 128 or not value.isprintable():
+        problems.add(where, f"must be a parameter name of 1-128 printable characters, got {describe(value)}")
+        return None
+    return value
+
+
 def check_parameters(value: object, where: str, problems: Problems) -> dict[str, str] | None:
     """Parameters are a JSON object of string to string."""
     if not isinstance(value, dict):

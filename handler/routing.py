@@ -6,21 +6,31 @@ import fnmatch
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 
 from handler.errors import Problems
-from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger, Trigger
-from handler.jobs import JobSpec, check_job_spec, check_object, describe
+from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger
+from handler.jobs import JobSpec, check_job_spec, check_object, check_parameter_name, describe
 from handler.templates import COMMON_FIELDS, OBJECT_FIELDS, SCHEDULE_FIELDS, Template, TemplateError, parse_template
 
 Source = Literal["object", "schedule", "direct"]
 SOURCES: tuple[Source, ...] = ("object", "schedule", "direct")
 DEFAULT_EVENTS = ("ObjectCreated:*",)
 MATCH_FIELDS = frozenset({"source", "bucket", "prefix", "suffix", "pattern", "events", "schedule"})
-ROUTE_FIELDS = frozenset({"name", "match", "jobId", "workflowId", "triggerId", "jobCondition", "parameters"})
+ROUTE_FIELDS = frozenset(
+    {"name", "match", "jobId", "workflowId", "triggerId", "jobCondition", "parameters", "dedupParameter"}
+)
+OBJECT_FILTERS = ("bucket", "prefix", "suffix", "pattern", "events")
+# A pattern with a quantified group that is itself quantified can backtrack exponentially.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
+RoutableTrigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation
+# Placeholders whose value differs from one event to the next: parameters rendered from one of them
+# (or from {time}) tell an execution's event apart; parameters without any do not.
+IDENTIFYING_FIELDS = frozenset({"key", "etag", "version_id", "event_id"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -70,22 +80,48 @@ class Route:
     match: Match
     job: JobSpec
     parameters: tuple[tuple[str, Template], ...] = ()
+    dedup_parameter: str | None = None
+
+    @property
+    def recognizable(self) -> bool:
+        """Whether a lookup can tell this route's executions of different events apart."""
+        return self.dedup_parameter is not None or any(
+            template.uses_time or template.fields & IDENTIFYING_FIELDS for _, template in self.parameters
+        )
 
 
 @dataclass(frozen=True)
 class PlannedExecution:
-    """One execution to submit: where, what body, and the key that identifies it across deliveries."""
+    """One execution to submit: where, what body, and the key that identifies it across deliveries.
+
+    `time` is the event's time: no execution of this event can have been created before it.
+    """
 
     route: str | None
     job: JobSpec
     parameters: Mapping[str, str]
     dedup_key: str
+    time: datetime
+    dedup_parameter: str | None = None
+    recognizable: bool = False
 
 
 @dataclass(frozen=True)
 class Skip:
     route: str | None
     reason: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    """The event asks for something that cannot run: a failure with the handler's own code."""
+
+    route: str | None
+    code: str
+    message: str
+
+
+Step = PlannedExecution | Skip | Reject
 
 
 def _available_fields(source: Source | None) -> frozenset[str]:
@@ -161,9 +197,13 @@ def _check_match(value: object, where: str, problems: Problems) -> Match | None:
             problems.add(f"{where}.events", f"must be a non-empty array of event names, got {describe(value)}")
         else:
             events = tuple(value)
-    object_only = [name for name in ("bucket", "prefix", "suffix", "pattern", "events") if name in raw]
+    object_only = [name for name in OBJECT_FILTERS if name in raw]
     if source in ("schedule", "direct") and object_only:
         problems.add(where, f"{', '.join(object_only)}: only for match.source object")
+    if source is None and object_only and "schedule" in raw:
+        problems.add(where, f"{', '.join(object_only)} and schedule cannot both hold; set match.source")
+    elif source is None and object_only:
+        source = "object"  # object filters can never hold for a schedule, so the route serves objects only
     if source in ("object", "direct") and "schedule" in raw:
         problems.add(where, "schedule: only for match.source schedule")
     if len(problems.items) != before:
@@ -184,9 +224,38 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
     groups = frozenset(match.pattern.groupindex) if match and match.pattern else frozenset()
     source = match.source if match else None
     parameters = check_templates(raw.get("parameters", {}), f"{where}.parameters", source, groups, problems)
+    dedup_parameter = check_dedup_parameter(raw.get("dedupParameter"), f"{where}.dedupParameter", parameters, problems)
     if len(problems.items) != before or match is None or job is None or not isinstance(name, str):
         return None
-    return Route(name, match, job, parameters)
+    return Route(name, match, job, parameters, dedup_parameter)
+
+
+def check_dedup_parameter(
+    value: object, where: str, parameters: Sequence[tuple[str, Template]], problems: Problems
+) -> str | None:
+    if value is None or value == "":
+        return None
+    name = check_parameter_name(value, where, problems)
+    if name is not None and any(name == existing for existing, _ in parameters):
+        problems.add(where, f"{name} is also one of the route's parameters; the dedup key needs a name of its own")
+    return name
+
+
+def route_warnings(route: Route) -> list[str]:
+    """What `validate` points out about a valid route: risks the configuration cannot rule out."""
+    warnings = []
+    if route.match.pattern is not None and _NESTED_QUANTIFIER.search(route.match.pattern.pattern):
+        warnings.append(
+            "match.pattern has a quantified group inside a quantifier; it runs on keys of up to 1024 bytes "
+            "and may backtrack catastrophically"
+        )
+    if not route.recognizable:
+        warnings.append(
+            "no dedupParameter and no parameter rendered from {key}, {etag}, {version_id}, {event_id} or {time}: "
+            "a lookup cannot tell this route's executions of different events apart, so no duplicate check runs "
+            "before submitting and an unknown outcome fails as unknown-outcome instead of being reconciled"
+        )
+    return warnings
 
 
 def check_routes(raw: object, where: str, problems: Problems) -> tuple[Route, ...]:
@@ -199,16 +268,17 @@ def check_routes(raw: object, where: str, problems: Problems) -> tuple[Route, ..
         route = check_route(item, f"{where}[{label}]", problems)
         if route is not None:
             routes.append(route)
-    names = [route.name for route in routes]
-    for name in sorted({name for name in names if names.count(name) > 1}):
+    counts = Counter(route.name for route in routes)
+    for name in sorted(name for name, count in counts.items() if count > 1):
         problems.add(f"{where}[{name}]", "route names must be unique")
     return tuple(routes)
 
 
-def _dedup_key(route: str | None, job: JobSpec, identity: Sequence[object]) -> str:
-    """Equal for every delivery of the same event to the same route and job, different otherwise."""
-    material = json.dumps([route, job.job_id, job.workflow_id, job.trigger_id, *identity], sort_keys=True, default=str)
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+def dedup_key(route: str | None, job: JobSpec, parameters: Mapping[str, str], identity: Sequence[object]) -> str:
+    """Equal for every delivery of one event to one route; different whenever the run would differ."""
+    target = [job.job_id, job.workflow_id, job.trigger_id, job.job_condition]
+    material = json.dumps([route, target, parameters, *identity], sort_keys=True, default=str, ensure_ascii=True)
+    return hashlib.sha256(material.encode("ascii")).hexdigest()[:32]
 
 
 def _object_values(trigger: ObjectTrigger) -> dict[str, str]:
@@ -231,68 +301,87 @@ def _object_values(trigger: ObjectTrigger) -> dict[str, str]:
     }
 
 
-def _render(
-    route: Route, values: Mapping[str, str], groups: Mapping[str, str], trigger_time: datetime, zone: tzinfo
-) -> dict[str, str]:
-    merged = {**values, "route": route.name}
-    return {name: template.render(merged, groups, trigger_time, zone) for name, template in route.parameters}
+def _identity(trigger: RoutableTrigger) -> list[object]:
+    """What tells one event from another of the same kind, stable across its redeliveries."""
+    match trigger:
+        case ObjectTrigger():
+            # An event without a time of its own is identified by the object's state alone, so a
+            # redelivery (which would otherwise take a new "now") keeps its key.
+            when = trigger.time.isoformat() if trigger.own_time else None
+            what = [trigger.bucket, trigger.key, trigger.event_name, trigger.version_id, trigger.sequencer]
+            return ["object", *what, trigger.etag, trigger.size, when]
+        case ScheduleTrigger():
+            return ["schedule", trigger.schedule, trigger.time.isoformat()]
+        case RouteInvocation():
+            return ["direct", trigger.time.isoformat()]
+        case JobInvocation():
+            return ["direct", trigger.time.isoformat()]
+        case _:
+            assert_never(trigger)
 
 
-def plan(trigger: Trigger, routes: Sequence[Route], zone: tzinfo) -> list[PlannedExecution | Skip]:
-    """Every route the trigger fires, or exactly one skip saying why none fired."""
-    if isinstance(trigger, ObjectTrigger):
-        return _plan_object(trigger, routes, zone)
-    if isinstance(trigger, ScheduleTrigger):
-        identity: list[object] = ["schedule", trigger.schedule, trigger.time.isoformat()]
-        values = {"schedule": trigger.schedule, "event_id": trigger.event_id}
-        fired: list[PlannedExecution | Skip] = [
-            PlannedExecution(
-                route.name,
-                route.job,
-                _render(route, values, {}, trigger.time, zone),
-                _dedup_key(route.name, route.job, identity),
-            )
-            for route in routes
-            if route.match.accepts_schedule(trigger)
-        ]
-        return fired or [Skip(None, "no-route")]
-    if isinstance(trigger, RouteInvocation):
-        for route in routes:
-            if route.name == trigger.route:
-                identity = ["direct", trigger.time.isoformat()]
-                parameters = _render(route, {"event_id": trigger.event_id}, {}, trigger.time, zone)
-                return [
-                    PlannedExecution(route.name, route.job, parameters, _dedup_key(route.name, route.job, identity))
-                ]
-        return [Skip(trigger.route, "no-route")]
-    if isinstance(trigger, JobInvocation):
-        identity = ["direct", dict(trigger.parameters), trigger.time.isoformat()]
-        return [PlannedExecution(None, trigger.job, trigger.parameters, _dedup_key(None, trigger.job, identity))]
-    raise TypeError(f"plan() takes routable triggers, not {type(trigger).__name__}")
+def _values(trigger: RoutableTrigger) -> dict[str, str]:
+    match trigger:
+        case ObjectTrigger():
+            return _object_values(trigger)
+        case ScheduleTrigger():
+            return {"schedule": trigger.schedule, "event_id": trigger.event_id}
+        case RouteInvocation() | JobInvocation():
+            return {"event_id": trigger.event_id}
+        case _:
+            assert_never(trigger)
 
 
-def _plan_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo) -> list[PlannedExecution | Skip]:
+def _planned(
+    route: Route, trigger: RoutableTrigger, groups: Mapping[str, str], zone: tzinfo
+) -> PlannedExecution | Reject:
+    values = {**_values(trigger), "route": route.name}
+    parameters: dict[str, str] = {}
+    for name, template in route.parameters:
+        try:
+            parameters[name] = template.render(values, groups, trigger.time, zone)
+        except TemplateError as exc:
+            return Reject(route.name, "bad-event", f"parameters.{name}: {exc}")
+    key = dedup_key(route.name, route.job, parameters, _identity(trigger))
+    if route.dedup_parameter is not None:
+        parameters[route.dedup_parameter] = key
+    return PlannedExecution(
+        route.name, route.job, parameters, key, trigger.time, route.dedup_parameter, route.recognizable
+    )
+
+
+def plan(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Step]:
+    """Every route the trigger fires, or exactly one skip (or failure) saying why none fired."""
+    match trigger:
+        case ObjectTrigger():
+            return _plan_object(trigger, routes, zone)
+        case ScheduleTrigger():
+            fired: list[Step] = [
+                _planned(route, trigger, {}, zone) for route in routes if route.match.accepts_schedule(trigger)
+            ]
+            return fired or [Skip(None, "no-route")]
+        case RouteInvocation():
+            for route in routes:
+                if route.name == trigger.route:
+                    return [_planned(route, trigger, {}, zone)]
+            known = ", ".join(route.name for route in routes[:20])
+            return [Reject(trigger.route, "unknown-route", f"no route is named {trigger.route!r} (routes: {known})")]
+        case JobInvocation():
+            parameters = dict(trigger.parameters)
+            key = dedup_key(None, trigger.job, parameters, _identity(trigger))
+            return [PlannedExecution(None, trigger.job, parameters, key, trigger.time)]
+        case _:
+            assert_never(trigger)
+
+
+def _plan_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Step]:
     if trigger.key.endswith("/") and not trigger.size:
         return [Skip(None, "folder-marker")]
-    identity = [
-        "object",
-        trigger.bucket,
-        trigger.key,
-        trigger.event_name,
-        trigger.version_id,
-        trigger.sequencer,
-        trigger.etag,
-        trigger.time.isoformat(),
-    ]
-    values = _object_values(trigger)
-    fired: list[PlannedExecution | Skip] = []
+    fired: list[Step] = []
     for route in routes:
         groups = route.match.object_groups(trigger)
         if groups is not None:
-            parameters = _render(route, values, groups, trigger.time, zone)
-            fired.append(
-                PlannedExecution(route.name, route.job, parameters, _dedup_key(route.name, route.job, identity))
-            )
+            fired.append(_planned(route, trigger, groups, zone))
     if fired:
         return fired
     if not trigger.event_name.lower().startswith("objectcreated"):

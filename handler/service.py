@@ -1,18 +1,20 @@
-"""One invocation, platform-free: normalise, route, dedupe, submit, and build the result."""
+"""One invocation, platform-free: normalise, route, reconcile with the service, submit, and build the result."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict, assert_never, final
 
 from handler.dataflow import Clocks, DataflowClient, ExecutionRequest, Submitted, describe_prepared
 from handler.errors import ConfigError, InvocationFailedError, SubmitError
 from handler.events import (
     BadEvent,
+    Delivery,
     JobInvocation,
     ObjectTrigger,
     Platform,
@@ -22,18 +24,95 @@ from handler.events import (
     Trigger,
     normalise,
 )
-from handler.routing import PlannedExecution, plan
-from handler.settings import Settings, load_settings
+from handler.reconcile import CLOCK_TOLERANCE, Absent, Found, Identity, Lookup, Unknown, find
+from handler.routing import PlannedExecution, Reject, Skip, plan
+from handler.settings import DedupCheck, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
 # Time kept back from the platform's deadline to log the result and raise before being killed.
 DEADLINE_MARGIN_S = 0.5
 RECENT_KEYS = 4096
+# A lookup reads at most this many pages of this size: a few requests, whatever the job's history.
+LOOKUP_PAGE_SIZE = 100
+LOOKUP_MAX_PAGES = 3
+# Resends after a lookup proved the run absent; each one follows an unknown outcome of its own.
+MAX_RESENDS = 2
+# Entries kept per list in the result; the log has every one, and batchItemFailures is never cut.
+MAX_RESULT_ENTRIES = 100
+
+
+class Source(TypedDict, total=False):
+    kind: str
+    bucket: str
+    key: str
+    eventName: str
+    schedule: str
+    time: str
+    route: str
+    jobId: str
+    messageId: str
+
+
+@final
+class SubmittedEntry(TypedDict):
+    route: str | None
+    jobId: str
+    jobExecutionId: str | None
+    status: str | None
+    dedupKey: str
+    source: Source
+
+
+@final
+class SkippedEntry(TypedDict):
+    route: str | None
+    reason: str
+    source: Source
+    dedupKey: NotRequired[str]
+    jobExecutionId: NotRequired[str | None]
+
+
+@final
+class FailedEntry(TypedDict):
+    route: str | None
+    jobId: str | None
+    error: str
+    retryable: bool
+    source: Source
+    dedupKey: NotRequired[str]
+
+
+class BatchItemFailure(TypedDict):
+    itemIdentifier: str
+
+
+class Result(TypedDict):
+    submitted: list[SubmittedEntry]
+    skipped: list[SkippedEntry]
+    failed: list[FailedEntry]
+    dryRun: bool
+    batchItemFailures: NotRequired[list[BatchItemFailure]]
+    omitted: NotRequired[dict[str, int]]
+
+
+Entry = SubmittedEntry | SkippedEntry | FailedEntry
 
 
 class Submitter(Protocol):
-    def create_execution(self, request: ExecutionRequest, *, deadline: float | None = None) -> Submitted: ...
+    def create_execution(
+        self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
+    ) -> Submitted: ...
+
+    def list_executions(
+        self,
+        job_id: str,
+        *,
+        page: int,
+        limit: int,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]: ...
 
 
 class DryRunSubmitter:
@@ -43,68 +122,119 @@ class DryRunSubmitter:
         self.client = client
         self.placeholder_credentials = placeholder_credentials
 
-    def create_execution(self, request: ExecutionRequest, *, deadline: float | None = None) -> Submitted:
-        prepared = self.client.prepare(request)
+    def create_execution(
+        self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
+    ) -> Submitted:
+        prepared = self.client.prepare_create(request, headers)
         log.info(
             "dry-run request",
             extra={"request": describe_prepared(prepared), "placeholderCredentials": self.placeholder_credentials},
         )
         return Submitted({}, 0, dry_run=True)
 
+    def list_executions(
+        self,
+        job_id: str,
+        *,
+        page: int,
+        limit: int,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        return {"list": [], "count": 0, "page": page, "limit": limit}  # a dry run starts nothing to find
 
-class RecentKeys:
-    """Dedup keys submitted by this warm container, oldest forgotten first."""
+
+class DedupMemory:
+    """Dedup keys this warm container submitted (with the execution id) or saw end in an unknown outcome."""
 
     def __init__(self, capacity: int = RECENT_KEYS) -> None:
         self.capacity = capacity
-        self._keys: OrderedDict[str, str | None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._submitted: OrderedDict[str, str | None] = OrderedDict()
+        self._ambiguous: OrderedDict[str, None] = OrderedDict()
 
-    def get(self, key: str) -> str | None:
-        return self._keys.get(key)
+    def submitted(self, key: str) -> tuple[bool, str | None]:
+        with self._lock:
+            return key in self._submitted, self._submitted.get(key)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
+    def remember(self, key: str, execution_id: str | None) -> None:
+        with self._lock:
+            self._submitted[key] = execution_id
+            self._ambiguous.pop(key, None)
+            self._trim(self._submitted)
 
-    def add(self, key: str, execution_id: str | None) -> None:
-        self._keys[key] = execution_id
-        self._keys.move_to_end(key)
-        while len(self._keys) > self.capacity:
-            self._keys.popitem(last=False)
+    def mark_ambiguous(self, key: str) -> None:
+        with self._lock:
+            self._ambiguous[key] = None
+            self._trim(self._ambiguous)
+
+    def was_ambiguous(self, key: str) -> bool:
+        with self._lock:
+            return key in self._ambiguous
+
+    def executions_except(self, key: str) -> frozenset[str]:
+        """Ids of the executions this container started for every other key."""
+        with self._lock:
+            return frozenset(value for name, value in self._submitted.items() if value and name != key)
+
+    def _trim(self, keys: OrderedDict[str, Any]) -> None:
+        while len(keys) > self.capacity:
+            keys.popitem(last=False)
 
 
-def source_of(trigger: Trigger, message_id: str | None) -> dict[str, Any]:
-    source: dict[str, Any]
-    if isinstance(trigger, ObjectTrigger):
-        source = {"kind": "object", "bucket": trigger.bucket, "key": trigger.key, "eventName": trigger.event_name}
-    elif isinstance(trigger, ScheduleTrigger):
-        source = {"kind": "schedule", "schedule": trigger.schedule, "time": trigger.time.isoformat()}
-    elif isinstance(trigger, RouteInvocation):
-        source = {"kind": "direct", "route": trigger.route, "time": trigger.time.isoformat()}
-    elif isinstance(trigger, JobInvocation):
-        source = {"kind": "direct", "jobId": trigger.job.job_id, "time": trigger.time.isoformat()}
-    elif isinstance(trigger, S3TestTrigger):
-        source = {"kind": "test"}
-    else:
-        source = {"kind": "unknown"}
+def source_of(trigger: Trigger, message_id: str | None) -> Source:
+    source: Source
+    match trigger:
+        case ObjectTrigger():
+            source = {"kind": "object", "bucket": trigger.bucket, "key": trigger.key, "eventName": trigger.event_name}
+        case ScheduleTrigger():
+            source = {"kind": "schedule", "schedule": trigger.schedule, "time": trigger.time.isoformat()}
+        case RouteInvocation():
+            source = {"kind": "direct", "route": trigger.route, "time": trigger.time.isoformat()}
+        case JobInvocation():
+            source = {"kind": "direct", "jobId": trigger.job.job_id, "time": trigger.time.isoformat()}
+        case S3TestTrigger():
+            source = {"kind": "test"}
+        case BadEvent():
+            source = {"kind": "unknown"}
+        case _:
+            assert_never(trigger)
     if message_id is not None:
         source["messageId"] = message_id
     return source
 
 
+@dataclass(frozen=True)
+class _Call:
+    """What every submission of one invocation shares."""
+
+    settings: Settings
+    submitter: Submitter
+    deadline: float | None
+    now: datetime
+    headers: Mapping[str, str] | None
+
+    @property
+    def dedup_check(self) -> DedupCheck:
+        return "off" if self.settings.dry_run else self.settings.dedup_check
+
+
 @dataclass
-class _Outcome:
-    submitted: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    failed_messages: list[str] = field(default_factory=list)
+class _Slot:
+    """One (event, route) outcome in result order: an entry, or a planned execution still to run."""
+
+    delivery: int
+    entry: Entry | None = None
+    step: PlannedExecution | None = None
+    source: Source = field(default_factory=lambda: Source(kind="unknown"))
 
 
 @dataclass
 class Launcher:
-    """Holds what a warm container reuses: validated settings, the HTTP client, recent dedup keys."""
+    """Holds what a warm container reuses: validated settings, the HTTP client, the dedup memory."""
 
     clocks: Clocks = field(default_factory=Clocks)
-    recent: RecentKeys = field(default_factory=RecentKeys)
+    memory: DedupMemory = field(default_factory=DedupMemory)
     # Functional tests pass an in-memory submitter; production builds the real client from settings.
     fixed_submitter: Submitter | None = None
     _settings: Settings | None = None
@@ -134,7 +264,8 @@ class Launcher:
         platform: Platform,
         remaining_ms: float | None = None,
         activation_id: str = "",
-    ) -> dict[str, Any]:
+        caller_headers: Mapping[str, str] | None = None,
+    ) -> Result:
         """Runs one invocation; raises InvocationFailedError (carrying the result) if anything failed."""
         started = self.clocks.monotonic()
         try:
@@ -142,104 +273,153 @@ class Launcher:
         except ConfigError as exc:
             log.error("invalid configuration", extra={"problems": [str(problem) for problem in exc.problems]})
             raise
-        submitter = self.submitter_for(settings)
         if settings.dry_run and settings.credentials.placeholder:
             log.warning("dry run without credentials: requests are signed with a placeholder key")
-        deadline = None if remaining_ms is None else started + remaining_ms / 1000 - DEADLINE_MARGIN_S
-        now = datetime.fromtimestamp(self.clocks.wall(), UTC)
-        batch = normalise(event, platform=platform, now=now, activation_id=activation_id)
-        outcome = _Outcome()
-        for delivery in batch.deliveries:
-            failures_before = len(outcome.failed)
+        call = _Call(
+            settings,
+            self.submitter_for(settings),
+            None if remaining_ms is None else started + remaining_ms / 1000 - DEADLINE_MARGIN_S,
+            datetime.fromtimestamp(self.clocks.wall(), UTC),
+            caller_headers if settings.caller_header else None,
+        )
+        batch = normalise(event, platform=platform, now=call.now, activation_id=activation_id)
+        slots: list[_Slot] = []
+        for index, delivery in enumerate(batch.deliveries):
             for trigger in delivery.triggers:
-                self._handle(trigger, delivery.message_id, settings, submitter, deadline, outcome)
-            if batch.from_sqs and len(outcome.failed) > failures_before and delivery.message_id:
-                outcome.failed_messages.append(delivery.message_id)
-        result: dict[str, Any] = {
-            "submitted": outcome.submitted,
-            "skipped": outcome.skipped,
-            "failed": outcome.failed,
-            "dryRun": settings.dry_run,
-        }
-        if batch.from_sqs:
-            result["batchItemFailures"] = [{"itemIdentifier": message} for message in outcome.failed_messages]
-        reported = set(outcome.failed_messages)
-        unreported = [entry for entry in outcome.failed if entry["source"].get("messageId") not in reported]
+                source = source_of(trigger, delivery.message_id)
+                for outcome in self._route(trigger, source, call):
+                    if isinstance(outcome, PlannedExecution):
+                        slots.append(_Slot(index, None, outcome, source))
+                    else:
+                        slots.append(_Slot(index, outcome, None, source))
+        self._run([slot for slot in slots if slot.step is not None], call)
+        result = _result(slots, batch.deliveries, batch.from_sqs, settings.dry_run)
         log.info(
             "invocation finished",
             extra={
-                "submittedCount": len(outcome.submitted),
-                "skippedCount": len(outcome.skipped),
-                "failedCount": len(outcome.failed),
+                "submittedCount": sum(1 for slot in slots if _kind(slot.entry) == "submitted"),
+                "skippedCount": sum(1 for slot in slots if _kind(slot.entry) == "skipped"),
+                "failedCount": sum(1 for slot in slots if _kind(slot.entry) == "failed"),
                 "elapsedMs": round((self.clocks.monotonic() - started) * 1000, 1),
             },
         )
-        if unreported:
+        reported = {failure["itemIdentifier"] for failure in result.get("batchItemFailures", [])}
+        if any(_kind(slot.entry) == "failed" and slot.source.get("messageId") not in reported for slot in slots):
             raise InvocationFailedError(result)
         return result
 
-    def _handle(
-        self,
-        trigger: Trigger,
-        message_id: str | None,
-        settings: Settings,
-        submitter: Submitter,
-        deadline: float | None,
-        outcome: _Outcome,
-    ) -> None:
-        source = source_of(trigger, message_id)
-        if isinstance(trigger, BadEvent):
-            self._fail(outcome, None, None, f"bad-event: {trigger.reason}", False, source)
-            return
-        if isinstance(trigger, S3TestTrigger):
-            self._skip(outcome, None, "test-event", source)
-            return
-        for step in plan(trigger, settings.routes, settings.zone):
-            if isinstance(step, PlannedExecution):
-                self._submit(step, source, submitter, deadline, outcome)
-            else:
-                self._skip(outcome, step.route, step.reason, source)
+    def _route(self, trigger: Trigger, source: Source, call: _Call) -> list[Entry | PlannedExecution]:
+        match trigger:
+            case BadEvent():
+                return [_failed(None, None, f"bad-event: {trigger.reason}", False, source)]
+            case S3TestTrigger():
+                return [_skipped(None, "test-event", source)]
+            case ObjectTrigger() | ScheduleTrigger() | RouteInvocation() | JobInvocation():
+                if call.deadline is not None and self.clocks.monotonic() >= call.deadline:
+                    failure = "timeout: the invocation's time ran out before this event was routed"
+                    return [_failed(None, None, failure, True, source)]
+                out: list[Entry | PlannedExecution] = []
+                for step in plan(trigger, call.settings.routes, call.settings.zone):
+                    match step:
+                        case PlannedExecution():
+                            out.append(step)
+                        case Skip():
+                            if isinstance(trigger, ScheduleTrigger) and step.reason == "no-route":
+                                _warn_unrouted_schedule(trigger, call.settings)
+                            out.append(_skipped(step.route, step.reason, source))
+                        case Reject():
+                            error = f"{step.code}: {step.message}"
+                            out.append(_failed(step.route, None, error, False, source))
+                        case _:
+                            assert_never(step)
+                return out
+            case _:
+                assert_never(trigger)
 
-    def _submit(
+    def _run(self, slots: Sequence[_Slot], call: _Call) -> None:
+        for slot in slots:
+            assert slot.step is not None  # noqa: S101 - _run takes only slots with a step
+            slot.entry = self._execute(slot.step, slot.source, call)
+
+    def _execute(self, step: PlannedExecution, source: Source, call: _Call) -> Entry:
+        """One planned execution, exactly once: remembered, looked up, or submitted."""
+        seen, known_id = self.memory.submitted(step.dedup_key)
+        if seen:
+            return _skipped(step.route, "duplicate", source, dedupKey=step.dedup_key, jobExecutionId=known_id)
+        mode = call.dedup_check
+        # An unrecognizable route is not checked up front: its lookup could only end "cannot tell".
+        if (mode == "always" and step.recognizable) or (mode != "off" and self.memory.was_ambiguous(step.dedup_key)):
+            try:
+                lookup = self._lookup(step, call)
+            except SubmitError as exc:  # the lookup met what the submission would meet: say that
+                return _failed(step.route, step.job.job_id, str(exc), exc.retryable, source, step.dedup_key)
+            match lookup:
+                case Found():
+                    self.memory.remember(step.dedup_key, lookup.execution_id)
+                    return _skipped(
+                        step.route, "duplicate", source, dedupKey=step.dedup_key, jobExecutionId=lookup.execution_id
+                    )
+                case Unknown():
+                    error = f"unknown-outcome: cannot tell whether this event already started a run: {lookup.reason}"
+                    return _failed(step.route, step.job.job_id, error, mode == "always", source, step.dedup_key)
+                case Absent():
+                    pass
+                case _:
+                    assert_never(lookup)
+        return self._submit(step, source, call)
+
+    def _submit(self, step: PlannedExecution, source: Source, call: _Call) -> Entry:
+        request = ExecutionRequest(step.job, step.parameters)
+        mode = call.dedup_check
+        for resend in range(MAX_RESENDS + 1):
+            started = self.clocks.monotonic()
+            try:
+                answer = call.submitter.create_execution(request, deadline=call.deadline, headers=call.headers)
+            except SubmitError as exc:
+                details = {"attempts": exc.attempts, "status": exc.status, "elapsedMs": self._since(started)}
+                if not exc.ambiguous:
+                    return _failed(
+                        step.route, step.job.job_id, str(exc), exc.retryable, source, step.dedup_key, details
+                    )
+                self.memory.mark_ambiguous(step.dedup_key)
+                lookup = Unknown("DATAFLOW_DEDUP_CHECK is off") if mode == "off" else self._settle(step, call)
+                match lookup:
+                    case Found():
+                        answer = Submitted({"jobExecutionId": lookup.execution_id, "status": lookup.status}, 0)
+                        return self._submitted(step, source, answer, "found by lookup after " + exc.code, call)
+                    case Unknown():
+                        error = _unresolved(exc, lookup.reason)
+                        return _failed(
+                            step.route, step.job.job_id, error, mode == "always", source, step.dedup_key, details
+                        )
+                    case Absent():
+                        log.warning(
+                            "resending: the lookup shows the execution absent",
+                            extra={"dedupKey": step.dedup_key, "error": str(exc), "resend": resend + 1},
+                        )
+                    case _:
+                        assert_never(lookup)
+                continue
+            if answer.body_lost and mode != "off":
+                found = self._settle(step, call)
+                if isinstance(found, Found):
+                    answer = Submitted({"jobExecutionId": found.execution_id, "status": found.status}, answer.attempts)
+            return self._submitted(step, source, answer, None, call, elapsed=self._since(started))
+        error = f"unknown-outcome: the execution stayed absent after {MAX_RESENDS} resends that each lost their answer"
+        return _failed(step.route, step.job.job_id, error, True, source, step.dedup_key)
+
+    def _submitted(
         self,
         step: PlannedExecution,
-        source: dict[str, Any],
-        submitter: Submitter,
-        deadline: float | None,
-        outcome: _Outcome,
-    ) -> None:
-        if step.dedup_key in self.recent:
-            self._skip(
-                outcome,
-                step.route,
-                "duplicate",
-                source,
-                dedupKey=step.dedup_key,
-                jobExecutionId=self.recent.get(step.dedup_key),
-            )
-            return
-        started = self.clocks.monotonic()
-        try:
-            answer = submitter.create_execution(ExecutionRequest(step.job, step.parameters), deadline=deadline)
-        except SubmitError as exc:
-            elapsed = round((self.clocks.monotonic() - started) * 1000, 1)
-            self._fail(
-                outcome,
-                step.route,
-                step.job.job_id,
-                str(exc),
-                exc.retryable,
-                source,
-                dedupKey=step.dedup_key,
-                attempts=exc.attempts,
-                elapsedMs=elapsed,
-                status=exc.status,
-            )
-            return
-        elapsed = round((self.clocks.monotonic() - started) * 1000, 1)
+        source: Source,
+        answer: Submitted,
+        reconciled: str | None,
+        call: _Call,
+        elapsed: float | None = None,
+    ) -> SubmittedEntry:
         if not answer.dry_run:
-            self.recent.add(step.dedup_key, answer.execution_id)
-        entry = {
+            self.memory.remember(step.dedup_key, answer.execution_id)
+        entry: SubmittedEntry = {
             "route": step.route,
             "jobId": step.job.job_id,
             "jobExecutionId": answer.execution_id,
@@ -247,41 +427,151 @@ class Launcher:
             "dedupKey": step.dedup_key,
             "source": source,
         }
-        outcome.submitted.append(entry)
-        log.info(
-            "submitted",
-            extra={**_flat(entry), "attempts": answer.attempts, "elapsedMs": elapsed, "dryRun": answer.dry_run},
+        details: dict[str, Any] = {"attempts": answer.attempts, "dryRun": answer.dry_run}
+        if elapsed is not None:
+            details["elapsedMs"] = elapsed
+        if reconciled:
+            details["reconciled"] = reconciled
+        if answer.body_lost:
+            details["bodyLost"] = True
+        log.info("submitted", extra={**_flat(entry), **details})
+        return entry
+
+    def _lookup(self, step: PlannedExecution, call: _Call) -> Lookup:
+        """Looks for this planned execution among the job's recent ones; raises what the list call met."""
+        since = max(min(step.time, call.now) - CLOCK_TOLERANCE, call.now - call.settings.dedup_window)
+        identity = Identity(
+            step.parameters,
+            step.job.job_condition,
+            step.dedup_parameter,
+            since,
+            step.recognizable,
+            self.memory.executions_except(step.dedup_key),
         )
 
-    @staticmethod
-    def _skip(outcome: _Outcome, route: str | None, reason: str, source: dict[str, Any], **details: Any) -> None:
-        entry = {"route": route, "reason": reason, "source": source}
-        if details.get("dedupKey"):
-            entry["dedupKey"] = details["dedupKey"]
-        outcome.skipped.append(entry)
-        log.info("skipped", extra={**_flat(entry), **details})
+        def list_page(page: int, limit: int) -> dict[str, Any]:
+            return call.submitter.list_executions(
+                step.job.job_id, page=page, limit=limit, deadline=call.deadline, headers=call.headers
+            )
 
-    @staticmethod
-    def _fail(
-        outcome: _Outcome,
-        route: str | None,
-        job_id: str | None,
-        error: str,
-        retryable: bool,
-        source: dict[str, Any],
-        **details: Any,
-    ) -> None:
-        entry: dict[str, Any] = {
-            "route": route,
-            "jobId": job_id,
-            "error": error,
-            "retryable": retryable,
-            "source": source,
-        }
-        if details.get("dedupKey"):
-            entry["dedupKey"] = details["dedupKey"]
-        outcome.failed.append(entry)
-        log.error("failed", extra={**_flat(entry), **details})
+        try:
+            lookup = find(list_page, identity, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES)
+        except SubmitError as exc:
+            if exc.status != 404:
+                raise
+            lookup = Absent(0)  # no such job: nothing can have run, and the submission will say so
+        log.info("lookup", extra={"dedupKey": step.dedup_key, "route": step.route, "lookup": _describe(lookup)})
+        return lookup
+
+    def _settle(self, step: PlannedExecution, call: _Call) -> Lookup:
+        """A lookup after an unknown outcome: any failure of its own leaves the outcome unknown."""
+        try:
+            return self._lookup(step, call)
+        except SubmitError as exc:
+            return Unknown(f"the lookup failed ({exc})")
+
+    def _since(self, started: float) -> float:
+        return round((self.clocks.monotonic() - started) * 1000, 1)
+
+
+def _describe(lookup: Lookup) -> str:
+    match lookup:
+        case Found():
+            return f"found {lookup.execution_id}"
+        case Absent():
+            return f"absent ({lookup.examined} executions in the window)"
+        case Unknown():
+            return f"cannot tell: {lookup.reason}"
+        case _:
+            assert_never(lookup)
+
+
+def _unresolved(exc: SubmitError, reason: str) -> str:
+    """The failure of a request that may have run and that the lookup could not settle."""
+    code = exc.code if exc.code in ("unknown-outcome", "bad-response") else "unknown-outcome"
+    cause = exc.message if code == exc.code else f"{exc.code}: {exc.message}"
+    return f"{code}: {cause}; not resent, because {reason}"
+
+
+def _warn_unrouted_schedule(trigger: ScheduleTrigger, settings: Settings) -> None:
+    known = sorted({route.match.schedule for route in settings.routes if route.match.schedule})
+    log.warning(
+        "schedule started nothing",
+        extra={
+            "schedule": trigger.schedule,
+            "knownSchedules": known,
+            "hint": "match.schedule compares names exactly (case matters)",
+        },
+    )
+
+
+def _skipped(route: str | None, reason: str, source: Source, **details: Any) -> SkippedEntry:
+    entry: SkippedEntry = {"route": route, "reason": reason, "source": source}
+    if details.get("dedupKey"):
+        entry["dedupKey"] = details["dedupKey"]
+        entry["jobExecutionId"] = details.get("jobExecutionId")
+    log.info("skipped", extra={**_flat(entry), **details})
+    return entry
+
+
+def _failed(
+    route: str | None,
+    job_id: str | None,
+    error: str,
+    retryable: bool,
+    source: Source,
+    dedup_key: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> FailedEntry:
+    entry: FailedEntry = {"route": route, "jobId": job_id, "error": error, "retryable": retryable, "source": source}
+    if dedup_key:
+        entry["dedupKey"] = dedup_key
+    log.error("failed", extra={**_flat(entry), **(details or {})})
+    return entry
+
+
+def _kind(entry: Entry | None) -> str:
+    if entry is None:
+        return "none"
+    if "error" in entry:
+        return "failed"
+    if "reason" in entry:
+        return "skipped"
+    return "submitted"
+
+
+def _result(slots: Sequence[_Slot], deliveries: Sequence[Delivery], from_sqs: bool, dry_run: bool) -> Result:
+    submitted: list[SubmittedEntry] = []
+    skipped: list[SkippedEntry] = []
+    failed: list[FailedEntry] = []
+    failed_deliveries: set[int] = set()
+    for slot in slots:
+        entry = slot.entry
+        if entry is None:
+            continue
+        if "error" in entry:
+            failed.append(entry)
+            failed_deliveries.add(slot.delivery)
+        elif "reason" in entry:
+            skipped.append(entry)
+        else:
+            submitted.append(entry)
+    omitted: dict[str, int] = {}
+    for name, entries in (("submitted", submitted), ("skipped", skipped), ("failed", failed)):
+        if len(entries) > MAX_RESULT_ENTRIES:
+            # The platforms cap a result (6 MB on Lambda, 1 MB on Cloud Functions); the log has every entry.
+            omitted[name] = len(entries) - MAX_RESULT_ENTRIES
+            del entries[MAX_RESULT_ENTRIES:]
+    result: Result = {"submitted": submitted, "skipped": skipped, "failed": failed, "dryRun": dry_run}
+    if from_sqs:
+        result["batchItemFailures"] = [
+            {"itemIdentifier": message_id}
+            for index in sorted(failed_deliveries)
+            if (message_id := deliveries[index].message_id)
+        ]
+    if omitted:
+        result["omitted"] = omitted
+    return result
 
 
 def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta, timezone, tzinfo
 from pathlib import Path
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from handler.errors import ConfigError, Problems
 from handler.jobs import check_job_spec, describe
-from handler.routing import Match, Route, check_routes, check_templates
+from handler.routing import Match, Route, check_dedup_parameter, check_routes, check_templates
 from handler.signing import Credentials
 
 DEFAULT_ENDPOINT = "https://dataflow.apigw.ntruss.com"
@@ -37,11 +39,22 @@ CONFIG_NAMES = (
     "DATAFLOW_CONNECT_TIMEOUT",
     "DATAFLOW_READ_TIMEOUT",
     "DATAFLOW_MAX_ATTEMPTS",
+    "DATAFLOW_DEDUP_CHECK",
+    "DATAFLOW_DEDUP_PARAMETER",
+    "DATAFLOW_DEDUP_WINDOW_HOURS",
+    "DATAFLOW_CALLER_HEADER",
+)
+DedupCheck = Literal["always", "ambiguous", "off"]
+DEFAULT_ONLY = (
+    "DATAFLOW_WORKFLOW_ID",
+    "DATAFLOW_TRIGGER_ID",
+    "DATAFLOW_JOB_CONDITION",
+    "DATAFLOW_PARAMETERS",
+    "DATAFLOW_DEDUP_PARAMETER",
 )
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 _OFFSET = re.compile(r"(?P<sign>[+-])(?P<hours>\d{2}):(?P<minutes>\d{2})")
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,9 @@ class Settings:
     connect_timeout: float
     read_timeout: float
     max_attempts: int
+    dedup_check: DedupCheck = "always"
+    dedup_window: timedelta = timedelta(hours=24)
+    caller_header: bool = True
 
 
 def config_from(sources: Mapping[str, object]) -> dict[str, str]:
@@ -109,21 +125,54 @@ def _routes_json(config: Mapping[str, str], problems: Problems) -> object:
 
 def _endpoint(config: Mapping[str, str], problems: Problems) -> str:
     endpoint = (_value(config, "DATAFLOW_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    if not (endpoint.isascii() and endpoint.isprintable()) or " " in endpoint:
+        problems.add("DATAFLOW_ENDPOINT", "must be an ASCII URL without spaces or control characters")
+        return endpoint
     try:
         parts = urlsplit(endpoint)
-        host = parts.hostname or ""
+        host, _ = parts.hostname or "", parts.port  # .port raises for a non-numeric or out-of-range port
     except ValueError:
-        problems.add("DATAFLOW_ENDPOINT", f"is not a URL ({describe(endpoint)})")
+        problems.add("DATAFLOW_ENDPOINT", "is not a URL with a valid host and port")
         return endpoint
-    loopback = host in _LOOPBACK_HOSTS or host.startswith("127.")
-    if (parts.scheme == "https" and host) or (parts.scheme == "http" and loopback):
-        if parts.query or parts.fragment or parts.username:
-            problems.add("DATAFLOW_ENDPOINT", "must be a base URL without query, fragment or user info")
+    if "@" in parts.netloc:
+        # Never echo the value: what precedes '@' is usually a password.
+        problems.add("DATAFLOW_ENDPOINT", "must not contain user info (user:password@); the keys sign each request")
         return endpoint
-    problems.add(
-        "DATAFLOW_ENDPOINT", f"must be an https:// URL (http:// only for a loopback host), got {describe(endpoint)}"
-    )
+    if parts.query or parts.fragment:
+        problems.add("DATAFLOW_ENDPOINT", "must be a base URL without query or fragment")
+    if not ((parts.scheme == "https" and host) or (parts.scheme == "http" and _loopback(host))):
+        problems.add(
+            "DATAFLOW_ENDPOINT",
+            f"must be an https:// URL (http:// only for a loopback host), got {describe(endpoint)}",
+        )
     return endpoint
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _credential(config: Mapping[str, str], name: str, problems: Problems) -> str | None:
+    value = _value(config, name)
+    # Both go into HTTP headers or the HMAC: anything else fails at the first request, not here.
+    if value is not None and not (value.isascii() and value.isprintable() and " " not in value):
+        problems.add(name, "must be printable ASCII without spaces (check for a pasted newline or quote)")
+        return None
+    return value
+
+
+def _choice(config: Mapping[str, str], name: str, default: DedupCheck, problems: Problems) -> DedupCheck:
+    text = (_value(config, name) or default).lower()
+    for option in get_args(DedupCheck):
+        if text == option:
+            return option  # type: ignore[no-any-return]
+    problems.add(name, f"must be one of {', '.join(get_args(DedupCheck))}, got {describe(text)}")
+    return default
 
 
 def _zone(config: Mapping[str, str], problems: Problems) -> tzinfo:
@@ -169,12 +218,14 @@ def _number(
     return value
 
 
-def _flag(config: Mapping[str, str], name: str, problems: Problems) -> bool:
-    text = (_value(config, name) or "false").lower()
-    if text in _TRUE | _FALSE:
-        return text in _TRUE
+def _flag(config: Mapping[str, str], name: str, problems: Problems, *, default: bool = False) -> bool:
+    text = _value(config, name)
+    if text is None:
+        return default
+    if text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE
     problems.add(name, f"must be true or false, got {describe(text)}")
-    return False
+    return default
 
 
 def _default_route(config: Mapping[str, str], problems: Problems) -> tuple[Route, ...]:
@@ -195,16 +246,20 @@ def _default_route(config: Mapping[str, str], problems: Problems) -> tuple[Route
     parameters = check_templates(
         {} if parameters_raw is None else parameters_raw, "DATAFLOW_PARAMETERS", None, frozenset(), problems
     )
+    dedup_parameter = check_dedup_parameter(
+        _value(config, "DATAFLOW_DEDUP_PARAMETER"), "DATAFLOW_DEDUP_PARAMETER", parameters, problems
+    )
     if job is None:
         return ()
-    return (Route("default", Match(), job, parameters),)
+    return (Route("default", Match(), job, parameters, dedup_parameter),)
 
 
 def parse_settings(config: Mapping[str, str]) -> Settings:
     """Validates every setting and route; raises one ConfigError listing all problems."""
     problems = Problems()
     dry_run = _flag(config, "DATAFLOW_DRY_RUN", problems)
-    access, secret = _value(config, "NCLOUD_ACCESS_KEY"), _value(config, "NCLOUD_SECRET_KEY")
+    access = _credential(config, "NCLOUD_ACCESS_KEY", problems)
+    secret = _credential(config, "NCLOUD_SECRET_KEY", problems)
     if access and secret:
         credentials = Credentials(access, secret)
     else:
@@ -213,25 +268,24 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
                 name for name, value in (("NCLOUD_ACCESS_KEY", access), ("NCLOUD_SECRET_KEY", secret)) if not value
             ]
             for name in missing:
-                problems.add(name, "is required (unless DATAFLOW_DRY_RUN is true)")
+                if _value(config, name) is None:
+                    problems.add(name, "is required (unless DATAFLOW_DRY_RUN is true)")
         credentials = Credentials(DRY_RUN_ACCESS_KEY, DRY_RUN_SECRET_KEY, placeholder=True)
     endpoint = _endpoint(config, problems)
     zone = _zone(config, problems)
     connect_timeout = _number(config, "DATAFLOW_CONNECT_TIMEOUT", 3.05, 0.1, 60, problems)
     read_timeout = _number(config, "DATAFLOW_READ_TIMEOUT", 10.0, 0.1, 300, problems)
     max_attempts = int(_number(config, "DATAFLOW_MAX_ATTEMPTS", 4, 1, 10, problems, integer=True))
+    dedup_check = _choice(config, "DATAFLOW_DEDUP_CHECK", "always", problems)
+    window_hours = _number(config, "DATAFLOW_DEDUP_WINDOW_HOURS", 24, 1, 24 * 14, problems)
+    caller_header = _flag(config, "DATAFLOW_CALLER_HEADER", problems, default=True)
     routes: tuple[Route, ...] = ()
     has_routes, has_job = _value(config, "DATAFLOW_ROUTES"), _value(config, "DATAFLOW_JOB_ID")
     if has_routes and has_job:
         problems.add("DATAFLOW_ROUTES", "set together with DATAFLOW_JOB_ID; set exactly one of them")
     elif has_routes:
         routes = check_routes(_routes_json(config, problems), "DATAFLOW_ROUTES", problems)
-        default_only = [
-            name
-            for name in ("DATAFLOW_WORKFLOW_ID", "DATAFLOW_TRIGGER_ID", "DATAFLOW_JOB_CONDITION", "DATAFLOW_PARAMETERS")
-            if _value(config, name)
-        ]
-        for name in default_only:
+        for name in (name for name in DEFAULT_ONLY if _value(config, name)):
             problems.add(name, "only applies to the default route; with DATAFLOW_ROUTES put it in a route")
     elif has_job:
         routes = _default_route(config, problems)
@@ -239,7 +293,19 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
         problems.add("DATAFLOW_ROUTES", "neither DATAFLOW_ROUTES nor DATAFLOW_JOB_ID is set; set exactly one of them")
     if problems:
         raise ConfigError(problems.items)
-    return Settings(credentials, endpoint, routes, dry_run, zone, connect_timeout, read_timeout, max_attempts)
+    return Settings(
+        credentials,
+        endpoint,
+        routes,
+        dry_run,
+        zone,
+        connect_timeout,
+        read_timeout,
+        max_attempts,
+        dedup_check,
+        timedelta(hours=window_hours),
+        caller_header,
+    )
 
 
 _cache: dict[tuple[tuple[str, str], ...], Settings] = {}

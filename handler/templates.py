@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
+from handler.errors import HandlerError
+
 OBJECT_FIELDS = frozenset(
     {"bucket", "key", "key_dir", "key_name", "key_stem", "key_ext", "size", "etag", "version_id", "event_name"}
 )
@@ -19,7 +21,7 @@ _MATCH = re.compile(r"match\.(?P<group>[A-Za-z_][A-Za-z0-9_]*)")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
 
-class TemplateError(ValueError):
+class TemplateError(HandlerError):
     """A template that cannot be parsed; the message says why."""
 
 
@@ -54,6 +56,10 @@ class Template:
         return frozenset(part.name for part in self.parts if isinstance(part, Field))
 
     @property
+    def uses_time(self) -> bool:
+        return any(isinstance(part, Time) for part in self.parts)
+
+    @property
     def match_groups(self) -> frozenset[str]:
         return frozenset(part.group for part in self.parts if isinstance(part, MatchGroup))
 
@@ -75,10 +81,13 @@ class Template:
 def render_time(time: datetime, zone: tzinfo, part: Time) -> str:
     # Aware datetime + timedelta is wall-clock arithmetic in Python: "-1d" across a DST change
     # keeps the local hour, which is what a data engineer writing {time-1d:%Y-%m-%d} means.
-    local = time.astimezone(zone) + part.offset
-    if part.format is None:
-        return local.isoformat(timespec="seconds")
-    return local.strftime(part.format)
+    try:
+        local = time.astimezone(zone) + part.offset
+        if part.format is None:
+            return local.isoformat(timespec="seconds")
+        return local.strftime(part.format)
+    except (OverflowError, ValueError) as exc:
+        raise TemplateError(f"the event time {time.isoformat()} with this offset is out of range ({exc})") from exc
 
 
 def _placeholder(body: str) -> Part:

@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -53,8 +54,10 @@ class ValidatingSubmitter:
         self.sent: list[Received] = []
         self.invalid: list[str] = []
 
-    def create_execution(self, request: ExecutionRequest, *, deadline: float | None = None) -> Submitted:
-        prepared = self.client.prepare(request)
+    def create_execution(
+        self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
+    ) -> Submitted:
+        prepared = self.client.prepare_create(request, headers)
         body = prepared.body.decode() if isinstance(prepared.body, bytes) else str(prepared.body or "")
         received = Received("POST", prepared.path_url, {k.lower(): v for k, v in prepared.headers.items()}, body)
         problems = check_create(received)
@@ -63,6 +66,9 @@ class ValidatingSubmitter:
         self.invalid += problems
         self.sent.append(received)
         return Submitted({"jobExecutionId": f"E{len(self.sent)}", "status": "READY"}, 1)
+
+    def list_executions(self, job_id: str, *, page: int, limit: int, **_: Any) -> dict[str, Any]:
+        return {"list": [], "count": 0, "page": page, "limit": limit}
 
 
 json_values = st.recursive(
@@ -148,6 +154,8 @@ def check(result: dict[str, Any], submitter: ValidatingSubmitter) -> None:
     assert len(result["submitted"]) == len(submitter.sent)
     for entry in result["failed"]:
         error = entry["error"]
+        if error.startswith("unknown-route: "):  # a mutated route name is a typo in a replay
+            continue
         assert error.startswith("bad-event: "), error
         assert SPECIFIC_REASON.search(error), error
         assert not FOREIGN.search(error), error

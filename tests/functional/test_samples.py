@@ -151,7 +151,7 @@ def test_sample_outcome(name: str, launcher: Launcher, config: dict[str, str], e
     except InvocationFailedError as exc:
         assert failures, f"{name} raised: {exc}"
         result = exc.result
-    received = [(r.path.split("?")[0].split("/")[4], dict(r.query), r.json) for r in emulator.received]
+    received = [(r.path.split("?")[0].split("/")[4], dict(r.query), r.json) for r in emulator.posts]
     assert all(r.verdict == "ok" for r in emulator.received)
     wanted = []
     for job_id, query, parameters in executions:

@@ -44,9 +44,10 @@ def test_multi_record_s3_event_submits_each_record_and_logs_one_record_per_decis
     result = app.lambda_handler(load_event("s3-multi-record.json"), LambdaContextStub())
     records = logs.records
     decisions = [r for r in records if r["message"] in ("submitted", "skipped", "failed")]
-    assert [d["message"] for d in decisions] == ["submitted", "skipped", "submitted"]
-    assert decisions[1]["reason"] == "folder-marker"
-    first = decisions[0]
+    # Skips are decided while routing, submissions after: one record per decision, in that order.
+    assert [d["message"] for d in decisions] == ["skipped", "submitted", "submitted"]
+    assert decisions[0]["reason"] == "folder-marker"
+    first = decisions[1]
     assert first["function_request_id"] == "0c7f9c3e-test"
     assert first["function_name"] == "dataflow-launcher"
     assert first["route"] == "default"
@@ -139,5 +140,5 @@ def test_event_id_is_the_event_s_own_id_and_empty_when_it_has_none(
     app.lambda_handler(load_event("schedule-classic.json"), LambdaContextStub())
     app.lambda_handler(load_event("scheduler-input.json"), LambdaContextStub())
     app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())
-    ids = [request.json["parameters"]["$id"] for request in lambda_env.received]
+    ids = [request.json["parameters"]["$id"] for request in lambda_env.posts]
     assert ids == ["53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "", "C3D13FE58DE4C810"]

@@ -62,7 +62,7 @@ def test_configuration_parameters_are_not_part_of_the_event(ncp_launcher: Launch
         **load_event("ncp-object-storage-flat.json"),
     )
     result = ncp.main(args)
-    [request] = live_emulator.received
+    [request] = live_emulator.posts
     assert request.verdict == "ok"
     assert request.json == {
         "parameters": {"$activation": "7f3c1f0e2b9a4c1d", "$key": "incoming/orders/flat payload+1.csv"}
@@ -83,7 +83,7 @@ def test_parameters_override_the_environment(
 ) -> None:
     monkeypatch.setenv("DATAFLOW_JOB_ID", "FromEnvironment")
     ncp.main(ncp_args(live_emulator, DATAFLOW_JOB_ID="FromParameters", schedule="nightly"))
-    assert live_emulator.received[0].path == "/api/v1/jobs/FromParameters/executions"
+    assert live_emulator.posts[0].path == "/api/v1/jobs/FromParameters/executions"
 
 
 def test_non_string_parameters_are_accepted(ncp_launcher: Launcher, live_emulator: Emulator) -> None:

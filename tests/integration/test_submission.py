@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -54,7 +55,7 @@ def test_s3_put_reaches_the_emulator_signed_with_path_query_and_body(
         "DATAFLOW_PARAMETERS": '{"$table_name": "test.sample_table2"}',
     }
     result = invoke(launcher, config, load_event("s3-put.json"))
-    [request] = emulator.received
+    [request] = emulator.posts
     assert request.verdict == "ok"
     assert request.method == "POST"
     assert request.path == "/api/v1/jobs/gqigvH123456/executions?triggerId=tr-1&workflowId=wf-1"
@@ -78,46 +79,46 @@ def test_without_job_condition_the_body_carries_only_parameters(
     launcher: Launcher, config: dict[str, str], emulator: Emulator
 ) -> None:
     invoke(launcher, config, load_event("schedule-classic.json"))
-    [request] = emulator.received
+    [request] = emulator.posts
     assert request.json == {"parameters": {}}
     assert request.path == "/api/v1/jobs/gqigvH123456/executions"
 
 
-@pytest.mark.parametrize("status", [503, 429, 500, 502])
-def test_transient_statuses_are_retried_with_backoff(
+@pytest.mark.parametrize("status", [503, 429])
+def test_refusals_that_surely_did_not_run_are_retried_with_backoff(
     launcher: Launcher, config: dict[str, str], emulator: Emulator, clock: FakeClock, status: int
 ) -> None:
-    emulator.inject(Fault(status=status, times=2))
+    emulator.inject(Fault(status=status, times=2, method="POST"))
     result = invoke(launcher, config, load_event("schedule-classic.json"))
-    assert [r.status for r in emulator.received] == [status, status, 200]
+    assert [r.status for r in emulator.posts] == [status, status, 200]
     assert len(emulator.all_executions()) == 1
     assert result["submitted"][0]["jobExecutionId"] == emulator.all_executions()[0]["jobExecutionId"]
     assert clock.sleeps == [0.2, 0.4]  # exponential, jitter pinned at its maximum
-    timestamps = [r.headers["x-ncp-apigw-timestamp"] for r in emulator.received]
+    timestamps = [r.headers["x-ncp-apigw-timestamp"] for r in emulator.posts]
     assert len(set(timestamps)) == 3  # every attempt signed afresh
 
 
 def test_retry_after_is_honoured_up_to_the_cap(
     launcher: Launcher, config: dict[str, str], emulator: Emulator, clock: FakeClock
 ) -> None:
-    emulator.inject(Fault(status=429, headers={"Retry-After": "3"}))
+    emulator.inject(Fault(status=429, headers={"Retry-After": "3"}, method="POST"))
     invoke(launcher, config, load_event("schedule-classic.json"))
     assert clock.sleeps == [3.0]
 
 
 def test_attempts_are_bounded(launcher: Launcher, config: dict[str, str], emulator: Emulator) -> None:
-    emulator.inject(Fault(status=503, times=10))
+    emulator.inject(Fault(status=503, times=10, method="POST"))
     result = failed_result(launcher, config, load_event("schedule-classic.json"))
-    assert len(emulator.received) == 4
+    assert len(emulator.posts) == 4
     [entry] = result["failed"]
-    assert entry["error"] == "500: Endpoint Error"
+    assert entry["error"] == "500: HTTP 503 Endpoint Error (gateway code 500)"
     assert entry["retryable"] is True
 
 
 def test_bad_request_is_not_retried(launcher: Launcher, config: dict[str, str], emulator: Emulator) -> None:
-    emulator.inject(Fault(status=400, body=dataflow_error("bad-state", "job is not runnable")))
+    emulator.inject(Fault(status=400, body=dataflow_error("bad-state", "job is not runnable"), method="POST"))
     result = failed_result(launcher, config, load_event("schedule-classic.json"))
-    assert len(emulator.received) == 1
+    assert len(emulator.posts) == 1
     assert emulator.all_executions() == []
     [entry] = result["failed"]
     assert entry["error"] == "bad-state: job is not runnable"
@@ -128,49 +129,100 @@ def test_bad_request_is_not_retried(launcher: Launcher, config: dict[str, str], 
 def test_a_redirect_is_a_failure_not_a_submission(
     launcher: Launcher, config: dict[str, str], emulator: Emulator
 ) -> None:
-    emulator.inject(Fault(status=302, body={}, headers={"Location": "https://elsewhere.example/"}))
+    emulator.inject(Fault(status=302, body={}, headers={"Location": "https://elsewhere.example/"}, method="POST"))
     result = failed_result(launcher, config, load_event("schedule-classic.json"))
-    assert len(emulator.received) == 1
+    assert len(emulator.posts) == 1
     assert result["failed"][0]["error"].startswith("302: ")
     assert result["failed"][0]["retryable"] is False
 
 
 def test_unknown_job_is_a_permanent_404(launcher: Launcher, config: dict[str, str], clock: FakeClock) -> None:
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, jobs={"OtherJob"}) as api:
-        config["DATAFLOW_ENDPOINT"] = api.url
+        config |= {"DATAFLOW_ENDPOINT": api.url, "DATAFLOW_PARAMETERS": '{"$day": "{time:%Y-%m-%d}"}'}
         result = failed_result(launcher, config, load_event("schedule-classic.json"))
-        assert len(api.received) == 1
+        # The duplicate check's 404 proves nothing ran; the submission then meets the same 404.
+        assert [(r.method, r.status) for r in api.received] == [("GET", 404), ("POST", 404)]
     assert result["failed"][0]["error"].startswith("not-found: job gqigvH123456")
 
 
 @pytest.mark.parametrize(
-    ("fault", "executions", "error"),
+    ("fault", "posts"),
     [
-        # Each of these may or may not have run; a resend could double it, so none is resent.
-        (Fault(status=504, execute=True), 1, "unknown-outcome: 504 510: Endpoint Timeout"),
-        (Fault(drop=True, execute=True), 1, "unknown-outcome: the connection dropped"),
-        (Fault(drop=True), 0, "unknown-outcome: the connection dropped"),
+        # Each of these may or may not have run: the lookup decides, and only an absent run is resent.
+        (Fault(status=504, execute=True, method="POST"), 1),
+        (Fault(status=500, execute=True, method="POST"), 1),
+        (Fault(status=502, execute=True, method="POST"), 1),
+        (Fault(drop=True, execute=True, method="POST"), 1),
+        (Fault(hold=30, execute=True, method="POST"), 1),  # read timeout; released when the emulator stops
+        (Fault(status=504, method="POST"), 2),
+        (Fault(status=500, method="POST"), 2),
+        (Fault(drop=True, method="POST"), 2),
     ],
-    ids=["504-after-executing", "dropped-after-executing", "dropped-before-executing"],
+    ids=[
+        "504-after-executing",
+        "500-after-executing",
+        "502-after-executing",
+        "dropped-after-executing",
+        "read-timeout-after-executing",
+        "504-before-executing",
+        "500-before-executing",
+        "dropped-before-executing",
+    ],
 )
-def test_unknown_outcomes_are_reported_and_not_resent(
-    launcher: Launcher, config: dict[str, str], emulator: Emulator, fault: Fault, executions: int, error: str
+def test_unknown_outcomes_are_reconciled_before_any_resend(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator, fault: Fault, posts: int
 ) -> None:
+    config |= {"DATAFLOW_READ_TIMEOUT": "0.3", "DATAFLOW_PARAMETERS": '{"$day": "{time:%Y-%m-%d}"}'}
+    emulator.inject(fault)
+    result = invoke(launcher, config, load_event("schedule-classic.json"))
+    assert len(emulator.posts) == posts
+    [execution] = emulator.all_executions()
+    [entry] = result["submitted"]
+    assert entry["jobExecutionId"] == execution["jobExecutionId"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        (Fault(status=504, execute=True, method="POST"), "unknown-outcome: 510: HTTP 504 Endpoint Timeout"),
+        (Fault(drop=True, method="POST"), "unknown-outcome: the connection dropped after the request was sent"),
+    ],
+    ids=["504", "dropped"],
+)
+def test_with_the_check_off_an_unknown_outcome_fails_and_is_never_resent(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator, fault: Fault, error: str
+) -> None:
+    config["DATAFLOW_DEDUP_CHECK"] = "off"
     emulator.inject(fault)
     result = failed_result(launcher, config, load_event("schedule-classic.json"))
-    assert len(emulator.received) == 1
-    assert len(emulator.all_executions()) == executions
+    assert [r.method for r in emulator.received] == ["POST"]
     [entry] = result["failed"]
     assert entry["error"].startswith(error)
+    assert entry["error"].endswith("not resent, because DATAFLOW_DEDUP_CHECK is off")
     assert entry["retryable"] is False
 
 
-def test_read_timeout_is_an_unknown_outcome(launcher: Launcher, config: dict[str, str], emulator: Emulator) -> None:
-    config["DATAFLOW_READ_TIMEOUT"] = "0.2"
-    emulator.inject(Fault(hold=30, execute=True))  # released when the emulator stops
+def test_an_ambiguous_lookup_fails_as_unknown_outcome_without_a_second_post(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    # No parameters and no dedupParameter: the execution found cannot be told from any other run.
+    emulator.inject(Fault(status=504, execute=True, method="POST"))
     result = failed_result(launcher, config, load_event("schedule-classic.json"))
-    assert len(emulator.received) == 1
-    assert result["failed"][0]["error"].startswith("unknown-outcome: no answer within 0.20s")
+    assert [r.method for r in emulator.received] == ["POST", "GET"]
+    assert len(emulator.all_executions()) == 1
+    [entry] = result["failed"]
+    assert entry["error"].startswith("unknown-outcome: 510: HTTP 504 Endpoint Timeout (gateway code 510)")
+    assert "cannot be told apart" in entry["error"]
+    assert entry["retryable"] is True  # a redelivery checks first (DATAFLOW_DEDUP_CHECK=always)
+
+
+def test_read_timeout_message_states_the_time_spent(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    config |= {"DATAFLOW_READ_TIMEOUT": "0.2", "DATAFLOW_DEDUP_CHECK": "off"}
+    emulator.inject(Fault(hold=30, execute=True, method="POST"))
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    assert re.match(r"unknown-outcome: no answer within 0\.2\ds; the execution may exist", result["failed"][0]["error"])
 
 
 def test_wrong_secret_is_refused_with_401_and_not_retried(
@@ -178,10 +230,11 @@ def test_wrong_secret_is_refused_with_401_and_not_retried(
 ) -> None:
     config["NCLOUD_SECRET_KEY"] = "not-the-secret"
     result = failed_result(launcher, config, load_event("schedule-classic.json"))
-    [request] = emulator.received
+    [request] = emulator.received  # the lookup is refused; nothing is sent after it
     assert request.status == 401
     assert request.verdict == "rejected: signature mismatch"
-    assert result["failed"][0]["error"] == "200: Authentication Failed (signature mismatch)"
+    assert result["failed"][0]["error"] == "200: HTTP 401 Authentication Failed (gateway code 200; signature mismatch)"
+    assert result["failed"][0]["retryable"] is False
     assert emulator.all_executions() == []
 
 
@@ -216,11 +269,11 @@ def test_clock_skew_is_corrected_once_from_the_gateway_date(
 def test_short_remaining_time_gives_up_before_the_deadline(
     launcher: Launcher, config: dict[str, str], emulator: Emulator, clock: FakeClock
 ) -> None:
-    emulator.inject(Fault(status=503, times=10))
+    emulator.inject(Fault(status=503, times=10, method="POST"))
     start = clock.monotonic()
     result = failed_result(launcher, config, load_event("schedule-classic.json"), remaining_ms=1_500)
     # Deadline = 1.5s minus the 0.5s margin; the 0.8s third backoff would overrun it.
-    assert len(emulator.received) == 3
+    assert len(emulator.posts) == 3
     assert clock.monotonic() - start < 1.0
     assert clock.sleeps == [0.2, 0.4]
     assert result["failed"][0]["retryable"] is True
@@ -239,7 +292,7 @@ def test_refused_connection_is_retried_then_fails_retryable(launcher: Launcher, 
     config["DATAFLOW_ENDPOINT"] = closed
     result = failed_result(launcher, config, load_event("schedule-classic.json"))
     [entry] = result["failed"]
-    assert entry["error"].startswith("connection: could not connect")
+    assert re.fullmatch(r"connection: the connection was refused \(\d+\.\d\ds\)", entry["error"])
     assert entry["retryable"] is True
 
 
@@ -255,15 +308,13 @@ def test_second_delivery_of_the_same_event_starts_nothing(
     assert skip["dedupKey"] == first["submitted"][0]["dedupKey"]
 
 
-def test_client_lists_and_gets_executions(emulator: Emulator, clock: FakeClock) -> None:
+def test_client_lists_executions(emulator: Emulator, clock: FakeClock) -> None:
     client = DataflowClient(emulator.url, Credentials(ACCESS_KEY, SECRET_KEY), clocks=clock.clocks())
     created = client.create_execution(ExecutionRequest(JobSpec("gqigvH123456"), {"$a": "1"}))
-    listed = client.list_executions("gqigvH123456", limit=5)
+    listed = client.list_executions("gqigvH123456", page=0, limit=5)
     assert listed["count"] == 1
     assert listed["list"][0]["jobExecutionId"] == created.execution_id
     assert listed["list"][0]["parsedParameters"] == {"$a": "1"}
-    fetched = client.get_execution("gqigvH123456", created.execution_id or "")
-    assert fetched["status"] == "READY"
     assert emulator.received[1].path == "/api/v1/jobs/gqigvH123456/executions?page=0&limit=5"
 
 

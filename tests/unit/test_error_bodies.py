@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import requests
 
-from handler.dataflow import error_from_response
-
-
-def response(status: int, body: str, reason: str = "") -> requests.Response:
-    answer = requests.Response()
-    answer.status_code = status
-    answer._content = body.encode()
-    answer.reason = reason
-    return answer
+from handler.dataflow import error_from_body
 
 
 @pytest.mark.parametrize(
@@ -22,9 +13,13 @@ def response(status: int, body: str, reason: str = "") -> requests.Response:
         (
             401,
             '{"error": {"errorCode": "200", "message": "Authentication Failed", "details": "bad signature"}}',
-            ("200", "Authentication Failed (bad signature)"),
+            ("200", "HTTP 401 Authentication Failed (gateway code 200; bad signature)"),
         ),
-        (429, '{"error": {"errorCode": 420, "message": "Rate Limited"}}', ("420", "Rate Limited")),
+        (
+            429,
+            '{"error": {"errorCode": 420, "message": "Rate Limited"}}',
+            ("420", "HTTP 429 Rate Limited (gateway code 420)"),
+        ),
         (
             400,
             '{"errorType": "bad-state", "detail": "concurrency limit reached"}',
@@ -37,10 +32,10 @@ def response(status: int, body: str, reason: str = "") -> requests.Response:
     ],
 )
 def test_error_bodies(status: int, body: str, expected: tuple[str, str]) -> None:
-    assert error_from_response(response(status, body, "Internal Server Error")) == expected
+    assert error_from_body(status, "Internal Server Error", body) == expected
 
 
 def test_long_bodies_are_cut_to_300_characters() -> None:
-    code, message = error_from_response(response(500, "x" * 1000))
+    code, message = error_from_body(500, "", "x" * 1000)
     assert code == "500"
     assert message == "x" * 300

@@ -10,7 +10,7 @@ import pytest
 from handler.errors import Problems
 from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger
 from handler.jobs import JobSpec
-from handler.routing import PlannedExecution, Route, Skip, check_route, check_routes, plan
+from handler.routing import PlannedExecution, Reject, Route, Skip, check_route, check_routes, plan
 
 TIME = datetime(2026, 11, 27, 23, 10, 5, tzinfo=UTC)
 
@@ -110,7 +110,10 @@ def test_direct_routes_fire_only_by_name_and_any_route_can_be_replayed() -> None
     assert "manual" not in fired(obj("incoming/o/a.csv"), TABLE)
     assert fired(RouteInvocation("manual", TIME), TABLE) == ["manual"]
     assert fired(RouteInvocation("nightly", TIME), TABLE) == ["nightly"]
-    assert plan(RouteInvocation("missing", TIME), TABLE, UTC) == [Skip("missing", "no-route")]
+    [reject] = plan(RouteInvocation("missing", TIME), TABLE, UTC)
+    assert isinstance(reject, Reject)
+    assert (reject.route, reject.code) == ("missing", "unknown-route")
+    assert reject.message.startswith("no route is named 'missing' (routes: csv, all-raw,")
 
 
 def test_direct_job_runs_literally() -> None:
@@ -203,7 +206,7 @@ def problems_of(raw: Any) -> list[str]:
         (
             {"name": "a", "jobId": "J", "extra": 1},
             [
-                "r.extra: unknown route field (allowed: jobCondition, jobId, match, name, parameters, triggerId, workflowId)"
+                "r.extra: unknown route field (allowed: dedupParameter, jobCondition, jobId, match, name, parameters, triggerId, workflowId)"
             ],
         ),
         ("route", ["r: must be a JSON object, got string 'route'"]),
