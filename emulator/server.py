@@ -361,7 +361,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.api.on_request is not None:
             self.api.on_request(request)
 
-    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None, fault: Fault | None = None) -> None:
+    def _answer(
+        self, status: int, body: Any, headers: dict[str, str] | None = None, fault: Fault | None = None
+    ) -> None:
         data = fault.raw if fault is not None and fault.raw is not None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=UTF-8")

@@ -35,6 +35,15 @@ SECRET_KEY = "test-secret-key-never-logged"
 NOW = 1_795_824_000.0
 
 
+# Figures a test reports (the soak's counts), printed at the end of the run whatever the verbosity.
+SUMMARY: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in SUMMARY:
+        terminalreporter.write_line(line)
+
+
 def load_event(name: str) -> Any:
     return json.loads((EVENTS / name).read_text(encoding="utf-8"))
 

@@ -1,0 +1,174 @@
+"""Soak: hundreds of uploads through several container processes against a faulty emulator, no doubles, no losses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pytest
+
+from emulator.server import Emulator, Fault
+from tests.conftest import ACCESS_KEY, NOW, SECRET_KEY, SUMMARY, load_event
+
+EVENTS = 500
+CONTAINERS = 4
+MAX_DELIVERIES = 6  # a platform gives up after a few tries and keeps the event (DLQ)
+FAULT_RATE = 0.3
+EXTRA_REDELIVERY_RATE = 0.1
+RECYCLE_RATE = 0.01  # a container is replaced by a cold one now and then
+SECONDS_PER_EVENT = 10.0  # virtual time between uploads, shared by the emulator and the containers
+FAULTS = [
+    Fault(status=429, method="POST"),
+    Fault(status=503, method="POST"),
+    Fault(status=500, method="POST"),
+    Fault(status=500, execute=True, method="POST"),
+    Fault(status=502, method="POST"),
+    Fault(status=502, execute=True, method="POST"),
+    Fault(drop=True, method="POST"),
+    Fault(drop=True, execute=True, method="POST"),
+    Fault(status=504, method="POST"),
+    Fault(status=504, execute=True, method="POST"),
+    Fault(status=503, method="GET"),
+    Fault(drop=True, method="GET"),
+]
+ROUTE = {"name": "per-file", "match": {"source": "object"}, "jobId": "SoakJob1", "parameters": {"$input": "{key}"}}
+
+
+def _container(conn: Connection, config: dict[str, str]) -> None:
+    """One container: a process with its own warm Launcher, serving invocations until told to stop."""
+    from handler.dataflow import Clocks
+    from handler.errors import InvocationFailedError
+    from handler.service import Launcher
+
+    logging.getLogger("handler").setLevel(logging.CRITICAL)
+    now = [0.0]
+    launcher = Launcher(clocks=Clocks(wall=lambda: now[0], sleep=lambda _: None))
+    while (message := conn.recv()) is not None:
+        event, now[0] = message
+        try:
+            conn.send(("ok", launcher.invoke(event, config, platform="aws", remaining_ms=30_000)))
+        except InvocationFailedError as exc:
+            conn.send(("raised", exc.result))
+
+
+# A fork server starts each container from a clean process that has the handler imported already,
+# so a cold container costs milliseconds; forking the test process itself (emulator threads) is unsafe.
+CONTEXT = multiprocessing.get_context("forkserver")
+CONTEXT.set_forkserver_preload(["handler.service", "tests.integration.test_soak"])
+
+
+class Container:
+    def __init__(self, config: dict[str, str]) -> None:
+        self.conn, child = CONTEXT.Pipe()
+        self.process = CONTEXT.Process(target=_container, args=(child, config), daemon=True)
+        self.process.start()
+
+    def invoke(self, event: Any, wall: float) -> tuple[str, dict[str, Any]]:
+        self.conn.send((event, wall))
+        answer: tuple[str, dict[str, Any]] = self.conn.recv()
+        return answer
+
+    def stop(self) -> None:
+        self.conn.send(None)
+        self.process.join(10)
+
+
+@dataclass
+class Soak:
+    deliveries: Counter[int] = field(default_factory=Counter)
+    ended_failed: set[int] = field(default_factory=set)
+    recycled: int = 0
+    faults: int = 0
+
+
+def upload(index: int, wall: float) -> dict[str, Any]:
+    event = load_event("s3-put.json")
+    record = event["Records"][0]
+    record["eventTime"] = _iso(wall)
+    record["s3"]["object"] |= {"key": f"incoming/soak/file-{index:04d}.csv", "sequencer": f"{index:018X}"}
+    return event
+
+
+def _iso(wall: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(wall, UTC).isoformat()
+
+
+def run_soak(api: Emulator, clock: list[float], config: dict[str, str], seed: int) -> Soak:
+    chance = random.Random(seed)
+    containers = [Container(config) for _ in range(CONTAINERS)]
+    soak = Soak()
+    try:
+        for index in range(EVENTS):
+            clock[0] += SECONDS_PER_EVENT
+            event = upload(index, clock[0])
+            target = chance.randrange(CONTAINERS)
+            while True:
+                if chance.random() < FAULT_RATE:
+                    api.inject(chance.choice(FAULTS))
+                    soak.faults += 1
+                if chance.random() < RECYCLE_RATE:
+                    containers[target].stop()
+                    containers[target] = Container(config)
+                    soak.recycled += 1
+                outcome, _ = containers[target].invoke(event, clock[0])
+                soak.deliveries[index] += 1
+                clock[0] += 1.0
+                # The platform redelivers what raised, and now and then what did not, to another container.
+                again = outcome == "raised" or chance.random() < EXTRA_REDELIVERY_RATE
+                if not again or soak.deliveries[index] >= MAX_DELIVERIES:
+                    if outcome == "raised":
+                        soak.ended_failed.add(index)
+                    break
+                target = (target + 1 + chance.randrange(CONTAINERS - 1)) % CONTAINERS
+    finally:
+        for container in containers:
+            container.stop()
+    return soak
+
+
+@pytest.mark.parametrize(
+    ("reading", "echo", "echo_only", "dedup_parameter", "newest_first"),
+    [
+        ("object echo", "object", None, None, True),
+        ("name/value echo, oldest first", "list", None, None, False),
+        ("no echo, dedupParameter", "none", None, "$dedup", True),
+        ("only the declared dedupParameter echoed", "list", frozenset({"$dedup"}), "$dedup", True),
+    ],
+)
+def test_soak_no_duplicates_no_silent_losses(
+    reading: str, echo: str, echo_only: frozenset[str] | None, dedup_parameter: str | None, newest_first: bool
+) -> None:
+    clock = [NOW]
+    route = ROUTE | ({"dedupParameter": dedup_parameter} if dedup_parameter else {})
+    with Emulator(
+        {ACCESS_KEY: SECRET_KEY}, clock=lambda: clock[0], echo=echo, echo_only=echo_only, newest_first=newest_first
+    ) as api:
+        config = {
+            "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+            "NCLOUD_SECRET_KEY": SECRET_KEY,
+            "DATAFLOW_ENDPOINT": api.url,
+            "DATAFLOW_ROUTES": json.dumps([route]),
+            "DATAFLOW_READ_TIMEOUT": "2",
+        }
+        soak = run_soak(api, clock, config, seed=7)
+        runs = Counter(item["parsedParameters"]["$input"] for item in api.all_executions())
+    started = Counter(runs[f"incoming/soak/file-{index:04d}.csv"] for index in range(EVENTS))
+    duplicates = sum(count - 1 for count in runs.values() if count > 1)
+    never_ran = {index for index in range(EVENTS) if runs[f"incoming/soak/file-{index:04d}.csv"] == 0}
+    lost = never_ran - soak.ended_failed
+    SUMMARY.append(
+        f"soak [{reading}]: {EVENTS} events, {sum(soak.deliveries.values())} deliveries, {soak.faults} faults, "
+        f"{soak.recycled} cold containers; executions per event {dict(sorted(started.items()))}; "
+        f"duplicates {duplicates}, lost {len(lost)}, ended failed {len(soak.ended_failed)} "
+        f"({len(never_ran)} of them never ran)"
+    )
+    assert duplicates == 0
+    assert not lost, f"events with no execution that did not end failed: {sorted(lost)[:10]}"
