@@ -1,0 +1,163 @@
+"""Lost answers and redeliveries into warm and cold containers start one execution, never two."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from emulator.server import Emulator, Fault, Received
+from handler.errors import InvocationFailedError
+from handler.service import DedupMemory, Launcher
+from tests.conftest import FakeClock, load_event
+
+IDENTIFYING = '{"$input": "{bucket}/{key}"}'
+
+
+def run(launcher: Launcher, config: dict[str, str], event: Any) -> dict[str, Any]:
+    try:
+        return dict(launcher.invoke(event, config, platform="aws", remaining_ms=30_000))
+    except InvocationFailedError as exc:
+        return exc.result
+
+
+@pytest.fixture
+def identifying(config: dict[str, str]) -> dict[str, str]:
+    return config | {"DATAFLOW_PARAMETERS": IDENTIFYING}
+
+
+def lose_the_answer_and_the_lookup(emulator: Emulator) -> None:
+    """The run starts but its answer is lost, and the lookup after it fails: the outcome stays unknown."""
+    emulator.inject(Fault(drop=True, execute=True, method="POST"))
+
+    def fail_the_next_lookup(request: Received) -> None:
+        if request.method == "POST":
+            emulator.inject(Fault(status=503, method="GET", times=4))
+            emulator.on_request = None
+
+    emulator.on_request = fail_the_next_lookup
+
+
+@pytest.mark.parametrize("check", ["always", "ambiguous"])
+def test_lost_answer_then_redelivery_to_the_same_container_starts_one_run(
+    launcher: Launcher, identifying: dict[str, str], emulator: Emulator, check: str
+) -> None:
+    identifying["DATAFLOW_DEDUP_CHECK"] = check
+    lose_the_answer_and_the_lookup(emulator)
+    first = run(launcher, identifying, load_event("s3-put.json"))
+    assert first["failed"][0]["error"].startswith("unknown-outcome: the connection dropped after the request was sent")
+    again = run(launcher, identifying, load_event("s3-put.json"))
+    [execution] = emulator.all_executions()
+    [skip] = again["skipped"]
+    assert skip["reason"] == "duplicate"
+    assert skip["jobExecutionId"] == execution["jobExecutionId"]
+    assert len(emulator.posts) == 1
+
+
+def test_lost_answer_then_redelivery_to_a_cold_container_starts_one_run(
+    clock: FakeClock, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    lose_the_answer_and_the_lookup(emulator)
+    run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    again = run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    [execution] = emulator.all_executions()
+    assert again["skipped"][0]["jobExecutionId"] == execution["jobExecutionId"]
+    assert len(emulator.posts) == 1
+
+
+def test_always_skips_a_cold_container_redelivery_with_the_existing_id(
+    clock: FakeClock, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    first = run(Launcher(clocks=clock.clocks()), identifying, load_event("sqs-s3.json"))
+    again = run(Launcher(clocks=clock.clocks()), identifying, load_event("sqs-s3.json"))
+    assert len(emulator.all_executions()) == 1
+    assert again["submitted"] == []
+    [skip] = again["skipped"]
+    assert skip["reason"] == "duplicate"
+    assert skip["jobExecutionId"] == first["submitted"][0]["jobExecutionId"]
+    assert skip["dedupKey"] == first["submitted"][0]["dedupKey"]
+    assert again["batchItemFailures"] == first["batchItemFailures"]  # the sample's unparseable message
+
+
+def test_ambiguous_does_not_look_before_a_first_submission(
+    clock: FakeClock, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    identifying["DATAFLOW_DEDUP_CHECK"] = "ambiguous"
+    run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    assert [request.method for request in emulator.received] == ["POST", "POST"]  # what "ambiguous" leaves open
+
+
+def test_a_dedup_parameter_carries_the_key_and_finds_the_run_without_other_echo(
+    clock: FakeClock, config: dict[str, str]
+) -> None:
+    with Emulator(
+        {"TESTACCESSKEY": "test-secret-key-never-logged"}, clock=clock.wall, echo_only=frozenset({"$dedup"})
+    ) as api:
+        config |= {
+            "DATAFLOW_ENDPOINT": api.url,
+            "DATAFLOW_DEDUP_PARAMETER": "$dedup",
+            "DATAFLOW_PARAMETERS": '{"$a": "1"}',
+        }
+        first = run(Launcher(clocks=clock.clocks()), config, load_event("s3-put.json"))
+        again = run(Launcher(clocks=clock.clocks()), config, load_event("s3-put.json"))
+        [execution] = api.all_executions()
+    assert execution["parsedParameters"] == {"$a": "1", "$dedup": first["submitted"][0]["dedupKey"]}
+    assert again["skipped"][0]["jobExecutionId"] == execution["jobExecutionId"]
+
+
+def test_a_two_xx_with_a_cut_body_is_a_submission_whose_id_the_lookup_finds(
+    launcher: Launcher, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    emulator.inject(Fault(cut=True, method="POST"))
+    result = run(launcher, identifying, load_event("s3-put.json"))
+    [execution] = emulator.all_executions()
+    assert result["failed"] == []
+    assert result["submitted"][0]["jobExecutionId"] == execution["jobExecutionId"]
+    assert len(emulator.posts) == 1
+
+
+def test_a_two_xx_that_is_not_an_execution_is_reconciled_not_counted(
+    launcher: Launcher, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    emulator.inject(Fault(status=200, raw=b"<html>proxy login</html>", method="POST"))
+    result = run(launcher, identifying, load_event("s3-put.json"))
+    # The lookup proves the HTML answer started nothing, so the request is sent once more.
+    assert len(emulator.posts) == 2
+    [execution] = emulator.all_executions()
+    assert result["submitted"][0]["jobExecutionId"] == execution["jobExecutionId"]
+
+
+def test_with_the_check_off_a_two_xx_that_is_not_an_execution_fails_as_bad_response(
+    launcher: Launcher, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    identifying["DATAFLOW_DEDUP_CHECK"] = "off"
+    emulator.inject(Fault(status=200, raw=b"[1, 2]", method="POST"))
+    result = run(launcher, identifying, load_event("s3-put.json"))
+    assert result["submitted"] == []
+    assert result["failed"][0]["error"].startswith("bad-response: HTTP 200 answer is not a JSON object")
+
+
+def test_the_dedup_memory_holds_under_concurrent_use() -> None:
+    memory = DedupMemory(capacity=64)
+    errors: list[BaseException] = []
+
+    def hammer(offset: int) -> None:
+        try:
+            for index in range(2000):
+                key = f"k{(offset + index) % 200}"
+                memory.mark_ambiguous(key)
+                memory.remember(key, f"E{index}")
+                memory.submitted(key)
+                memory.executions_except(key)
+        except BaseException as exc:  # any error in a thread fails the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(offset,)) for offset in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(memory.executions_except("none")) <= 64
