@@ -359,8 +359,12 @@ class DataflowClient:
             try:
                 content: bytes | None = response.content
             except requests.RequestException:
-                content = None  # cut off mid-body: the status line is still the service's word
-                response.close()
+                content = None
+            if watch.cut_off:
+                # Headers cut short read as a complete empty body: only the status line can be trusted.
+                content = None
+            if content is None:
+                response.close()  # the status line is still the service's word; the body is lost
         return Answer(response.status_code, response.reason or "", response.headers, content)
 
     def _transport_error(self, exc: requests.RequestException, watch: AttemptWatch, spent: float) -> SubmitError:

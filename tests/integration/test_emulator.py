@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 import requests
 
-from emulator.server import Emulator
+from emulator.server import Emulator, Fault
 from handler.signing import Credentials, signed_headers
 from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock
 
@@ -106,3 +107,81 @@ def test_unknown_paths_are_gateway_404s(emulator: Emulator, clock: FakeClock) ->
     response = post(emulator, clock, path="/api/v1/nothing")
     assert response.status_code == 404
     assert response.json()["error"]["errorCode"] == "300"
+
+
+def raw_post(api: Emulator, clock: FakeClock, *, stream: bool = False) -> requests.Response:
+    timestamp = str(int(clock.wall() * 1000))
+    headers = signed_headers(Credentials(ACCESS_KEY, SECRET_KEY), "POST", PATH, timestamp)
+    headers["Content-Type"] = "application/json"
+    return requests.post(f"{api.url}{PATH}", data="{}", headers=headers, timeout=5, stream=stream)
+
+
+def test_fault_raw_sends_exactly_those_bytes(emulator: Emulator, clock: FakeClock) -> None:
+    emulator.inject(Fault(status=202, raw=b"", execute=True))
+    response = post(emulator, clock)
+    assert (response.status_code, response.content) == (202, b"")
+    assert len(emulator.all_executions()) == 1
+
+
+def test_fault_status_without_execute_runs_nothing(emulator: Emulator, clock: FakeClock) -> None:
+    emulator.inject(Fault(status=500))
+    assert post(emulator, clock).status_code == 500
+    assert emulator.all_executions() == []
+
+
+def test_fault_drop_closes_without_an_answer_and_execute_runs_first(emulator: Emulator, clock: FakeClock) -> None:
+    emulator.inject(Fault(drop=True), Fault(drop=True, execute=True))
+    for _ in range(2):
+        with pytest.raises(requests.ConnectionError):
+            post(emulator, clock)
+    assert len(emulator.all_executions()) == 1
+
+
+def test_fault_cut_announces_more_body_than_it_sends(emulator: Emulator, clock: FakeClock) -> None:
+    emulator.inject(Fault(cut=True))
+    response = raw_post(emulator, clock, stream=True)
+    assert response.status_code == 200
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        _ = response.content
+    assert len(emulator.all_executions()) == 1
+
+
+def test_fault_drip_sends_the_answer_byte_by_byte(emulator: Emulator, clock: FakeClock) -> None:
+    emulator.inject(Fault(drip=0.001))
+    started = time.monotonic()
+    response = post(emulator, clock)
+    assert response.status_code == 200 and response.json()["status"] == "READY"
+    assert time.monotonic() - started >= 0.001 * 200  # a few hundred bytes, each after a pause
+
+
+def test_fault_hold_waits_until_released(emulator: Emulator, clock: FakeClock) -> None:
+    emulator.inject(Fault(hold=30))
+    timestamp = str(int(clock.wall() * 1000))
+    headers = signed_headers(Credentials(ACCESS_KEY, SECRET_KEY), "POST", PATH, timestamp)
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(f"{emulator.url}{PATH}", json={}, headers=headers, timeout=(5, 0.2))
+
+
+def test_fault_headers_times_and_method(emulator: Emulator, clock: FakeClock) -> None:
+    emulator.inject(Fault(status=429, headers={"Retry-After": "7"}, times=2, method="POST"))
+    answers = [post(emulator, clock) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [429, 429, 200]
+    assert answers[0].headers["Retry-After"] == "7"
+    emulator.inject(Fault(status=503, method="GET"))
+    assert post(emulator, clock).status_code == 200  # a GET-only fault leaves a POST alone
+    assert emulator.faults and emulator.faults[0].method == "GET"
+
+
+@pytest.mark.parametrize(
+    ("echo", "shown"), [("object", {"$a": "b"}), ("list", [{"key": "$a", "value": "b"}]), ("none", [])]
+)
+def test_executions_echo_parameters_in_each_reading(clock: FakeClock, echo: str, shown: Any) -> None:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, echo=echo) as api:
+        assert post(api, clock, {"parameters": {"$a": "b"}}).json()["parsedParameters"] == shown
+        timestamp = str(int(clock.wall() * 1000))
+        listing = requests.get(
+            f"{api.url}{PATH}?page=0&limit=10",
+            headers=signed_headers(Credentials(ACCESS_KEY, SECRET_KEY), "GET", f"{PATH}?page=0&limit=10", timestamp),
+            timeout=5,
+        ).json()
+    assert listing["list"][0]["parsedParameters"] == shown
