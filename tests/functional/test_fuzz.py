@@ -39,7 +39,7 @@ CONFIGS = [
 # Reasons come from the normaliser's own checks; a generic wrapper of foreign exceptions would not match.
 SPECIFIC_REASON = re.compile(
     r"(is missing|expected|not a|not an|is not JSON|nested|unrecognised|unknown field|is empty|must be|has no|is negative|"
-    r"not accepted|inside another envelope|empty bucket name)"
+    r"not accepted|inside another envelope|empty bucket name|longer than|not UTF-8|not valid Unicode|out of range)"
 )
 FOREIGN = re.compile(r"KeyError|TypeError|AttributeError|IndexError|Traceback")
 
@@ -71,8 +71,15 @@ class ValidatingSubmitter:
         return {"list": [], "count": 0, "page": page, "limit": limit}
 
 
+# Values that break naive code: surrogates, digits int() refuses or cannot hold, far-off times, huge numbers.
+odd_scalars = st.one_of(
+    st.text(st.characters(categories=["Cs", "No", "Nd", "Zs", "Cc", "Lo"]), max_size=12),
+    st.sampled_from(["²", "9" * 5000, "0001-01-01T00:00:00Z", "9999-12-31T23:59:59-12:00", "%C3%28", "\ud800"]),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20) | odd_scalars,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
     max_leaves=20,
 )
@@ -159,7 +166,8 @@ def check(result: dict[str, Any], submitter: ValidatingSubmitter) -> None:
         assert error.startswith("bad-event: "), error
         assert SPECIFIC_REASON.search(error), error
         assert not FOREIGN.search(error), error
-    json.dumps(result)  # the result is always JSON-serialisable
+    # Always JSON-serialisable, and encodable as UTF-8 (no lone surrogate reaches a result).
+    json.dumps(result, ensure_ascii=False).encode("utf-8")
 
 
 PROFILE = settings(

@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from emulator.server import Emulator, Fault
-from handler.dataflow import Clocks
-from handler.errors import InvocationFailedError
+from emulator.server import Emulator, Fault, gateway_error
+from handler.dataflow import Clocks, DataflowClient
+from handler.errors import InvocationFailedError, SubmitError
 from handler.service import Launcher
+from handler.signing import Credentials
 from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, JsonLines, load_event
 
 
@@ -183,3 +186,25 @@ def test_results_are_capped_but_batch_item_failures_stay_complete(launcher: Laun
     assert len(result["failed"]) == 100
     assert result["omitted"] == {"failed": 150}
     assert len(result["batchItemFailures"]) == 250
+
+
+header_values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=40)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(retry_after=header_values, date=header_values)
+def test_any_retry_after_or_date_header_is_read_safely(
+    emulator: Emulator, clock: FakeClock, retry_after: str, date: str
+) -> None:
+    client = DataflowClient(emulator.url, Credentials(ACCESS_KEY, SECRET_KEY), clocks=clock.clocks())
+    emulator.inject(
+        Fault(status=429, headers={"Retry-After": retry_after}),
+        Fault(status=401, body=gateway_error("200", "Authentication Failed"), headers={"Date": date}),
+    )
+    started = clock.monotonic()
+    try:
+        client.list_executions("gqigvH123456", page=0, limit=1, deadline=started + 10)
+    except SubmitError as exc:  # unless the Date happened to be a real date far off ours
+        assert exc.code == "200"
+    assert clock.monotonic() - started <= 10
+    emulator.faults.clear()
