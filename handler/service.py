@@ -439,7 +439,9 @@ class Launcher:
 
     def _lookup(self, step: PlannedExecution, call: _Call) -> Lookup:
         """Looks for this planned execution among the job's recent ones; raises what the list call met."""
-        since = max(min(step.time, call.now) - CLOCK_TOLERANCE, call.now - call.settings.dedup_window)
+        # Nothing older than the event can be its run; the window bounds how far back a lookup reads.
+        # (Taking the later bound first keeps year-1 event times from underflowing.)
+        since = max(min(step.time, call.now), call.now - call.settings.dedup_window + CLOCK_TOLERANCE) - CLOCK_TOLERANCE
         identity = Identity(
             step.parameters,
             step.job.job_condition,
