@@ -196,11 +196,13 @@ class DataflowClient:
         read_timeout: float = 10.0,
         max_attempts: int = 4,
         clocks: Clocks | None = None,
+        auth: NcpSignatureV2 | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.https = self.endpoint.startswith("https:")
         self.clocks = clocks or Clocks()
-        self.auth = NcpSignatureV2(credentials, self.clocks.wall)
+        # Clients of one container share their auth, so a clock offset learned by one serves all.
+        self.auth = auth or NcpSignatureV2(credentials, self.clocks.wall)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_attempts = max_attempts

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NotRequired, Protocol, TypedDict, assert_never, final
@@ -27,6 +28,7 @@ from handler.events import (
 from handler.reconcile import CLOCK_TOLERANCE, Absent, Found, Identity, Lookup, Unknown, find
 from handler.routing import PlannedExecution, Reject, Skip, plan
 from handler.settings import DedupCheck, Settings, load_settings
+from handler.signing import NcpSignatureV2
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +211,6 @@ class _Call:
     """What every submission of one invocation shares."""
 
     settings: Settings
-    submitter: Submitter
     deadline: float | None
     now: datetime
     headers: Mapping[str, str] | None
@@ -237,24 +238,45 @@ class Launcher:
     memory: DedupMemory = field(default_factory=DedupMemory)
     # Functional tests pass an in-memory submitter; production builds the real client from settings.
     fixed_submitter: Submitter | None = None
-    _settings: Settings | None = None
-    _submitter: Submitter | None = None
+    _threads: threading.local = field(default_factory=threading.local)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _auth: tuple[Settings, NcpSignatureV2] | None = None
+    _pool: ThreadPoolExecutor | None = None
+    _pool_size: int = 0
 
     def submitter_for(self, settings: Settings) -> Submitter:
+        """This thread's submitter: a requests.Session is not thread-safe, so each worker has its own."""
         if self.fixed_submitter is not None:
             return self.fixed_submitter
-        if self._submitter is None or self._settings is not settings:
-            client = DataflowClient(
-                settings.endpoint,
-                settings.credentials,
-                connect_timeout=settings.connect_timeout,
-                read_timeout=settings.read_timeout,
-                max_attempts=settings.max_attempts,
-                clocks=self.clocks,
-            )
-            self._submitter = DryRunSubmitter(client, settings.credentials.placeholder) if settings.dry_run else client
-            self._settings = settings
-        return self._submitter
+        held: tuple[Settings, Submitter] | None = getattr(self._threads, "submitter", None)
+        if held is not None and held[0] is settings:
+            return held[1]
+        with self._lock:
+            if self._auth is None or self._auth[0] is not settings:
+                self._auth = (settings, NcpSignatureV2(settings.credentials, self.clocks.wall))
+            auth = self._auth[1]
+        client = DataflowClient(
+            settings.endpoint,
+            settings.credentials,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_attempts=settings.max_attempts,
+            clocks=self.clocks,
+            auth=auth,
+        )
+        submitter = DryRunSubmitter(client, settings.credentials.placeholder) if settings.dry_run else client
+        self._threads.submitter = (settings, submitter)
+        return submitter
+
+    def _pool_for(self, size: int) -> ThreadPoolExecutor:
+        """Created once per warm container, used only when an invocation has several submissions."""
+        with self._lock:
+            if self._pool is None or self._pool_size != size:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="submit")
+                self._pool_size = size
+            return self._pool
 
     def invoke(
         self,
@@ -277,7 +299,6 @@ class Launcher:
             log.warning("dry run without credentials: requests are signed with a placeholder key")
         call = _Call(
             settings,
-            self.submitter_for(settings),
             None if remaining_ms is None else started + remaining_ms / 1000 - DEADLINE_MARGIN_S,
             datetime.fromtimestamp(self.clocks.wall(), UTC),
             caller_headers if settings.caller_header else None,
@@ -292,7 +313,7 @@ class Launcher:
                         slots.append(_Slot(index, None, outcome, source))
                     else:
                         slots.append(_Slot(index, outcome, None, source))
-        self._run([slot for slot in slots if slot.step is not None], call)
+        self._run(slots, call)
         result = _result(slots, batch.deliveries, batch.from_sqs, settings.dry_run)
         log.info(
             "invocation finished",
@@ -337,9 +358,25 @@ class Launcher:
                 assert_never(trigger)
 
     def _run(self, slots: Sequence[_Slot], call: _Call) -> None:
+        """Runs the planned executions, concurrently when there are several; entries keep their order."""
+        groups: dict[str, list[_Slot]] = {}
         for slot in slots:
-            assert slot.step is not None  # noqa: S101 - _run takes only slots with a step
-            slot.entry = self._execute(slot.step, slot.source, call)
+            if slot.step is not None:
+                # Two deliveries of one event in one batch run one after the other: the second sees the first.
+                groups.setdefault(slot.step.dedup_key, []).append(slot)
+
+        def work(group: list[_Slot]) -> None:
+            for slot in group:
+                if slot.step is not None:
+                    slot.entry = self._execute(slot.step, slot.source, call)
+
+        if len(groups) <= 1 or call.settings.max_concurrency == 1:
+            for group in groups.values():
+                work(group)
+            return
+        pool = self._pool_for(call.settings.max_concurrency)
+        for future in [pool.submit(work, group) for group in groups.values()]:
+            future.result()
 
     def _execute(self, step: PlannedExecution, source: Source, call: _Call) -> Entry:
         """One planned execution, exactly once: remembered, looked up, or submitted."""
@@ -374,7 +411,8 @@ class Launcher:
         for resend in range(MAX_RESENDS + 1):
             started = self.clocks.monotonic()
             try:
-                answer = call.submitter.create_execution(request, deadline=call.deadline, headers=call.headers)
+                submitter = self.submitter_for(call.settings)
+                answer = submitter.create_execution(request, deadline=call.deadline, headers=call.headers)
             except SubmitError as exc:
                 details = {"attempts": exc.attempts, "status": exc.status, "elapsedMs": self._since(started)}
                 if not exc.ambiguous:
@@ -452,7 +490,7 @@ class Launcher:
         )
 
         def list_page(page: int, limit: int) -> dict[str, Any]:
-            return call.submitter.list_executions(
+            return self.submitter_for(call.settings).list_executions(
                 step.job.job_id, page=page, limit=limit, deadline=call.deadline, headers=call.headers
             )
 

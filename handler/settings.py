@@ -43,6 +43,7 @@ CONFIG_NAMES = (
     "DATAFLOW_DEDUP_PARAMETER",
     "DATAFLOW_DEDUP_WINDOW_HOURS",
     "DATAFLOW_CALLER_HEADER",
+    "DATAFLOW_MAX_CONCURRENCY",
 )
 DedupCheck = Literal["always", "ambiguous", "off"]
 DEFAULT_ONLY = (
@@ -72,6 +73,7 @@ class Settings:
     dedup_check: DedupCheck = "always"
     dedup_window: timedelta = timedelta(hours=24)
     caller_header: bool = True
+    max_concurrency: int = 10
 
 
 def config_from(sources: Mapping[str, object]) -> dict[str, str]:
@@ -279,6 +281,7 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
     dedup_check = _choice(config, "DATAFLOW_DEDUP_CHECK", "always", problems)
     window_hours = _number(config, "DATAFLOW_DEDUP_WINDOW_HOURS", 24, 1, 24 * 14, problems)
     caller_header = _flag(config, "DATAFLOW_CALLER_HEADER", problems, default=True)
+    max_concurrency = int(_number(config, "DATAFLOW_MAX_CONCURRENCY", 10, 1, 32, problems, integer=True))
     routes: tuple[Route, ...] = ()
     has_routes, has_job = _value(config, "DATAFLOW_ROUTES"), _value(config, "DATAFLOW_JOB_ID")
     if has_routes and has_job:
@@ -305,6 +308,7 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
         dedup_check,
         timedelta(hours=window_hours),
         caller_header,
+        max_concurrency,
     )
 
 

@@ -161,7 +161,8 @@ def test_sample_outcome(name: str, launcher: Launcher, config: dict[str, str], e
         if name == "direct-job.json":
             body["jobCondition"] = {"numWorker": 2, "timeout": 60}
         wanted.append((job_id, {key: [value] for key, value in query.items()}, body))
-    assert received == wanted
+    # Submissions of one invocation run concurrently: compare what arrived, not in which order.
+    assert sorted(map(repr, received)) == sorted(map(repr, wanted))
     assert [entry["reason"] for entry in result["skipped"]] == skips
     assert len(result["failed"]) == failures
     assert all(entry["jobExecutionId"] for entry in result["submitted"])

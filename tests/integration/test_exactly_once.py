@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -161,3 +163,40 @@ def test_the_dedup_memory_holds_under_concurrent_use() -> None:
         thread.join()
     assert errors == []
     assert len(memory.executions_except("none")) <= 64
+
+
+def sqs_batch(keys: list[str]) -> dict[str, Any]:
+    template = load_event("sqs-s3.json")["Records"][0]
+    records = []
+    for index, key in enumerate(keys):
+        body = json.loads(template["body"])
+        body["Records"][0]["s3"]["object"]["key"] = key
+        records.append(template | {"messageId": f"m{index}", "body": json.dumps(body)})
+    return {"Records": records}
+
+
+def test_a_batch_is_submitted_concurrently_in_order_and_exactly_once(
+    launcher: Launcher, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    keys = [f"in/{index}.csv" for index in range(10)]
+    emulator.inject(Fault(hold=0.2, times=10, method="POST"))  # each answer takes 200 ms
+    batch = sqs_batch([*keys, keys[3]])  # the last message is a second delivery of the fourth
+    started = time.monotonic()
+    result = run(launcher, identifying, batch)
+    spent = time.monotonic() - started
+    assert spent < 1.0  # one after the other would take at least 2 s
+    assert [entry["source"]["key"] for entry in result["submitted"]] == keys
+    assert [(skip["reason"], skip["source"]["messageId"]) for skip in result["skipped"]] == [("duplicate", "m10")]
+    assert result["skipped"][0]["jobExecutionId"] == result["submitted"][3]["jobExecutionId"]
+    assert len(emulator.all_executions()) == 10
+    assert result["batchItemFailures"] == []
+
+
+def test_a_batch_reports_only_its_failed_messages(
+    launcher: Launcher, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    emulator.inject(Fault(status=400, body={"errorType": "bad-parameter", "detail": "no"}, method="POST"))
+    result = run(launcher, identifying, sqs_batch([f"in/{index}.csv" for index in range(5)]))
+    assert len(result["submitted"]) == 4
+    [failure] = result["batchItemFailures"]
+    assert failure["itemIdentifier"] == result["failed"][0]["source"]["messageId"]
