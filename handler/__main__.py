@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from handler.errors import ConfigError, InvocationFailedError
+from handler.routing import route_warnings
 from handler.settings import config_from, parse_settings
 from handler.signing import Credentials, masked, signed_headers, string_to_sign
 
@@ -54,10 +55,16 @@ def validate(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     routes = [
-        {"name": route.name, "source": route.match.source or "object/schedule", "jobId": route.job.job_id}
+        {
+            "name": route.name,
+            "source": route.match.source or "object/schedule",
+            "jobId": route.job.job_id,
+            "warnings": route_warnings(route),
+        }
         for route in settings.routes
     ]
-    _print({"valid": True, "endpoint": settings.endpoint, "dryRun": settings.dry_run, "routes": routes})
+    summary = {"valid": True, "endpoint": settings.endpoint, "dryRun": settings.dry_run}
+    _print(summary | {"dedupCheck": settings.dedup_check, "routes": routes})
     return 0
 
 

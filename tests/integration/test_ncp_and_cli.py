@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -163,9 +164,28 @@ def test_cli_validate_lists_every_problem() -> None:
     assert done.returncode == 2
     assert "invalid configuration (4 problems)" in done.stderr
     assert "DATAFLOW_JOB_ID: must be 1-64 letters" in done.stderr
-    good = cli("validate", env={"DATAFLOW_JOB_ID": "J", "DATAFLOW_DRY_RUN": "true"})
+    good = cli(
+        "validate", env={"DATAFLOW_JOB_ID": "J", "DATAFLOW_DRY_RUN": "true", "DATAFLOW_PARAMETERS": '{"$k": "{key}"}'}
+    )
     assert good.returncode == 0
-    assert json.loads(good.stdout)["routes"] == [{"name": "default", "source": "object/schedule", "jobId": "J"}]
+    assert json.loads(good.stdout)["routes"] == [
+        {"name": "default", "source": "object/schedule", "jobId": "J", "warnings": []}
+    ]
+
+
+def test_cli_validate_shows_effective_sources_and_warnings() -> None:
+    routes = [
+        {"name": "raw", "match": {"bucket": "b", "pattern": "^(a+)+$"}, "jobId": "J", "parameters": {"$k": "{key}"}},
+        {"name": "plain", "match": {"source": "schedule"}, "jobId": "J"},
+    ]
+    done = cli("validate", env={"DATAFLOW_ROUTES": json.dumps(routes), "DATAFLOW_DRY_RUN": "true"})
+    assert done.returncode == 0, done.stderr
+    raw, plain = json.loads(done.stdout)["routes"]
+    assert raw["source"] == "object"
+    assert [warning.split(";")[0] for warning in raw["warnings"]] == [
+        "match.pattern has a quantified group inside a quantifier"
+    ]
+    assert plain["warnings"][0].startswith("no dedupParameter and no parameter rendered from")
 
 
 def test_cli_sign_prints_the_known_answer() -> None:
@@ -188,3 +208,28 @@ def test_ncp_log_records_carry_the_activation(ncp_launcher: Launcher, live_emula
     [submitted] = [record for record in logs.records if record["message"] == "submitted"]
     assert submitted["activation_id"] == "7f3c1f0e2b9a4c1d"
     assert submitted["schedule"] == "nightly"
+
+
+def test_cloud_functions_requests_name_the_action_that_sent_them(
+    ncp_launcher: Launcher, live_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("__OW_ACTION_NAME", "/ns/dataflow-launcher")
+    ncp.main(
+        ncp_args(live_emulator, DATAFLOW_PARAMETERS={"$t": "{time}"}, **load_event("ncp-object-storage-flat.json"))
+    )
+    assert [request.method for request in live_emulator.received] == ["GET", "POST"]
+    for request in live_emulator.received:  # the lookup too: every request made from Cloud Functions
+        payload = json.loads(base64.b64decode(request.headers["x-ncp-dataflow-payload"], validate=True))
+        assert payload == {
+            "cloudFunctions": {"actionName": "/ns/dataflow-launcher", "activationId": "7f3c1f0e2b9a4c1d"}
+        }
+
+
+def test_the_caller_header_can_be_turned_off_and_is_never_sent_from_lambda(
+    ncp_launcher: Launcher, live_emulator: Emulator
+) -> None:
+    ncp.main(ncp_args(live_emulator, DATAFLOW_CALLER_HEADER="false", schedule="nightly"))
+    launcher = Launcher(clocks=Clocks(sleep=lambda _: None))
+    launcher.invoke(load_event("s3-put.json"), ncp_args(live_emulator), platform="aws")
+    assert len(live_emulator.posts) == 2
+    assert all("x-ncp-dataflow-payload" not in request.headers for request in live_emulator.received)
