@@ -208,3 +208,13 @@ def test_any_retry_after_or_date_header_is_read_safely(
         assert exc.code == "200"
     assert clock.monotonic() - started <= 10
     emulator.faults.clear()
+
+
+def test_routing_stops_at_the_deadline_and_says_so(launcher: Launcher, config: dict[str, str]) -> None:
+    records = load_event("s3-multi-record.json")["Records"] * 50
+    result = outcome(launcher, config, {"Records": records}, remaining_ms=400)  # less than the 0.5 s margin
+    assert len(result["failed"]) == 100 and result["omitted"] == {"failed": 50}
+    assert {entry["error"] for entry in result["failed"]} == {
+        "timeout: the invocation's time ran out before this event was routed"
+    }
+    assert all(entry["retryable"] for entry in result["failed"])
