@@ -134,6 +134,7 @@ def run_soak(api: Emulator, clock: list[float], config: dict[str, str], seed: in
     return soak
 
 
+@pytest.mark.soak
 @pytest.mark.parametrize(
     ("reading", "echo", "echo_only", "dedup_parameter", "newest_first"),
     [
