@@ -347,7 +347,10 @@ class DataflowClient:
         read_timeout = self.read_timeout if remaining is None else min(self.read_timeout, remaining)
         connect_timeout = self.connect_timeout if remaining is None else min(self.connect_timeout, remaining)
         started = time.monotonic()  # real time spent, for messages, whatever clock the deadline uses
-        with WATCHDOG.attempt(remaining) as watch:
+        # The whole attempt (connect, send, every byte of the answer) ends by the deadline, and
+        # without one (the command line) after the two timeouts: a dripping server holds nothing.
+        limit = connect_timeout + read_timeout if remaining is None else remaining
+        with WATCHDOG.attempt(limit) as watch:
             try:
                 response = self.session.send(
                     prepared,
@@ -374,7 +377,7 @@ class DataflowClient:
             code, message = unsent_failure(exc, watch, self.https, spent)
             return SubmitError(code, message, retryable=True)
         if watch.cut_off:
-            message = f"no complete answer within {spent:.2f}s, the time left in the invocation"
+            message = f"no complete answer within {spent:.2f}s (the attempt's time limit)"
         elif isinstance(exc, requests.Timeout):
             message = f"no answer within {spent:.2f}s"
         else:

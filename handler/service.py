@@ -225,9 +225,9 @@ class _Slot:
     """One (event, route) outcome in result order: an entry, or a planned execution still to run."""
 
     delivery: int
-    entry: Entry | None = None
-    step: PlannedExecution | None = None
-    source: Source = field(default_factory=lambda: Source(kind="unknown"))
+    entry: Entry | None
+    step: PlannedExecution | None
+    source: Source
 
 
 @dataclass

@@ -95,19 +95,17 @@ class Watchdog:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def attempt(self, seconds: float | None) -> Iterator[AttemptWatch]:
+    def attempt(self, seconds: float) -> Iterator[AttemptWatch]:
         """Watches the requests this thread sends inside the block; cuts them off after `seconds`."""
         watch = AttemptWatch()
         _local.watch = watch
-        if seconds is not None:
-            self._arm(watch, time.monotonic() + max(seconds, 0.0))
+        self._arm(watch, time.monotonic() + max(seconds, 0.0))
         try:
             yield watch
         finally:
             _local.watch = None
-            if seconds is not None:
-                with self._changed:
-                    self._armed.pop(watch, None)
+            with self._changed:
+                self._armed.pop(watch, None)
 
     def _arm(self, watch: AttemptWatch, at: float) -> None:
         with self._changed:

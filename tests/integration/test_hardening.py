@@ -218,3 +218,21 @@ def test_routing_stops_at_the_deadline_and_says_so(launcher: Launcher, config: d
         "timeout: the invocation's time ran out before this event was routed"
     }
     assert all(entry["retryable"] for entry in result["failed"])
+
+
+def test_without_a_deadline_an_attempt_still_ends_after_its_two_timeouts(config: dict[str, str]) -> None:
+    with Emulator({ACCESS_KEY: SECRET_KEY}) as api:
+        config |= {"DATAFLOW_ENDPOINT": api.url, "DATAFLOW_READ_TIMEOUT": "0.5", "DATAFLOW_CONNECT_TIMEOUT": "0.2"}
+        config["DATAFLOW_DEDUP_CHECK"] = "off"
+        api.inject(Fault(drip=0.1, method="POST"))  # every byte within the read timeout, the whole far beyond it
+        started = time.monotonic()
+        launcher = Launcher(clocks=Clocks(sleep=lambda _: None))
+        try:
+            launcher.invoke(
+                load_event("schedule-classic.json"), config, platform="aws"
+            )  # the command line: no deadline
+        except InvocationFailedError as exc:
+            result = exc.result
+        spent = time.monotonic() - started
+    assert spent < 1.5
+    assert result["failed"][0]["error"].startswith("unknown-outcome: no complete answer within 0.7")
