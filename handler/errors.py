@@ -50,8 +50,9 @@ class EventError(HandlerError):
     """An event, or one record of it, cannot be turned into a trigger."""
 
     def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
+        # A reason may quote the event's own field names: never let a lone surrogate reach a log or result.
+        self.reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+        super().__init__(self.reason)
 
 
 class SubmitError(HandlerError):

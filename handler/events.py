@@ -10,7 +10,7 @@ from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 from handler.errors import EventError, Problems
-from handler.jobs import JobSpec, check_job_spec, check_parameters, describe
+from handler.jobs import JobSpec, check_job_spec, check_parameters, describe, utf8_encodable
 
 Platform = Literal["aws", "ncp"]
 # S3 and NCP Object Storage keys are at most 1024 bytes of UTF-8; URL-encoded, at most three times that.
@@ -124,7 +124,7 @@ def _sqs_record(record: object, context: _Context) -> Delivery:
     if not isinstance(record, dict):
         return Delivery((BadEvent(f"SQS record is {describe(record)}, not an object"),))
     message_id = record.get("messageId")
-    if not isinstance(message_id, str) or not message_id or not _encodable(message_id):
+    if not isinstance(message_id, str) or not message_id or not utf8_encodable(message_id):
         # Without a message id Lambda cannot retry just this record; the whole batch must fail.
         return Delivery((BadEvent("SQS record has no messageId"),), None)
     body = record.get("body")
@@ -222,17 +222,9 @@ def _get(obj: Mapping[str, Any], name: str, kind: type, where: str, *, required:
     value = obj[name]
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise EventError(f"{where}.{name} is {describe(value)}, expected {kind.__name__}")
-    if isinstance(value, str) and not _encodable(value):
+    if isinstance(value, str) and not utf8_encodable(value):
         raise EventError(f"{where}.{name} is not valid Unicode (it holds a lone surrogate)")
     return value
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def object_key(raw: str, where: str, *, url_encoded: bool) -> str:

@@ -145,4 +145,20 @@ def check_parameters(value: object, where: str, problems: Problems) -> dict[str,
     empty = [name for name in value if not name]
     if empty:
         problems.add(where, "parameter names must not be empty")
-    return None if bad or empty else dict(value)
+    unencodable = [
+        name
+        for name, item in value.items()
+        if not utf8_encodable(name) or (isinstance(item, str) and not utf8_encodable(item))
+    ]
+    for name in unencodable:
+        problems.add(f"{where}.{name!a}", "is not valid Unicode (a lone surrogate)")
+    return None if bad or empty or unencodable else dict(value)
+
+
+def utf8_encodable(text: str) -> bool:
+    """False for text holding a lone surrogate, which JSON may carry but no log or request can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

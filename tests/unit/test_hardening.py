@@ -229,3 +229,9 @@ def test_any_flat_ncp_payload_ends_as_a_trigger_that_encodes(event: dict[str, An
     [delivery] = normalise(event, platform="ncp", now=NOW).deliveries
     for trigger in delivery.triggers:
         json.dumps(trigger.__dict__, default=str, ensure_ascii=False).encode("utf-8")
+
+
+def test_reasons_that_quote_field_names_always_encode() -> None:
+    reason = bad_reason({"jobId": "J1", "parameters": {"\ud800": "v"}, "\udfff": 1})
+    reason.encode("utf-8")
+    assert "\\ud800" in reason
