@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import count as count_from
@@ -30,7 +30,7 @@ class Identity:
     # Equal parameters prove nothing when they are not rendered from the event's identity.
     recognizable: bool = True
     # Executions this container started for other events: never ours, whatever they echo.
-    others: frozenset[str] = frozenset()
+    others: Container[str] = frozenset()
 
 
 @dataclass(frozen=True)

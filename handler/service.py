@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -154,6 +154,7 @@ class DedupMemory:
         self._lock = threading.Lock()
         self._submitted: OrderedDict[str, str | None] = OrderedDict()
         self._ambiguous: OrderedDict[str, None] = OrderedDict()
+        self._owners: dict[str, str] = {}  # execution id -> the key it was started for
 
     def submitted(self, key: str) -> tuple[bool, str | None]:
         with self._lock:
@@ -161,27 +162,42 @@ class DedupMemory:
 
     def remember(self, key: str, execution_id: str | None) -> None:
         with self._lock:
+            self._owners.pop(self._submitted.pop(key, None) or "", None)
             self._submitted[key] = execution_id
+            if execution_id:
+                self._owners[execution_id] = key
             self._ambiguous.pop(key, None)
-            self._trim(self._submitted)
+            while len(self._submitted) > self.capacity:
+                _, forgotten = self._submitted.popitem(last=False)
+                self._owners.pop(forgotten or "", None)
 
     def mark_ambiguous(self, key: str) -> None:
         with self._lock:
             self._ambiguous[key] = None
-            self._trim(self._ambiguous)
+            while len(self._ambiguous) > self.capacity:
+                self._ambiguous.popitem(last=False)
 
     def was_ambiguous(self, key: str) -> bool:
         with self._lock:
             return key in self._ambiguous
 
-    def executions_except(self, key: str) -> frozenset[str]:
-        """Ids of the executions this container started for every other key."""
-        with self._lock:
-            return frozenset(value for name, value in self._submitted.items() if value and name != key)
+    def others_than(self, key: str) -> Container[str]:
+        """The executions this container started for any other key, as a membership test."""
+        return _OtherRuns(self, key)
 
-    def _trim(self, keys: OrderedDict[str, Any]) -> None:
-        while len(keys) > self.capacity:
-            keys.popitem(last=False)
+    def owner(self, execution_id: str) -> str | None:
+        with self._lock:
+            return self._owners.get(execution_id)
+
+
+class _OtherRuns:
+    def __init__(self, memory: DedupMemory, key: str) -> None:
+        self.memory = memory
+        self.key = key
+
+    def __contains__(self, execution_id: object) -> bool:
+        owner = self.memory.owner(execution_id) if isinstance(execution_id, str) else None
+        return owner is not None and owner != self.key
 
 
 def source_of(trigger: Trigger, message_id: str | None) -> Source:
@@ -486,7 +502,7 @@ class Launcher:
             step.dedup_parameter,
             since,
             step.recognizable,
-            self.memory.executions_except(step.dedup_key),
+            self.memory.others_than(step.dedup_key),
         )
 
         def list_page(page: int, limit: int) -> dict[str, Any]:
