@@ -150,9 +150,9 @@ def test_the_dedup_memory_holds_under_concurrent_use() -> None:
             for index in range(2000):
                 key = f"k{(offset + index) % 200}"
                 memory.mark_ambiguous(key)
-                memory.remember(key, f"E{index}")
+                memory.remember(key, f"E{offset}-{index}")
                 memory.submitted(key)
-                assert f"E{index}" not in memory.others_than(key)
+                assert f"E{offset}-{index}" not in memory.others_than(key)
         except BaseException as exc:  # any error in a thread fails the test
             errors.append(exc)
 
