@@ -27,8 +27,9 @@ class Identity:
     job_condition: Mapping[str, Any] | None
     dedup_parameter: str | None
     since: datetime
-    # Equal parameters prove nothing when they are not rendered from the event's identity.
-    recognizable: bool = True
+    # Equal parameters identify a run only right after our own request: two events can render the
+    # same parameters (one key uploaded twice), so a check before submitting trusts dedupParameter alone.
+    by_parameters: bool = True
     # Executions this container started for other events: never ours, whatever they echo.
     others: Container[str] = frozenset()
 
@@ -92,7 +93,7 @@ def verdict(item: Mapping[str, Any], identity: Identity) -> Verdict:
         return "other"
     if identity.dedup_parameter is not None and identity.dedup_parameter in echoed:
         return "ours"
-    if identity.recognizable and identity.parameters and all(name in echoed for name in identity.parameters):
+    if identity.by_parameters and identity.parameters and all(name in echoed for name in identity.parameters):
         return "ours"
     return "unknown"
 

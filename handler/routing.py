@@ -28,9 +28,7 @@ OBJECT_FILTERS = ("bucket", "prefix", "suffix", "pattern", "events")
 # A pattern with a quantified group that is itself quantified can backtrack exponentially.
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
 RoutableTrigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation
-# Placeholders whose value differs from one event to the next: parameters rendered from one of them
-# (or from {time}) tell an execution's event apart; parameters without any do not.
-IDENTIFYING_FIELDS = frozenset({"key", "etag", "version_id", "event_id"})
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -82,13 +80,6 @@ class Route:
     parameters: tuple[tuple[str, Template], ...] = ()
     dedup_parameter: str | None = None
 
-    @property
-    def recognizable(self) -> bool:
-        """Whether a lookup can tell this route's executions of different events apart."""
-        return self.dedup_parameter is not None or any(
-            template.uses_time or template.fields & IDENTIFYING_FIELDS for _, template in self.parameters
-        )
-
 
 @dataclass(frozen=True)
 class PlannedExecution:
@@ -103,7 +94,6 @@ class PlannedExecution:
     dedup_key: str
     time: datetime
     dedup_parameter: str | None = None
-    recognizable: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,11 +239,11 @@ def route_warnings(route: Route) -> list[str]:
             "match.pattern has a quantified group inside a quantifier; it runs on keys of up to 1024 bytes "
             "and may backtrack catastrophically"
         )
-    if not route.recognizable:
+    if route.dedup_parameter is None:
         warnings.append(
-            "no dedupParameter and no parameter rendered from {key}, {etag}, {version_id}, {event_id} or {time}: "
-            "a lookup cannot tell this route's executions of different events apart, so no duplicate check runs "
-            "before submitting and an unknown outcome fails as unknown-outcome instead of being reconciled"
+            "no dedupParameter: nothing in a run tells which event started it, so no duplicate check runs "
+            "before submitting (a redelivery into another container can start a second run), and only a "
+            "run with exactly these parameters, started since the request, settles an unknown outcome"
         )
     return warnings
 
@@ -345,9 +335,7 @@ def _planned(
     key = dedup_key(route.name, route.job, parameters, _identity(trigger))
     if route.dedup_parameter is not None:
         parameters[route.dedup_parameter] = key
-    return PlannedExecution(
-        route.name, route.job, parameters, key, trigger.time, route.dedup_parameter, route.recognizable
-    )
+    return PlannedExecution(route.name, route.job, parameters, key, trigger.time, route.dedup_parameter)
 
 
 def plan(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Step]:

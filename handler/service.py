@@ -400,10 +400,11 @@ class Launcher:
         if seen:
             return _skipped(step.route, "duplicate", source, dedupKey=step.dedup_key, jobExecutionId=known_id)
         mode = call.dedup_check
-        # An unrecognizable route is not checked up front: its lookup could only end "cannot tell".
-        if (mode == "always" and step.recognizable) or (mode != "off" and self.memory.was_ambiguous(step.dedup_key)):
+        after_unknown = mode != "off" and self.memory.was_ambiguous(step.dedup_key)
+        # Only a dedupParameter tells which event a run belongs to; without one a check could not tell.
+        if after_unknown or (mode == "always" and step.dedup_parameter is not None):
             try:
-                lookup = self._lookup(step, call)
+                lookup = self._lookup(step, call, by_parameters=after_unknown)
             except SubmitError as exc:  # the lookup met what the submission would meet: say that
                 return _failed(step.route, step.job.job_id, str(exc), exc.retryable, source, step.dedup_key)
             match lookup:
@@ -491,7 +492,7 @@ class Launcher:
         log.info("submitted", extra={**_flat(entry), **details})
         return entry
 
-    def _lookup(self, step: PlannedExecution, call: _Call) -> Lookup:
+    def _lookup(self, step: PlannedExecution, call: _Call, *, by_parameters: bool) -> Lookup:
         """Looks for this planned execution among the job's recent ones; raises what the list call met."""
         # Nothing older than the event can be its run; the window bounds how far back a lookup reads.
         # (Taking the later bound first keeps year-1 event times from underflowing.)
@@ -501,7 +502,7 @@ class Launcher:
             step.job.job_condition,
             step.dedup_parameter,
             since,
-            step.recognizable,
+            by_parameters,
             self.memory.others_than(step.dedup_key),
         )
 
@@ -522,7 +523,7 @@ class Launcher:
     def _settle(self, step: PlannedExecution, call: _Call) -> Lookup:
         """A lookup after an unknown outcome: any failure of its own leaves the outcome unknown."""
         try:
-            return self._lookup(step, call)
+            return self._lookup(step, call, by_parameters=True)
         except SubmitError as exc:
             return Unknown(f"the lookup failed ({exc})")
 

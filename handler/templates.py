@@ -56,10 +56,6 @@ class Template:
         return frozenset(part.name for part in self.parts if isinstance(part, Field))
 
     @property
-    def uses_time(self) -> bool:
-        return any(isinstance(part, Time) for part in self.parts)
-
-    @property
     def match_groups(self) -> frozenset[str]:
         return frozenset(part.group for part in self.parts if isinstance(part, MatchGroup))
 

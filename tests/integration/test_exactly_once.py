@@ -26,7 +26,7 @@ def run(launcher: Launcher, config: dict[str, str], event: Any) -> dict[str, Any
 
 @pytest.fixture
 def identifying(config: dict[str, str]) -> dict[str, str]:
-    return config | {"DATAFLOW_PARAMETERS": IDENTIFYING}
+    return config | {"DATAFLOW_PARAMETERS": IDENTIFYING, "DATAFLOW_DEDUP_PARAMETER": "$dedup"}
 
 
 def lose_the_answer_and_the_lookup(emulator: Emulator) -> None:
@@ -80,6 +80,28 @@ def test_always_skips_a_cold_container_redelivery_with_the_existing_id(
     assert skip["jobExecutionId"] == first["submitted"][0]["jobExecutionId"]
     assert skip["dedupKey"] == first["submitted"][0]["dedupKey"]
     assert again["batchItemFailures"] == first["batchItemFailures"]  # the sample's unparseable message
+
+
+def test_one_key_uploaded_twice_is_two_runs_never_a_false_duplicate(
+    clock: FakeClock, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    first, second = load_event("s3-put.json"), load_event("s3-put.json")
+    second["Records"][0]["s3"]["object"] |= {"sequencer": "0055AED6DCD90281F9", "eTag": "another"}
+    run(Launcher(clocks=clock.clocks()), identifying, first)
+    again = run(Launcher(clocks=clock.clocks()), identifying, second)
+    # Equal parameters, but two uploads: the check before submitting trusts only the dedupParameter.
+    assert again["skipped"] == []
+    assert [execution["parsedParameters"]["$input"] for execution in emulator.all_executions()] == [
+        "raw-data/incoming/orders/2026-11-27 batch+1.csv"
+    ] * 2
+
+
+def test_without_a_dedup_parameter_nothing_is_checked_before_submitting(
+    clock: FakeClock, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    identifying["DATAFLOW_DEDUP_PARAMETER"] = ""
+    run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    assert [request.method for request in emulator.received] == ["POST"]
 
 
 def test_ambiguous_does_not_look_before_a_first_submission(
@@ -184,7 +206,7 @@ def test_a_batch_is_submitted_concurrently_in_order_and_exactly_once(
     started = time.monotonic()
     result = run(launcher, identifying, batch)
     spent = time.monotonic() - started
-    assert spent < 1.0  # one after the other would take at least 2 s
+    assert spent < 1.5  # one after the other would take at least 2 s
     assert [entry["source"]["key"] for entry in result["submitted"]] == keys
     assert [(skip["reason"], skip["source"]["messageId"]) for skip in result["skipped"]] == [("duplicate", "m10")]
     assert result["skipped"][0]["jobExecutionId"] == result["submitted"][3]["jobExecutionId"]

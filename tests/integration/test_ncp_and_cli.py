@@ -164,9 +164,7 @@ def test_cli_validate_lists_every_problem() -> None:
     assert done.returncode == 2
     assert "invalid configuration (4 problems)" in done.stderr
     assert "DATAFLOW_JOB_ID: must be 1-64 letters" in done.stderr
-    good = cli(
-        "validate", env={"DATAFLOW_JOB_ID": "J", "DATAFLOW_DRY_RUN": "true", "DATAFLOW_PARAMETERS": '{"$k": "{key}"}'}
-    )
+    good = cli("validate", env={"DATAFLOW_JOB_ID": "J", "DATAFLOW_DRY_RUN": "true", "DATAFLOW_DEDUP_PARAMETER": "$d"})
     assert good.returncode == 0
     assert json.loads(good.stdout)["routes"] == [
         {"name": "default", "source": "object/schedule", "jobId": "J", "warnings": []}
@@ -175,7 +173,7 @@ def test_cli_validate_lists_every_problem() -> None:
 
 def test_cli_validate_shows_effective_sources_and_warnings() -> None:
     routes = [
-        {"name": "raw", "match": {"bucket": "b", "pattern": "^(a+)+$"}, "jobId": "J", "parameters": {"$k": "{key}"}},
+        {"name": "raw", "match": {"bucket": "b", "pattern": "^(a+)+$"}, "jobId": "J", "dedupParameter": "$d"},
         {"name": "plain", "match": {"source": "schedule"}, "jobId": "J"},
     ]
     done = cli("validate", env={"DATAFLOW_ROUTES": json.dumps(routes), "DATAFLOW_DRY_RUN": "true"})
@@ -185,7 +183,7 @@ def test_cli_validate_shows_effective_sources_and_warnings() -> None:
     assert [warning.split(";")[0] for warning in raw["warnings"]] == [
         "match.pattern has a quantified group inside a quantifier"
     ]
-    assert plain["warnings"][0].startswith("no dedupParameter and no parameter rendered from")
+    assert plain["warnings"][0].startswith("no dedupParameter: nothing in a run tells which event started it")
 
 
 def test_cli_sign_prints_the_known_answer() -> None:
@@ -214,9 +212,7 @@ def test_cloud_functions_requests_name_the_action_that_sent_them(
     ncp_launcher: Launcher, live_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("__OW_ACTION_NAME", "/ns/dataflow-launcher")
-    ncp.main(
-        ncp_args(live_emulator, DATAFLOW_PARAMETERS={"$t": "{time}"}, **load_event("ncp-object-storage-flat.json"))
-    )
+    ncp.main(ncp_args(live_emulator, DATAFLOW_DEDUP_PARAMETER="$dedup", **load_event("ncp-object-storage-flat.json")))
     assert [request.method for request in live_emulator.received] == ["GET", "POST"]
     for request in live_emulator.received:  # the lookup too: every request made from Cloud Functions
         payload = json.loads(base64.b64decode(request.headers["x-ncp-dataflow-payload"], validate=True))

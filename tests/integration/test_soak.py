@@ -138,17 +138,17 @@ def run_soak(api: Emulator, clock: list[float], config: dict[str, str], seed: in
 @pytest.mark.parametrize(
     ("reading", "echo", "echo_only", "dedup_parameter", "newest_first"),
     [
-        ("object echo", "object", None, None, True),
-        ("name/value echo, oldest first", "list", None, None, False),
+        ("object echo", "object", None, "$dedup", True),
+        ("name/value echo, oldest first", "list", None, "$dedup", False),
         ("no echo, dedupParameter", "none", None, "$dedup", True),
         ("only the declared dedupParameter echoed", "list", frozenset({"$dedup"}), "$dedup", True),
     ],
 )
 def test_soak_no_duplicates_no_silent_losses(
-    reading: str, echo: str, echo_only: frozenset[str] | None, dedup_parameter: str | None, newest_first: bool
+    reading: str, echo: str, echo_only: frozenset[str] | None, dedup_parameter: str, newest_first: bool
 ) -> None:
     clock = [NOW]
-    route = ROUTE | ({"dedupParameter": dedup_parameter} if dedup_parameter else {})
+    route = ROUTE | {"dedupParameter": dedup_parameter}
     with Emulator(
         {ACCESS_KEY: SECRET_KEY}, clock=lambda: clock[0], echo=echo, echo_only=echo_only, newest_first=newest_first
     ) as api:

@@ -138,7 +138,7 @@ def test_a_redirect_is_a_failure_not_a_submission(
 
 def test_unknown_job_is_a_permanent_404(launcher: Launcher, config: dict[str, str], clock: FakeClock) -> None:
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, jobs={"OtherJob"}) as api:
-        config |= {"DATAFLOW_ENDPOINT": api.url, "DATAFLOW_PARAMETERS": '{"$day": "{time:%Y-%m-%d}"}'}
+        config |= {"DATAFLOW_ENDPOINT": api.url, "DATAFLOW_DEDUP_PARAMETER": "$dedup"}
         result = failed_result(launcher, config, load_event("schedule-classic.json"))
         # The duplicate check's 404 proves nothing ran; the submission then meets the same 404.
         assert [(r.method, r.status) for r in api.received] == [("GET", 404), ("POST", 404)]

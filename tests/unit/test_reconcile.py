@@ -66,8 +66,8 @@ def test_a_dedup_parameter_decides_alone_and_other_keys_are_others() -> None:
     assert verdict(item("E3", 1, {"$input": "x"}), ours) == "unknown"
 
 
-def test_equal_parameters_prove_nothing_for_an_unrecognizable_route() -> None:
-    assert verdict(item("E1", 1, OURS), identity(recognizable=False)) == "unknown"
+def test_before_submitting_equal_parameters_prove_nothing() -> None:
+    assert verdict(item("E1", 1, OURS), identity(by_parameters=False)) == "unknown"
 
 
 def test_executions_started_here_for_other_events_are_never_ours() -> None:
