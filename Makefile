@@ -14,14 +14,16 @@ REQUIREMENTS = import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"
 
 # A venv is (re)built whenever pyproject.toml changes; the stamp records that it is complete.
 %/.stamp: pyproject.toml
+	@echo "Setting up $* with the pinned dependencies (first run, or pyproject.toml changed: about 20-60 s)..."
 	@rm -rf $*
 	@$(if $(filter $(VENV313),$*),$(PY313),$(PYTHON)) -m venv $*
 	@$*/bin/python -c '$(REQUIREMENTS)' dev > $*/requirements.txt
 	@$*/bin/python -m pip install --quiet --disable-pip-version-check -r $*/requirements.txt
 	@touch $@
 
+# The demo runs in its own configuration whatever is exported; VERBOSE=1 adds every log record.
 demo: $(VENV)/.stamp
-	@$(VENV)/bin/python -m emulator.demo
+	@VERBOSE=$(VERBOSE) $(VENV)/bin/python -m emulator.demo
 
 test: lint typecheck unit test-313
 

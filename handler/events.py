@@ -32,7 +32,17 @@ _NCP_OBJECT_KEYS = ("key", "object", "objectName", "name")
 _NCP_EVENT_KEYS = ("eventName", "eventType", "event_type")
 # Keys whose presence means "this is an event" rather than an NCP cron run's bare parameters.
 _EVENT_MARKERS = frozenset(
-    {"Records", "Event", "detail-type", "route", "jobId", *_NCP_BUCKET_KEYS, *_NCP_OBJECT_KEYS, *_NCP_EVENT_KEYS}
+    {
+        "Records",
+        "Event",
+        "detail-type",
+        "route",
+        "jobId",
+        "requestPayload",
+        *_NCP_BUCKET_KEYS,
+        *_NCP_OBJECT_KEYS,
+        *_NCP_EVENT_KEYS,
+    }
 )
 
 
@@ -170,6 +180,9 @@ def _dispatch(event: dict[str, Any], context: _Context) -> list[Trigger]:
         for index, record in enumerate(records):
             out.extend(_record(record, index, context))
         return out
+    if "requestPayload" in event and isinstance(event.get("requestContext"), dict):
+        # A Lambda on-failure destination record: replay the original event, keys unchanged.
+        return _triggers(event["requestPayload"], _nested(context))
     if event.get("Event") == "s3:TestEvent":
         bucket = event.get("Bucket")
         return [S3TestTrigger(bucket if isinstance(bucket, str) else "")]

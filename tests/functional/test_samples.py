@@ -47,6 +47,17 @@ EXPECTED: dict[str, tuple[str, list[tuple[str, dict[str, str], dict[str, Any]]],
         0,
         None,
     ),
+    # A Lambda on-failure destination record replays its requestPayload (here s3-put.json) as if new.
+    "lambda-destination-record.json": (
+        "aws",
+        [
+            orders("orders", "incoming/orders/2026-11-27 batch+1.csv", "2026-11-28"),
+            audit("incoming/orders/2026-11-27 batch+1.csv", "1048576", "ObjectCreated:Put"),
+        ],
+        [],
+        0,
+        None,
+    ),
     "s3-multi-record.json": (
         "aws",
         [

@@ -222,3 +222,18 @@ def test_a_batch_reports_only_its_failed_messages(
     assert len(result["submitted"]) == 4
     [failure] = result["batchItemFailures"]
     assert failure["itemIdentifier"] == result["failed"][0]["source"]["messageId"]
+
+
+def test_a_destination_record_replays_exactly_the_executions_of_its_original_event(
+    clock: FakeClock, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    record = load_event("lambda-destination-record.json")
+    assert record["requestPayload"] == load_event("s3-put.json")
+    original = run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    replayed = run(Launcher(clocks=clock.clocks()), identifying, record)  # a cold container, as a replay is
+    assert [skip["dedupKey"] for skip in replayed["skipped"]] == [entry["dedupKey"] for entry in original["submitted"]]
+    assert {skip["reason"] for skip in replayed["skipped"]} == {"duplicate"}
+    emulator.executions.clear()
+    fresh = run(Launcher(clocks=clock.clocks()), identifying, record)  # the original never ran: now it does
+    assert [entry["dedupKey"] for entry in fresh["submitted"]] == [entry["dedupKey"] for entry in original["submitted"]]
+    assert len(emulator.all_executions()) == 1
