@@ -52,6 +52,7 @@ class Received:
     body: str
     verdict: str = "ok"
     status: int | None = None
+    expected_string_to_sign: str | None = None
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -182,6 +183,8 @@ class Emulator:
             return 401, gateway_error("200", "Authentication Failed", "timestamp outside the 5 minute window")
         expected = expected_signature(secret, request.method, request.path, timestamp, access_key)
         if not hmac.compare_digest(expected.encode(), given.encode()):
+            # What a user most needs to compare with their own: the message, never the key or signature.
+            request.expected_string_to_sign = f"{request.method} {request.path}\n{timestamp}\n{access_key}"
             return 401, gateway_error("200", "Authentication Failed", "signature mismatch")
         return None
 
@@ -332,6 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
         if rejected:
             request.verdict, request.status = f"rejected: {rejected[1]['error']['details']}", rejected[0]
             self._answer(*rejected)
+            self._notify(request)
             return
         fault = self.api._take_fault(self.command)
         if fault is None:

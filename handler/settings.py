@@ -107,13 +107,17 @@ def _routes_json(config: Mapping[str, str], problems: Problems) -> object:
     text = _value(config, "DATAFLOW_ROUTES")
     if text is None or not text.startswith("@"):
         return _json(config, "DATAFLOW_ROUTES", problems)
-    path = Path(text[1:])
-    if not path.is_absolute():
-        path = PACKAGE_DIR / path
+    given = Path(text[1:])
+    path = given if given.is_absolute() else PACKAGE_DIR / given
     try:
         content = path.read_text(encoding="utf-8")
     except OSError as exc:
-        problems.add("DATAFLOW_ROUTES", f"cannot read routes file {path}: {exc.strerror}")
+        where = f"looked at {path}"
+        if not given.is_absolute():
+            where += " (a relative @path is read from the handler/ package directory, which is what deploys)"
+            if given.is_file():
+                where += f"; {given.resolve()} exists: move it into handler/ or give an absolute path"
+        problems.add("DATAFLOW_ROUTES", f"cannot read routes file: {exc.strerror}; {where}")
         return None
     try:
         return json.loads(content)
@@ -287,7 +291,10 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
     if has_routes and has_job:
         problems.add("DATAFLOW_ROUTES", "set together with DATAFLOW_JOB_ID; set exactly one of them")
     elif has_routes:
-        routes = check_routes(_routes_json(config, problems), "DATAFLOW_ROUTES", problems)
+        before = len(problems.items)
+        raw_routes = _routes_json(config, problems)
+        if len(problems.items) == before:  # an unreadable file or bad JSON is one problem, not two
+            routes = check_routes(raw_routes, "DATAFLOW_ROUTES", problems)
         for name in (name for name in DEFAULT_ONLY if _value(config, name)):
             problems.add(name, "only applies to the default route; with DATAFLOW_ROUTES put it in a route")
     elif has_job:

@@ -160,3 +160,14 @@ def test_a_relative_routes_file_is_read_from_the_package_directory(
     (tmp_path / "routes.json").write_text(json.dumps([{"name": "from-package", "jobId": "J"}]))
     config = {"NCLOUD_ACCESS_KEY": "AK", "NCLOUD_SECRET_KEY": "s", "DATAFLOW_ROUTES": "@routes.json"}
     assert [route.name for route in parse_settings(config).routes] == ["from-package"]
+
+
+def test_a_missing_relative_routes_file_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = {"NCLOUD_ACCESS_KEY": "AK", "NCLOUD_SECRET_KEY": "s", "DATAFLOW_ROUTES": "@my-routes.json"}
+    [problem] = problems(base)
+    assert f"looked at {settings_module.PACKAGE_DIR / 'my-routes.json'}" in problem
+    assert "read from the handler/ package directory" in problem
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-routes.json").write_text("[]")
+    problem = problems(base)[0]
+    assert f"{tmp_path / 'my-routes.json'} exists: move it into handler/ or give an absolute path" in problem
