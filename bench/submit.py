@@ -116,9 +116,10 @@ class Counter:
     def __init__(self) -> None:
         self.value = 0
 
-    def next(self, step: int = 1) -> int:
-        self.value += step
-        return self.value
+    def next(self, count: int = 1) -> int:
+        """The first of `count` fresh numbers."""
+        self.value += count
+        return self.value - count + 1
 
 
 def warm(api: Emulator, plan: Plan, ids: Counter) -> list[Figure]:
