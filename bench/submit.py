@@ -240,9 +240,11 @@ def cold(api: Emulator, plan: Plan, ncp_zip: Path | None, lambda_dir: Path | Non
         def run(name: str) -> Run:
             return cold_run(*modes[name])
 
-        # Warm-up: the checkout writes its bytecode once (as after any first run), the disk cache fills.
-        for command, env in modes.values():
-            cold_run(command, {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"})
+        # Warm-up: the disk cache fills, and the checkout writes its bytecode once (as after any first
+        # run); an artifact never does, as on the platforms, whose code directories are read-only.
+        for name, (command, env) in modes.items():
+            writes = name in ("reference", "checkout")
+            cold_run(command, {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE" or not writes})
         for _ in range(plan.cold_runs):
             for name in modes:
                 runs[name].append(run(name))
