@@ -2,15 +2,17 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-# Python 3.13 is the runtime on both platforms: the suite runs there too where pyenv has it.
-# (A pyenv shim named python3.13 may exist without working, so each candidate must run.)
+# Python 3.13 is the runtime on both platforms: the suite runs there too where pyenv has it, and the
+# artifacts' bytecode is compiled with it. (A pyenv shim named python3.13 may exist without working, so
+# each candidate must run and be 3.13.)
 PY313 ?= $(shell for p in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 2>/dev/null) \
-	$$(command -v python3.13); do "$$p" -c '' 2>/dev/null && echo "$$p" && break; done)
+	$$(command -v python3.13) $$(command -v python3); do \
+	"$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && echo "$$p" && break; done)
 VENV313 ?= .venv-3.13
 REQUIREMENTS = import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 	print("\n".join(p["dependencies"] + (p["optional-dependencies"]["dev"] if sys.argv[1:] == ["dev"] else [])))
 
-.PHONY: package-ncp demo test lint typecheck unit test-313 bench clean build-LauncherFunction
+.PHONY: package-ncp demo test lint typecheck unit test-313 bench bench-smoke clean build-LauncherFunction
 
 # A venv is (re)built whenever pyproject.toml changes; the stamp records that it is complete.
 %/.stamp: pyproject.toml
@@ -25,7 +27,7 @@ REQUIREMENTS = import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"
 demo: $(VENV)/.stamp
 	@VERBOSE=$(VERBOSE) $(VENV)/bin/python -m emulator.demo
 
-test: lint typecheck unit test-313
+test: lint typecheck unit test-313 bench-smoke
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check handler emulator tests bench deploy
@@ -48,43 +50,43 @@ test-313:
 		echo "SKIPPED: no Python 3.13 found (pyenv or python3.13 on PATH); the suite ran only under $$($(PYTHON) --version)"; \
 	fi
 
+# Every figure of the performance table: on Python 3.13 (the runtime) first, then the default Python,
+# each measured against its baseline in one interleaved run, with both artifacts built fresh.
 bench: $(VENV)/.stamp
-	$(VENV)/bin/python -m bench.submit
+	@$(MAKE) --no-print-directory -s package-ncp >/dev/null
+	@rm -rf dist/lambda-build && $(MAKE) --no-print-directory -s build-LauncherFunction ARTIFACTS_DIR=dist/lambda-build >/dev/null
+	@if [ -n "$(PY313)" ]; then $(MAKE) --no-print-directory $(VENV313)/.stamp && \
+		$(VENV313)/bin/python -m bench.submit --ncp-zip dist/ncp-action.zip --lambda-dir dist/lambda-build; \
+	else echo "SKIPPED: no Python 3.13 found; the figures below are for $$($(PYTHON) --version) only"; fi
+	@$(VENV)/bin/python -m bench.submit --ncp-zip dist/ncp-action.zip --lambda-dir dist/lambda-build
 
-# Called by `sam build` (BuildMethod: makefile): the package and its runtime wheels for Lambda's
-# python3.13 on x86_64, nothing else from the checkout.
+# A few calls of each bench part (it runs; timings are not checked). tests/integration/test_artifacts.py
+# runs the same smoke with freshly built artifacts.
+bench-smoke: $(VENV)/.stamp
+	@$(VENV)/bin/python -m bench.submit --smoke
+
+# Called by `sam build` (BuildMethod: makefile): handler/ and the runtime wheels, pure Python only (so
+# the template may choose x86_64 or arm64), pruned, with bytecode for python3.13; no Docker involved.
 build-LauncherFunction:
-	mkdir -p "$(ARTIFACTS_DIR)"
-	cp -R handler "$(ARTIFACTS_DIR)/"
-	find "$(ARTIFACTS_DIR)/handler" -name __pycache__ -prune -exec rm -rf {} +
-	python3 -c '$(REQUIREMENTS)' > "$(ARTIFACTS_DIR)/.requirements.txt"
-	python3 -m pip install --quiet --disable-pip-version-check --target "$(ARTIFACTS_DIR)" \
-		--platform manylinux2014_x86_64 --implementation cp --python-version 3.13 --only-binary=:all: \
-		-r "$(ARTIFACTS_DIR)/.requirements.txt"
-	rm "$(ARTIFACTS_DIR)/.requirements.txt"
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)"; exit 1; }
+	python3 deploy/bundle.py "$(ARTIFACTS_DIR)" --python313 "$(PY313)"
 
-# The NAVER Cloud Functions zip: __main__.py at the root, handler/, and the runtime wheels for
-# python:3.13 (Linux x86-64) in virtualenv/, which the launcher activates through activate_this.py.
-NCP_BUILD := dist/ncp-build
-NCP_SITE := $(NCP_BUILD)/virtualenv/lib/python3.13/site-packages
+# The NAVER Cloud Functions zip: __main__.py at the root, handler/, and the runtime wheels in
+# virtualenv/, which the launcher activates through activate_this.py; same wheels and bytecode as above.
+DIST ?= dist
+NCP_BUILD = $(DIST)/ncp-build
 package-ncp:
-	rm -rf $(NCP_BUILD) dist/ncp-action.zip
-	mkdir -p $(NCP_SITE) $(NCP_BUILD)/virtualenv/bin
+	rm -rf $(NCP_BUILD) $(DIST)/ncp-action.zip
+	mkdir -p $(NCP_BUILD)/virtualenv/bin
 	cp deploy/ncp/__main__.py $(NCP_BUILD)/__main__.py
 	cp deploy/ncp/activate_this.py $(NCP_BUILD)/virtualenv/bin/activate_this.py
-	cp -R handler $(NCP_BUILD)/handler
-	find $(NCP_BUILD) -name __pycache__ -prune -exec rm -rf {} +
-	$(PYTHON) -c '$(REQUIREMENTS)' > $(NCP_BUILD)/requirements.txt
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(NCP_SITE) --no-compile \
-		--platform manylinux2014_x86_64 --implementation cp --python-version 3.13 --only-binary=:all: \
-		-r $(NCP_BUILD)/requirements.txt
-	rm $(NCP_BUILD)/requirements.txt
-	cd $(NCP_BUILD) && $(PYTHON) -m zipfile -c ../ncp-action.zip __main__.py handler virtualenv
-	@echo "wrote dist/ncp-action.zip ($$(du -h dist/ncp-action.zip | cut -f1))"
-	@rm -rf dist/ncp-smoke && $(PYTHON) -m zipfile -e dist/ncp-action.zip dist/ncp-smoke
-	@if [ -n "$(PY313)" ]; then $(PY313) -I -S deploy/ncp/smoke.py dist/ncp-smoke; \
+	$(PYTHON) deploy/bundle.py $(NCP_BUILD) --site virtualenv/lib/python3.13/site-packages --python313 "$(PY313)"
+	cd $(NCP_BUILD) && $(PYTHON) -m zipfile -c ../ncp-action.zip __main__.py __pycache__ handler virtualenv
+	@echo "wrote $(DIST)/ncp-action.zip ($$(du -h $(DIST)/ncp-action.zip | cut -f1))"
+	@rm -rf $(DIST)/ncp-smoke && $(PYTHON) -m zipfile -e $(DIST)/ncp-action.zip $(DIST)/ncp-smoke
+	@if [ -n "$(PY313)" ]; then PYTHONDONTWRITEBYTECODE=1 $(PY313) -s -S deploy/ncp/smoke.py $(DIST)/ncp-smoke; \
 	else echo "SKIPPED: no Python 3.13 here to smoke-test the zip"; fi
-	@rm -rf dist/ncp-smoke
+	@rm -rf $(DIST)/ncp-smoke
 
 clean:
 	rm -rf $(VENV) $(VENV313) dist .mypy_cache .ruff_cache .hypothesis

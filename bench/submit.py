@@ -1,127 +1,347 @@
-"""`make bench`: the handler's cost per submission against a bare signed POST, side by side in one run."""
+"""`make bench`: every figure of the performance table, as ratios to its baseline measured interleaved in one run."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import logging
 import os
 import statistics
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
+from emulator.lambda_context import LambdaContextStub
 from emulator.server import Emulator
 from handler import app
-from handler.dataflow import DataflowClient, ExecutionRequest
-from handler.events import normalise
-from handler.jobs import JobSpec
-from handler.routing import plan
-from handler.service import Launcher
-from handler.settings import parse_settings
 from handler.signing import Credentials, signed_headers
 
 ROOT = Path(__file__).resolve().parent.parent
-ACCESS, SECRET = "BENCHACCESSKEY", "bench-secret"
-ROUNDS, PER_ROUND = 5, 200
+COLD = Path(__file__).resolve().parent / "cold.py"
+ACCESS, SECRET, JOB = "BENCHACCESSKEY", "bench-secret", "gqigvH123456"
 S3_EVENT = json.loads((ROOT / "events" / "s3-put.json").read_text())
+NCP_EVENT = json.loads((ROOT / "events" / "ncp-object-storage.json").read_text())
+PARAMETERS = '{"$input": "{bucket}/{key}", "$day": "{time:%Y-%m-%d}"}'
 
 
-def timed(operation: Callable[[int], object], count: int, offset: int) -> float:
-    started = time.perf_counter()
-    for index in range(count):
-        operation(offset + index)
-    return (time.perf_counter() - started) / count
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: the full bench, or a smoke run that only proves every part works."""
+
+    warm_rounds: int
+    warm_calls: int
+    batch_rounds: int
+    answer_delay: float
+    cold_runs: int
 
 
-def event_for(index: int) -> dict[str, object]:
-    event = json.loads(json.dumps(S3_EVENT))
-    event["Records"][0]["s3"]["object"]["sequencer"] = f"{index:018X}"  # a new upload each time, never a duplicate
+FULL = Plan(warm_rounds=7, warm_calls=200, batch_rounds=3, answer_delay=0.1, cold_runs=15)
+SMOKE = Plan(warm_rounds=1, warm_calls=3, batch_rounds=1, answer_delay=0.01, cold_runs=1)
+
+
+@dataclass
+class Figure:
+    name: str
+    detail: str
+    ratio: float | None
+    target: float | None
+
+    def line(self) -> str:
+        ratio = "" if self.ratio is None else f"{self.ratio:5.2f}x"
+        verdict = ""
+        if self.target is not None:
+            met = self.ratio is not None and self.ratio <= self.target
+            verdict = f"target <= {self.target:.2f}x " + ("met" if met else "MISSED")
+        return f"  {self.name:<22} {ratio:>6}  {verdict:<22} {self.detail}"
+
+
+def s3_event(index: int) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(json.dumps(S3_EVENT))
+    event["Records"][0]["s3"]["object"]["sequencer"] = f"{index:018X}"  # a new upload every time, never a duplicate
     return event
 
 
-def import_seconds(module: str) -> float:
-    runs = []
-    for _ in range(5):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, check=True)
-        runs.append(time.perf_counter() - started)
-    return min(runs)
+def sqs_batch(first: int, size: int) -> dict[str, Any]:
+    records = []
+    for index in range(first, first + size):
+        records.append(
+            {
+                "messageId": f"bench-{index}",
+                "body": json.dumps(s3_event(index)),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:ap-northeast-2:123456789012:dataflow-uploads",
+                "awsRegion": "ap-northeast-2",
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764285005123"},
+                "messageAttributes": {},
+            }
+        )
+    return {"Records": records}
 
 
-def main() -> None:
-    # Production logging (Powertools JSON for every decision) is part of the cost; only the terminal is not.
-    with open(os.devnull, "w", encoding="utf-8") as sink:
-        for log_handler in app.logger.handlers:
-            if isinstance(log_handler, logging.StreamHandler):
-                log_handler.setStream(sink)
-        measure()
-
-
-def measure() -> None:
-    with Emulator({ACCESS: SECRET}) as api:
-        url = f"{api.url}/api/v1/jobs/gqigvH123456/executions"
-        path = "/api/v1/jobs/gqigvH123456/executions"
-        headers = {
-            **signed_headers(Credentials(ACCESS, SECRET), "POST", path, str(int(time.time() * 1000))),
-            "Content-Type": "application/json",
-        }
-        body = json.dumps({"parameters": {"$table_name": "orders"}}).encode()
-        session = requests.Session()
-        client = DataflowClient(api.url, Credentials(ACCESS, SECRET))
-        request = ExecutionRequest(JobSpec("gqigvH123456"), {"$table_name": "orders"})
-        config = {
-            "NCLOUD_ACCESS_KEY": ACCESS,
-            "NCLOUD_SECRET_KEY": SECRET,
-            "DATAFLOW_ENDPOINT": api.url,
-            "DATAFLOW_JOB_ID": "gqigvH123456",
-            "DATAFLOW_PARAMETERS": '{"$input": "{bucket}/{key}", "$day": "{time:%Y-%m-%d}"}',
-        }
-        launcher = Launcher()  # a warm container of its own, logging like app.launcher
-        settings = parse_settings(config)
-        launcher.invoke(event_for(0), config, platform="aws")  # warm-up: settings, session, connection
-
-        def raw(_: int) -> object:
-            return session.post(url, data=body, headers=headers, timeout=10).raise_for_status()
-
-        def client_call(_: int) -> object:
-            return client.create_execution(request)
-
-        def handler_call(index: int) -> object:
-            return launcher.invoke(event_for(index), config, platform="aws")
-
-        def core_only(index: int) -> object:
-            batch = normalise(event_for(index), platform="aws", now=datetime.now(UTC))
-            return [plan(trigger, settings.routes, settings.zone) for d in batch.deliveries for trigger in d.triggers]
-
-        samples: dict[str, list[float]] = {"raw": [], "client": [], "handler": [], "core": []}
-        operations = {"raw": raw, "client": client_call, "handler": handler_call, "core": core_only}
-        for round_index in range(ROUNDS):  # interleaved rounds so drift hits every variant alike
-            for name, operation in operations.items():
-                samples[name].append(timed(operation, PER_ROUND, (round_index + 1) * 10_000))
-        executions = len(api.all_executions())
-
-    labels = {
-        "raw": "bare requests POST, precomputed headers",
-        "client": "DataflowClient.create_execution (signs)",
-        "handler": "Launcher.invoke, S3 event -> submission",
-        "core": "normalise + route + render (no network)",
+def config(url: str) -> dict[str, str]:
+    return {
+        "NCLOUD_ACCESS_KEY": ACCESS,
+        "NCLOUD_SECRET_KEY": SECRET,
+        "DATAFLOW_ENDPOINT": url,
+        "DATAFLOW_JOB_ID": JOB,
+        "DATAFLOW_PARAMETERS": PARAMETERS,
     }
+
+
+@contextlib.contextmanager
+def production_logging_to_devnull() -> Iterator[None]:
+    # Production logging (Powertools JSON for every decision, EMF on stdout) is part of the cost; the terminal is not.
+    with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+        streams = [h for h in app.logger.handlers if isinstance(h, logging.StreamHandler)]
+        previous = [h.setStream(sink) for h in streams]
+        try:
+            yield
+        finally:
+            for stream_handler, stream in zip(streams, previous, strict=True):
+                if stream is not None:
+                    stream_handler.setStream(stream)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def next(self, count: int = 1) -> int:
+        """The first of `count` fresh numbers."""
+        self.value += count
+        return self.value - count + 1
+
+
+def warm(api: Emulator, plan: Plan, ids: Counter) -> list[Figure]:
+    path = f"/api/v1/jobs/{JOB}/executions"
+    headers = {
+        **signed_headers(Credentials(ACCESS, SECRET), "POST", path, str(int(time.time() * 1000))),
+        "Content-Type": "application/json",
+    }
+    body = json.dumps({"parameters": {"$input": "raw-data/incoming/orders/2026-11-28.csv"}}).encode()
+    session = requests.Session()
+    context = LambdaContextStub()
+    settings = config(api.url)
+
+    def raw(_: dict[str, Any]) -> object:
+        return session.post(api.url + path, data=body, headers=headers, timeout=10).raise_for_status()
+
+    def handler(event: dict[str, Any]) -> object:
+        result = app.lambda_handler(event, context)
+        assert len(result["submitted"]) == 1, result
+        return result
+
+    def core(event: dict[str, Any]) -> object:  # the same without Powertools' decorators, EMF and os.environ
+        return app.launcher.invoke(event, settings, platform="aws", remaining_ms=30_000)
+
+    operations: dict[str, Callable[[dict[str, Any]], object]] = {"raw": raw, "handler": handler, "core": core}
+    for operation in operations.values():  # warm-up: settings, session and connection of each
+        operation(s3_event(ids.next()))
+    samples: dict[str, list[float]] = {name: [] for name in operations}
+    for _ in range(plan.warm_rounds):  # interleaved rounds, so drift hits every variant alike
+        for name, operation in operations.items():
+            events = [s3_event(ids.next()) for _ in range(plan.warm_calls)]  # built before the clock starts
+            started = time.perf_counter()
+            for event in events:
+                operation(event)
+            samples[name].append((time.perf_counter() - started) / plan.warm_calls)
     median = {name: statistics.median(values) for name, values in samples.items()}
-    print(f"loopback emulator, {ROUNDS} interleaved rounds x {PER_ROUND} calls, median per call")
-    print(f"({executions} executions created):")
-    for name, label in labels.items():
-        print(f"  {label:<42} {median[name] * 1e6:8.0f} us  {median[name] / median['raw']:5.2f}x")
-    base = import_seconds("requests")
-    full = import_seconds("handler.app")
-    print(
-        f"cold import, best of 5: 'import requests' {base * 1000:.0f} ms; 'import handler.app' {full * 1000:.0f} ms"
-        f" ({full / base:.2f}x)"
-    )
+    return [
+        Figure(
+            "warm overhead",
+            f"lambda_handler {median['handler'] * 1e6:.0f} us / bare POST {median['raw'] * 1e6:.0f} us"
+            f" (Launcher.invoke alone {median['core'] * 1e6:.0f} us, {median['core'] / median['raw']:.2f}x)",
+            median["handler"] / median["raw"],
+            1.15,
+        )
+    ]
+
+
+def batch(api: Emulator, plan: Plan, ids: Counter) -> list[Figure]:
+    context = LambdaContextStub()
+    api.answer_delay = plan.answer_delay
+    try:
+        one: list[float] = []
+        ten: list[float] = []
+        for _ in range(plan.batch_rounds):
+            for size, samples in ((1, one), (10, ten)):
+                event = sqs_batch(ids.next(size), size)
+                started = time.perf_counter()
+                result = app.lambda_handler(event, context)
+                samples.append(time.perf_counter() - started)
+                assert len(result["submitted"]) == size, result
+    finally:
+        api.answer_delay = 0.0
+    single, many = statistics.median(one), statistics.median(ten)
+    return [
+        Figure(
+            "batch",
+            f"SQS batch of 10 {many * 1000:.0f} ms / one message {single * 1000:.0f} ms"
+            f" (API answers after {plan.answer_delay * 1000:.0f} ms)",
+            many / single,
+            2.0,
+        )
+    ]
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_kb: int
+
+
+def cold_run(command: list[str], env: dict[str, str]) -> Run:
+    started = time.perf_counter()
+    process = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, check=False)
+    elapsed = time.perf_counter() - started
+    error = process.stderr.decode()
+    if process.returncode != 0:
+        raise SystemExit(f"cold run {command} failed: {error}")
+    # The child reports its own high-water mark: a parent's rusage would count the forked copy of the bench.
+    return Run(elapsed, int(error.rsplit("peak-rss-kb=", 1)[1]))
+
+
+def cold(api: Emulator, plan: Plan, ncp_zip: Path | None, lambda_dir: Path | None) -> list[Figure]:
+    # Every cold process is the same bare interpreter with -S, so no site-packages but the ones
+    # meant for it are visible: the venv's for the reference and the checkout, the artifact's own otherwise.
+    python = getattr(sys, "_base_executable", sys.executable)
+    base_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DATAFLOW_", "NCLOUD_", "POWERTOOLS_"))},
+        **config(api.url),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    venv_env = {**base_env, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    # A cold process is a fresh container: its duplicate memory is empty, so one event serves every run.
+    s3, ncp = json.dumps(s3_event(0)), json.dumps(NCP_EVENT)
+    modes: dict[str, tuple[list[str], dict[str, str]]] = {
+        "reference": ([python, "-S", str(COLD), "reference"], {**venv_env, "BENCH_EVENT": s3}),
+        "checkout": ([python, "-S", str(COLD), "checkout", str(ROOT)], {**venv_env, "BENCH_EVENT": s3}),
+    }
+    runtime = sys.version_info[:2] == (3, 13)
+    with contextlib.ExitStack() as stack:
+        if ncp_zip is not None and runtime:
+            unpacked = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ncp-action-")))
+            with zipfile.ZipFile(ncp_zip) as archive:
+                archive.extractall(unpacked)
+            modes["ncp zip"] = ([python, "-S", str(COLD), "ncp", str(unpacked)], {**base_env, "BENCH_EVENT": ncp})
+        if lambda_dir is not None and runtime:
+            modes["sam build"] = ([python, "-S", str(COLD), "lambda", str(lambda_dir)], {**base_env, "BENCH_EVENT": s3})
+        runs: dict[str, list[Run]] = {name: [] for name in modes}
+
+        def run(name: str) -> Run:
+            return cold_run(*modes[name])
+
+        # Warm-up: the disk cache fills, and the checkout writes its bytecode once (as after any first
+        # run); an artifact never does, as on the platforms, whose code directories are read-only.
+        for name, (command, env) in modes.items():
+            writes = name in ("reference", "checkout")
+            cold_run(command, {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE" or not writes})
+        for _ in range(plan.cold_runs):
+            for name in modes:
+                runs[name].append(run(name))
+    median = {name: statistics.median(r.seconds for r in values) for name, values in runs.items()}
+    peak = {name: max(r.peak_kb for r in values) for name, values in runs.items()}
+    ref, ref_kb = median["reference"], peak["reference"]
+    figures = []
+    for name, label in (("checkout", "cold, checkout"), ("ncp zip", "cold, ncp zip"), ("sam build", "cold, sam build")):
+        if name in median:
+            detail = f"{median[name] * 1000:.0f} ms / reference {ref * 1000:.0f} ms"
+            figures.append(Figure(label, detail, median[name] / ref, 1.10))
+        elif runtime:
+            figures.append(Figure(label, "not measured: `make bench` builds the artifacts", None, None))
+        else:
+            figures.append(Figure(label, "not applicable: the artifacts are built for Python 3.13 only", None, None))
+    for name in median:
+        if name == "reference":
+            continue
+        figures.append(
+            Figure(
+                f"memory, {name}",
+                f"peak RSS {peak[name] / 1024:.1f} MB / reference {ref_kb / 1024:.1f} MB",
+                peak[name] / ref_kb,
+                1.10,
+            )
+        )
+    return figures
+
+
+def largest(sizes: dict[str, int], count: int = 5) -> str:
+    top = sorted(sizes.items(), key=lambda item: -item[1])[:count]
+    return ", ".join(f"{name} {size / 1e3:.0f} kB" for name, size in top)
+
+
+def component(parts: tuple[str, ...]) -> str:
+    inner = [part for part in parts if part not in ("virtualenv", "lib", "python3.13", "site-packages")]
+    return inner[0] if len(inner) > 1 else "(top-level files)"
+
+
+def sizes(ncp_zip: Path | None, lambda_dir: Path | None) -> list[Figure]:
+    figures = []
+    if ncp_zip is not None:
+        with zipfile.ZipFile(ncp_zip) as archive:
+            packed: dict[str, int] = {}
+            for info in archive.infolist():
+                key = component(tuple(info.filename.split("/")))
+                packed[key] = packed.get(key, 0) + info.compress_size
+            unpacked = sum(info.file_size for info in archive.infolist())
+            pyc = sum(info.compress_size for info in archive.infolist() if info.filename.endswith(".pyc"))
+        figures.append(
+            Figure(
+                "size, ncp zip",
+                f"{ncp_zip.stat().st_size / 1e6:.2f} MB zipped ({unpacked / 1e6:.2f} MB unpacked, bytecode"
+                f" {pyc / 1e6:.2f} MB zipped); largest: {largest(packed)}",
+                None,
+                None,
+            )
+        )
+    if lambda_dir is not None:
+        on_disk: dict[str, int] = {}
+        pyc_total = 0
+        for path in lambda_dir.rglob("*"):
+            if path.is_file():
+                key = component(path.relative_to(lambda_dir).parts)
+                on_disk[key] = on_disk.get(key, 0) + path.stat().st_size
+                pyc_total += path.stat().st_size if path.suffix == ".pyc" else 0
+        figures.append(
+            Figure(
+                "size, sam build",
+                f"{sum(on_disk.values()) / 1e6:.2f} MB unpacked (bytecode {pyc_total / 1e6:.2f} MB);"
+                f" largest: {largest(on_disk)}",
+                None,
+                None,
+            )
+        )
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="a few calls of each part: proves the bench runs")
+    parser.add_argument("--ncp-zip", type=Path, help="dist/ncp-action.zip from `make package-ncp`")
+    parser.add_argument("--lambda-dir", type=Path, help="a `make build-LauncherFunction ARTIFACTS_DIR=...` output")
+    args = parser.parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    ids = Counter()
+    print(f"Python {sys.version.split()[0]}: {'smoke run' if args.smoke else 'bench'}, loopback emulator", flush=True)
+    with Emulator({ACCESS: SECRET}) as api:
+        # lambda_handler reads its configuration from the environment, as on Lambda.
+        os.environ.update(config(api.url))
+        with production_logging_to_devnull():
+            figures = warm(api, plan, ids) + batch(api, plan, ids)
+        figures += cold(api, plan, args.ncp_zip, args.lambda_dir)
+    figures += sizes(args.ncp_zip, args.lambda_dir)
+    for figure in figures:
+        print(figure.line())
 
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ class Emulator:
         self.received: list[Received] = []
         self.executions: dict[str, list[dict[str, Any]]] = {}
         self.faults: list[Fault] = []
+        self.answer_delay = 0.0  # seconds every request waits before it is served, like a distant API (bench)
         self.on_request = on_request
         self.lock = threading.Lock()
         self.released = threading.Event()
@@ -326,6 +327,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
+        if self.api.answer_delay:
+            time.sleep(self.api.answer_delay)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
         request = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)

@@ -11,7 +11,6 @@ from datetime import UTC, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from handler.errors import ConfigError, Problems
 from handler.jobs import check_job_spec, describe
@@ -191,6 +190,9 @@ def _zone(config: Mapping[str, str], problems: Problems) -> tzinfo:
         if hours <= 23 and minutes <= 59:
             delta = timedelta(hours=hours, minutes=minutes)
             return timezone(-delta if offset["sign"] == "-" else delta)
+    # Imported only for a named zone: zoneinfo (with the sysconfig it loads) costs a few ms of every cold start.
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -1,0 +1,158 @@
+"""Fills a deployment directory: handler/, pure-Python runtime wheels, pruned, with bytecode for Python 3.13."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = "3.13"  # both platforms run python3.13; the bytecode is compiled for exactly this version
+# Never imported by an invocation (checked by tests/integration/test_artifacts.py, which runs every code
+# path of the unpacked artifacts with imports watched). Powertools' event handler and its bundled Swagger
+# UI are most of the wheel; of its utilities the Logger needs only typing and jmespath_utils.
+PRUNE = ("bin", "aws_lambda_powertools/event_handler")
+KEEP_UTILITIES = {"__init__.py", "typing", "jmespath_utils"}
+BINARY_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
+
+
+def requirements() -> list[str]:
+    with open(ROOT / "pyproject.toml", "rb") as source:
+        return list(tomllib.load(source)["project"]["dependencies"])
+
+
+def install(site: Path) -> None:
+    # `--platform any` with the generic `py` implementation accepts only pure py3-none-any wheels, so the
+    # result runs on x86_64 and arm64 alike and never depends on the build machine (no Docker needed).
+    # --no-compile: pip would write bytecode for the interpreter running it (e.g. cpython-311), which the
+    # 3.13 runtime ignores; bytecode is compiled below, for 3.13.
+    subprocess.run(  # noqa: S603 - fixed arguments
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-compile",
+            "--target",
+            str(site),
+            "--only-binary=:all:",
+            "--platform",
+            "any",
+            "--implementation",
+            "py",
+            "--python-version",
+            RUNTIME,
+            *requirements(),
+        ],
+        check=True,
+    )
+
+
+def check_pure(site: Path) -> None:
+    problems = [str(path.relative_to(site)) for path in site.rglob("*") if path.suffix in BINARY_SUFFIXES]
+    for wheel in site.glob("*.dist-info/WHEEL"):
+        tags = [line.split(":", 1)[1].strip() for line in wheel.read_text().splitlines() if line.startswith("Tag:")]
+        problems += [f"{wheel.parent.name}: {tag}" for tag in tags if not tag.endswith("-none-any")]
+    if problems:
+        sys.exit("architecture-specific files in the bundle: " + ", ".join(problems))
+
+
+def prune(site: Path) -> None:
+    for name in PRUNE:
+        shutil.rmtree(site / name, ignore_errors=True)
+    utilities = site / "aws_lambda_powertools" / "utilities"
+    for entry in utilities.iterdir():
+        if entry.name not in KEEP_UTILITIES:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    for cache in site.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def copy_handler(destination: Path) -> None:
+    shutil.copytree(ROOT / "handler", destination / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def compile_for_runtime(destination: Path, python313: str) -> None:
+    if not python313:
+        # Still a working artifact: 3.13 compiles each module in memory at every cold start (the
+        # platforms' code directories are read-only), which costs cold-start time, nothing else.
+        print(
+            f"WARNING: no Python {RUNTIME} found: {destination} ships sources only, without bytecode."
+            f" Install Python {RUNTIME} (or pass PY313=/path/to/python3.13) for a faster cold start.",
+            file=sys.stderr,
+        )
+        return
+    version = subprocess.run(  # noqa: S603 - the interpreter the caller named
+        [python313, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if version != RUNTIME:
+        sys.exit(f"{python313} is Python {version}, not {RUNTIME}")
+    # unchecked-hash: the runtime loads the .pyc without looking at the source's mtime, which a zip does
+    # not carry faithfully (2-second resolution, no time zone), so nothing is recompiled after unpacking.
+    # -s: no path of this machine goes into the bytecode (the import system fills in the real one).
+    subprocess.run(  # noqa: S603 - the interpreter the caller named
+        [
+            python313,
+            "-m",
+            "compileall",
+            "-q",
+            "-j0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            str(destination),
+            str(destination),
+        ],
+        check=True,
+    )
+    missing = [
+        str(path.relative_to(destination))
+        for path in destination.rglob("*.py")
+        if not (path.parent / "__pycache__" / f"{path.stem}.cpython-313.pyc").is_file()
+    ]
+    if missing:
+        sys.exit("no bytecode compiled for: " + ", ".join(missing))
+
+
+def report(destination: Path) -> None:
+    sizes: dict[str, int] = {}
+    for path in destination.rglob("*"):
+        if path.is_file():
+            parts = path.relative_to(destination).parts
+            key = next((part for part in parts if part not in ("virtualenv", "lib", "python3.13", "site-packages")), "")
+            sizes[key] = sizes.get(key, 0) + path.stat().st_size
+    top = sorted(sizes.items(), key=lambda item: -item[1])[:6]
+    print(
+        f"{destination}: {sum(sizes.values()) / 1e6:.2f} MB unpacked; "
+        + ", ".join(f"{name} {size / 1e3:.0f} kB" for name, size in top)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("destination", type=Path, help="the artifact directory (created if missing)")
+    parser.add_argument("--site", default=".", help="where the wheels go, relative to the destination")
+    parser.add_argument("--python313", default=os.environ.get("PY313", ""), help="a Python 3.13 to compile with")
+    args = parser.parse_args()
+    destination: Path = args.destination
+    site = destination / args.site
+    site.mkdir(parents=True, exist_ok=True)
+    copy_handler(destination)
+    install(site)
+    check_pure(site)
+    prune(site)
+    compile_for_runtime(destination, args.python313)
+    report(destination)
+
+
+if __name__ == "__main__":
+    main()
