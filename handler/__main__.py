@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,26 @@ def _print(data: Any) -> None:
 
 def invoke(args: argparse.Namespace) -> int:
     event = json.loads(Path(args.event).read_text(encoding="utf-8"))
-    config = config_from(os.environ)
-    if args.dry_run:
-        config["DATAFLOW_DRY_RUN"] = "true"
-    # The adapter's structured logging, sent to stderr so stdout carries only the result.
-    from handler.app import launcher, logger
+    from handler import app, ncp
 
+    run: Callable[[], Mapping[str, Any]]
+    if args.platform == "ncp" and isinstance(event, dict):
+        # As the Cloud Functions runtime does: settings in the event file are parameters that
+        # override the environment, and are removed from the event.
+        arguments = {**event, **({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})}
+        os.environ.setdefault("__OW_ACTIVATION_ID", f"cli-{int(time.time())}")
+        logger = ncp.logger
+        run = lambda: ncp.main(arguments)  # noqa: E731 - one call, chosen here
+    else:
+        config = config_from(os.environ) | ({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})
+        logger = app.logger
+        run = lambda: app.launcher.invoke(event, config, platform=args.platform)  # noqa: E731
+    # The adapter's structured logging, sent to stderr so stdout carries only the result.
     for log_handler in logger.handlers:
         if isinstance(log_handler, logging.StreamHandler):
             log_handler.setStream(sys.stderr)
-
     try:
-        activation = f"cli-{int(time.time())}" if args.platform == "ncp" else ""
-        _print(launcher.invoke(event, config, platform=args.platform, activation_id=activation))
+        _print(run())
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -74,6 +82,16 @@ def sign(args: argparse.Namespace) -> int:
     if not access or not secret:
         print("set NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY to sign", file=sys.stderr)
         return 2
+    if args.timestamp is not None and not (args.timestamp.isascii() and args.timestamp.isdigit()):
+        print(f"--timestamp must be epoch milliseconds (digits only), got {args.timestamp!r}", file=sys.stderr)
+        return 2
+    if not args.path.startswith("/") or "://" in args.path:
+        print(
+            f"give the path and query exactly as sent, starting with '/' (e.g. /api/v1/jobs/ID/executions), "
+            f"not {args.path!r}: the scheme and host are not signed",
+            file=sys.stderr,
+        )
+        return 2
     timestamp = args.timestamp or str(int(time.time() * 1000))
     headers = signed_headers(Credentials(access, secret), args.method, args.path, timestamp)
     _print(
@@ -93,21 +111,22 @@ def emulate(args: argparse.Namespace) -> int:
     from emulator.server import Emulator, Received
 
     def show(request: Received) -> None:
-        print(
-            json.dumps(
-                {
-                    "method": request.method,
-                    "path": request.path,
-                    "status": request.status,
-                    "verdict": request.verdict,
-                    "body": request.json,
-                }
-            ),
-            flush=True,
-        )
+        line = {"method": request.method, "path": request.path, "status": request.status, "verdict": request.verdict}
+        if request.expected_string_to_sign is not None:
+            line["expectedStringToSign"] = request.expected_string_to_sign
+        print(json.dumps(line | {"body": request.json}), flush=True)
 
-    api = Emulator({args.access_key: args.secret_key}, host=args.host, port=args.port, on_request=show)
-    print(f"Data Flow emulator on {api.url} (access key {args.access_key}); Ctrl-C stops it", flush=True)
+    try:
+        api = Emulator({args.access_key: args.secret_key}, host=args.host, port=args.port, on_request=show)
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port", file=sys.stderr)
+        return 2
+    print(
+        f"Data Flow emulator on {api.url}; it accepts access key {args.access_key} with secret key "
+        f"{args.secret_key} (export them as NCLOUD_ACCESS_KEY / NCLOUD_SECRET_KEY, and DATAFLOW_ENDPOINT={api.url}). "
+        "Ctrl-C stops it.",
+        flush=True,
+    )
     try:
         api.start()
         while True:
@@ -139,7 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     signer.add_argument("--show-signature", action="store_true", help="print the signature instead of masking it")
     signer.set_defaults(func=sign)
 
-    emulator = commands.add_parser("emulate", help="run the local Data Flow emulator (from a checkout)")
+    emulator = commands.add_parser(
+        "emulate",
+        help="run the local Data Flow emulator (from a checkout)",
+        description="Runs the local Data Flow emulator. It accepts the access key DEMOACCESSKEY with the secret key "
+        "demo-secret-key unless --access-key and --secret-key say otherwise, and prints every request it "
+        "receives with its outcome (for a signature mismatch, the string it expected to be signed).",
+    )
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8930)
     emulator.add_argument("--access-key", default="DEMOACCESSKEY")

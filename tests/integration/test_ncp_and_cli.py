@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from emulator.server import Emulator
 from handler import ncp
@@ -229,3 +233,90 @@ def test_the_caller_header_can_be_turned_off_and_is_never_sent_from_lambda(
     launcher.invoke(load_event("s3-put.json"), ncp_args(live_emulator), platform="aws")
     assert len(live_emulator.posts) == 2
     assert all("x-ncp-dataflow-payload" not in request.headers for request in live_emulator.received)
+
+
+def test_cli_invoke_for_ncp_takes_settings_from_the_event_file_like_the_runtime(
+    live_emulator: Emulator, tmp_path: Path
+) -> None:
+    event = load_event("ncp-object-storage-flat.json") | {
+        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+        "NCLOUD_SECRET_KEY": SECRET_KEY,
+        "DATAFLOW_ENDPOINT": live_emulator.url,
+        "DATAFLOW_JOB_ID": "FromTheFile",
+        "DATAFLOW_PARAMETERS": {"$key": "{key}"},
+    }
+    path = tmp_path / "activation.json"
+    path.write_text(json.dumps(event))
+    done = cli("invoke", "--platform", "ncp", str(path), env={"DATAFLOW_JOB_ID": "FromTheEnvironment"})
+    assert done.returncode == 0, done.stderr
+    [request] = live_emulator.posts
+    assert request.path == "/api/v1/jobs/FromTheFile/executions"
+    assert request.json == {"parameters": {"$key": "incoming/orders/flat payload+1.csv"}}
+    assert SECRET_KEY not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--timestamp", "abc"], "--timestamp must be epoch milliseconds (digits only), got 'abc'"),
+        (["--timestamp", "١٢"], "--timestamp must be epoch milliseconds"),
+    ],
+)
+def test_cli_sign_refuses_a_timestamp_that_is_not_milliseconds(arguments: list[str], message: str) -> None:
+    done = cli(
+        "sign",
+        "POST",
+        "/api/v1/jobs/J/executions",
+        *arguments,
+        env={"NCLOUD_ACCESS_KEY": "A", "NCLOUD_SECRET_KEY": "S"},
+    )
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "path", ["https://dataflow.apigw.ntruss.com/api/v1/jobs/J/executions", "api/v1/jobs/J/executions"]
+)
+def test_cli_sign_refuses_anything_but_a_path(path: str) -> None:
+    done = cli("sign", "POST", path, env={"NCLOUD_ACCESS_KEY": "A", "NCLOUD_SECRET_KEY": "S"})
+    assert done.returncode == 2
+    assert "give the path and query exactly as sent, starting with '/'" in done.stderr
+
+
+def test_cli_emulate_on_a_busy_port_is_a_one_line_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = cli("emulate", "--port", str(busy.getsockname()[1]), env={})
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("cannot listen on 127.0.0.1:")
+    assert "choose another --port" in done.stderr
+
+
+def test_cli_emulate_shows_its_credentials_and_every_request_with_its_outcome() -> None:
+    assert "DEMOACCESSKEY with the secret key demo-secret-key" in " ".join(
+        cli("emulate", "--help", env={}).stdout.split()
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with subprocess.Popen(
+        [sys.executable, "-m", "handler", "emulate", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as server:
+        assert server.stdout is not None
+        try:
+            banner = server.stdout.readline()
+            timestamp = str(int(time.time() * 1000))
+            headers = {
+                "x-ncp-apigw-timestamp": timestamp,
+                "x-ncp-iam-access-key": "DEMOACCESSKEY",
+                "x-ncp-apigw-signature-v2": "wrong",
+            }
+            requests.post(f"http://127.0.0.1:{port}/api/v1/jobs/J/executions", json={}, headers=headers, timeout=5)
+            line = json.loads(server.stdout.readline())
+        finally:
+            server.terminate()
+    assert "accepts access key DEMOACCESSKEY with secret key demo-secret-key" in banner
+    assert (line["status"], line["verdict"]) == (401, "rejected: signature mismatch")
+    assert line["expectedStringToSign"] == f"POST /api/v1/jobs/J/executions\n{timestamp}\nDEMOACCESSKEY"
+    assert "demo-secret-key" not in json.dumps(line)
