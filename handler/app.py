@@ -12,6 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler.errors import ConfigError, InvocationFailedError
+from handler.secrets import KEY_NAMES, SECRET_SETTING, SecretReader
 from handler.service import Launcher, Result
 from handler.settings import config_from
 
@@ -21,6 +22,18 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "D
 # The core logs through logging.getLogger("handler.*"); give those loggers Powertools' JSON format.
 copy_config_to_registered_loggers(source_logger=logger, include={"handler"})
 launcher = Launcher()
+secrets = SecretReader(os.environ)
+
+
+def configuration() -> dict[str, str]:
+    """The environment's settings, the NCP keys read from Secrets Manager when a secret is named."""
+    config = config_from(os.environ)
+    secret_id = config.get(SECRET_SETTING, "").strip()
+    if secret_id and not any(config.get(name, "").strip() for name in KEY_NAMES):
+        access, secret = secrets.keys(secret_id)
+        del config[SECRET_SETTING]
+        config |= {"NCLOUD_ACCESS_KEY": access, "NCLOUD_SECRET_KEY": secret}
+    return config  # with both a secret and keys set, the settings check reports the conflict
 
 
 def record_metrics(result: Mapping[str, Any]) -> None:
@@ -32,12 +45,12 @@ def record_metrics(result: Mapping[str, Any]) -> None:
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Result:
     try:
-        result = launcher.invoke(
-            event,
-            config_from(os.environ),
-            platform="aws",
-            remaining_ms=context.get_remaining_time_in_millis(),
-        )
+        try:
+            config = configuration()
+        except ConfigError as exc:
+            logger.error("invalid configuration", extra={"problems": [str(problem) for problem in exc.problems]})
+            raise
+        result = launcher.invoke(event, config, platform="aws", remaining_ms=context.get_remaining_time_in_millis())
     except InvocationFailedError as exc:
         record_metrics(exc.result)
         raise

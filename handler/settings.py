@@ -26,6 +26,7 @@ DRY_RUN_SECRET_KEY = "dry-run-placeholder-secret"  # noqa: S105 - deliberately p
 CONFIG_NAMES = (
     "NCLOUD_ACCESS_KEY",
     "NCLOUD_SECRET_KEY",
+    "NCLOUD_CREDENTIALS_SECRET",
     "DATAFLOW_ENDPOINT",
     "DATAFLOW_JOB_ID",
     "DATAFLOW_WORKFLOW_ID",
@@ -268,6 +269,15 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
     dry_run = _flag(config, "DATAFLOW_DRY_RUN", problems)
     access = _credential(config, "NCLOUD_ACCESS_KEY", problems)
     secret = _credential(config, "NCLOUD_SECRET_KEY", problems)
+    if _value(config, "NCLOUD_CREDENTIALS_SECRET"):
+        # The Lambda adapter reads a named secret into the two keys; anything left here is a conflict.
+        reason = (
+            "set together with NCLOUD_ACCESS_KEY/NCLOUD_SECRET_KEY; set either the secret or the keys"
+            if access or secret
+            else "is read only on AWS Lambda (Parameters and Secrets extension); on Cloud Functions use "
+            "encrypted default parameters NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY"
+        )
+        problems.add("NCLOUD_CREDENTIALS_SECRET", reason)
     if access and secret:
         credentials = Credentials(access, secret)
     else:
