@@ -1,0 +1,173 @@
+"""template.yaml through the real SAM transform, offline: every event source, the secret, the settings."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from handler.settings import CONFIG_NAMES
+from tests.conftest import ROOT
+
+SECRET_ARN = "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:ncp-keys-AbCdEf"
+LAYER_ARN = "arn:aws:lambda:ap-northeast-2:738900069198:layer:AWS-Parameters-and-Secrets-Lambda-Extension-Arm64:17"
+
+
+class NoManagedPolicies:
+    """The transform asks IAM for managed policy ARNs; offline, SAM's own names are all it needs."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def translated() -> dict[str, Any]:
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    template = yaml_parse((ROOT / "template.yaml").read_text(encoding="utf-8"))
+    template["Resources"]["LauncherFunction"]["Properties"]["CodeUri"] = "s3://artifacts/launcher.zip"  # as sam package
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", "ap-northeast-2")  # the transform needs a region, nothing else of AWS
+        translated: dict[str, Any] = transform(template, {}, NoManagedPolicies())
+    return translated
+
+
+def resolve(value: Any, parameters: Mapping[str, Any], template: Mapping[str, Any]) -> Any:
+    """Evaluates the intrinsic functions the template's conditions use, for given parameter values."""
+    if isinstance(value, dict) and len(value) == 1:
+        [(name, argument)] = value.items()
+        if name == "Ref":
+            default = template["Parameters"].get(argument, {}).get("Default")
+            return parameters.get(argument, default)
+        if name == "Fn::Equals":
+            left, right = (resolve(item, parameters, template) for item in argument)
+            return str(left) == str(right)
+        if name == "Fn::Not":
+            return not resolve(argument[0], parameters, template)
+        if name == "Fn::Or":
+            return any(resolve(item, parameters, template) for item in argument)
+        if name == "Fn::And":
+            return all(resolve(item, parameters, template) for item in argument)
+        if name == "Condition":
+            return resolve(template["Conditions"][argument], parameters, template)
+    return value
+
+
+def holds(condition: str, parameters: Mapping[str, Any], template: Mapping[str, Any]) -> bool:
+    return bool(resolve({"Condition": condition}, parameters, template))
+
+
+def resources_of(template: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    return {name: body for name, body in template["Resources"].items() if body["Type"] == kind}
+
+
+def test_uploads_reach_the_function_through_sqs_with_partial_batch_responses_and_a_redrive_dlq(
+    translated: dict[str, Any],
+) -> None:
+    bucket = translated["Resources"]["UploadBucket"]["Properties"]
+    [notification] = bucket["NotificationConfiguration"]["QueueConfigurations"]
+    assert notification["Event"] == "s3:ObjectCreated:*"
+    assert notification["Queue"] == {"Fn::GetAtt": ["UploadQueue", "Arn"]}
+    [mapping] = resources_of(translated, "AWS::Lambda::EventSourceMapping").values()
+    assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["UploadQueue", "Arn"]}
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["Properties"]["BatchSize"] == {"Ref": "BatchSize"}
+    redrive = translated["Resources"]["UploadQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["UploadDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": {"Ref": "MaxReceiveCount"},
+    }
+
+
+def test_an_existing_bucket_is_an_optional_eventbridge_rule(translated: dict[str, Any]) -> None:
+    rule = translated["Resources"]["ExistingBucketRule"]
+    assert rule["Condition"] == "UseExistingBucket"
+    assert rule["Properties"]["EventPattern"]["detail-type"] == ["Object Created"]
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["LauncherFunction", "Arn"]}
+    assert translated["Resources"]["ExistingBucketPermission"]["Condition"] == "UseExistingBucket"
+    assert not holds("UseExistingBucket", {}, translated)
+    assert holds("UseExistingBucket", {"ExistingBucketName": "my-data"}, translated)
+
+
+def test_the_schedule_is_a_scheduler_schedule_with_retries_a_dlq_and_the_input_the_handler_reads(
+    translated: dict[str, Any],
+) -> None:
+    [schedule] = resources_of(translated, "AWS::Scheduler::Schedule").values()
+    target = schedule["Properties"]["Target"]
+    assert target["Input"] == {"Fn::Sub": '{"schedule": "${ScheduleName}", "time": "<aws.scheduler.scheduled-time>"}'}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
+    assert schedule["Properties"]["ScheduleExpressionTimezone"] == {"Ref": "ScheduleTimezone"}
+    role = translated["Resources"][target["RoleArn"]["Fn::GetAtt"][0]]
+    actions = [s["Action"] for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert "sqs:SendMessage" in actions
+
+
+def test_failed_async_invocations_go_to_an_on_failure_queue(translated: dict[str, Any]) -> None:
+    [config] = resources_of(translated, "AWS::Lambda::EventInvokeConfig").values()
+    assert config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["FailedEventsQueue", "Arn"]
+    }
+    assert config["Properties"]["MaximumRetryAttempts"] == 2
+
+
+def test_a_named_secret_adds_the_extension_layer_and_a_policy_on_that_one_secret(translated: dict[str, Any]) -> None:
+    function = translated["Resources"]["LauncherFunction"]["Properties"]
+    assert function["Layers"] == {
+        "Fn::If": ["UseSecret", [{"Ref": "SecretsExtensionLayerArn"}], {"Ref": "AWS::NoValue"}]
+    }
+    policy = translated["Resources"]["SecretReadPolicy"]
+    assert policy["Condition"] == "UseSecret"
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement == {
+        "Effect": "Allow",
+        "Action": "secretsmanager:GetSecretValue",
+        "Resource": {"Ref": "NcloudCredentialsSecretArn"},
+    }
+    assert holds(
+        "UseSecret", {"NcloudCredentialsSecretArn": SECRET_ARN, "SecretsExtensionLayerArn": LAYER_ARN}, translated
+    )
+    assert not holds("UseSecret", {}, translated)
+    variables = function["Environment"]["Variables"]
+    # With a secret, no key reaches the environment in plain text.
+    assert variables["NCLOUD_ACCESS_KEY"] == {"Fn::If": ["UseSecret", "", {"Ref": "NcloudAccessKey"}]}
+    assert variables["NCLOUD_SECRET_KEY"] == {"Fn::If": ["UseSecret", "", {"Ref": "NcloudSecretKey"}]}
+
+
+def test_the_handler_resolves_to_an_importable_callable(translated: dict[str, Any]) -> None:
+    module, _, name = translated["Resources"]["LauncherFunction"]["Properties"]["Handler"].rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_every_variable_the_template_sets_is_a_setting_and_every_required_one_is_set(
+    translated: dict[str, Any],
+) -> None:
+    variables = translated["Resources"]["LauncherFunction"]["Properties"]["Environment"]["Variables"]
+    unknown = [name for name in variables if name not in CONFIG_NAMES and not name.startswith("POWERTOOLS_")]
+    assert unknown == []
+    assert {"NCLOUD_ACCESS_KEY", "NCLOUD_SECRET_KEY", "NCLOUD_CREDENTIALS_SECRET"} <= set(variables)
+    assert {"DATAFLOW_JOB_ID", "DATAFLOW_ROUTES"} <= set(variables)
+    # Every setting a user may want is a parameter (the handler's own names, one for one).
+    settable = {name for name in CONFIG_NAMES if name.startswith("DATAFLOW_")} - {"DATAFLOW_CALLER_HEADER"}
+    assert settable <= set(variables), settable - set(variables)
+
+
+def test_rules_refuse_a_secret_without_the_layer_and_keys_without_both_halves(translated: dict[str, Any]) -> None:
+    rules = translated["Rules"]
+
+    def refused(parameters: dict[str, str]) -> list[str]:
+        failed = []
+        for name, rule in rules.items():
+            if resolve(rule["RuleCondition"], parameters, translated):
+                failed += [
+                    name for assertion in rule["Assertions"] if not resolve(assertion["Assert"], parameters, translated)
+                ]
+        return failed
+
+    assert refused({"NcloudCredentialsSecretArn": SECRET_ARN}) == ["SecretNeedsTheExtension"]
+    assert refused({"NcloudCredentialsSecretArn": SECRET_ARN, "SecretsExtensionLayerArn": LAYER_ARN}) == []
+    assert refused({"NcloudAccessKey": "AK"}) == ["KeysWithoutSecret"]
+    assert refused({"NcloudAccessKey": "AK", "NcloudSecretKey": "SK"}) == []
