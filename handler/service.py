@@ -415,7 +415,7 @@ class Launcher:
                     )
                 case Unknown():
                     error = f"unknown-outcome: cannot tell whether this event already started a run: {lookup.reason}"
-                    return _failed(step.route, step.job.job_id, error, mode == "always", source, step.dedup_key)
+                    return _failed(step.route, step.job.job_id, error, _replay_safe(step, mode), source, step.dedup_key)
                 case Absent():
                     pass
                 case _:
@@ -445,7 +445,13 @@ class Launcher:
                     case Unknown():
                         error = _unresolved(exc, lookup.reason)
                         return _failed(
-                            step.route, step.job.job_id, error, mode == "always", source, step.dedup_key, details
+                            step.route,
+                            step.job.job_id,
+                            error,
+                            _replay_safe(step, mode),
+                            source,
+                            step.dedup_key,
+                            details,
                         )
                     case Absent():
                         log.warning(
@@ -541,6 +547,11 @@ def _describe(lookup: Lookup) -> str:
             return f"cannot tell: {lookup.reason}"
         case _:
             assert_never(lookup)
+
+
+def _replay_safe(step: PlannedExecution, mode: DedupCheck) -> bool:
+    """Whether a redelivery of a run that may exist is checked first, in any container."""
+    return mode == "always" and step.dedup_parameter is not None
 
 
 def _unresolved(exc: SubmitError, reason: str) -> str:

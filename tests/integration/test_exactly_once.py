@@ -237,3 +237,11 @@ def test_a_destination_record_replays_exactly_the_executions_of_its_original_eve
     fresh = run(Launcher(clocks=clock.clocks()), identifying, record)  # the original never ran: now it does
     assert [entry["dedupKey"] for entry in fresh["submitted"]] == [entry["dedupKey"] for entry in original["submitted"]]
     assert len(emulator.all_executions()) == 1
+
+
+def test_an_unknown_outcome_is_replay_safe_only_with_a_dedup_parameter(
+    launcher: Launcher, identifying: dict[str, str], emulator: Emulator
+) -> None:
+    lose_the_answer_and_the_lookup(emulator)
+    entry = run(launcher, identifying, load_event("s3-put.json"))["failed"][0]
+    assert entry["retryable"] is True  # any container looks for the $dedup value before resubmitting
