@@ -144,7 +144,17 @@ def warm(api: Emulator, plan: Plan, ids: Counter) -> list[Figure]:
     def core(event: dict[str, Any]) -> object:  # the same without Powertools' decorators, EMF and os.environ
         return app.launcher.invoke(event, settings, platform="aws", remaining_ms=30_000)
 
-    operations: dict[str, Callable[[dict[str, Any]], object]] = {"raw": raw, "handler": handler, "core": core}
+    checked_settings = settings | {"DATAFLOW_DEDUP_PARAMETER": "$dedup_key"}
+
+    def checked(event: dict[str, Any]) -> object:  # with a dedupParameter: one lookup GET before the POST
+        return app.launcher.invoke(event, checked_settings, platform="aws", remaining_ms=30_000)
+
+    operations: dict[str, Callable[[dict[str, Any]], object]] = {
+        "raw": raw,
+        "handler": handler,
+        "core": core,
+        "checked": checked,
+    }
     for operation in operations.values():  # warm-up: settings, session and connection of each
         operation(s3_event(ids.next()))
     samples: dict[str, list[float]] = {name: [] for name in operations}
@@ -160,7 +170,8 @@ def warm(api: Emulator, plan: Plan, ids: Counter) -> list[Figure]:
         Figure(
             "warm overhead",
             f"lambda_handler {median['handler'] * 1e6:.0f} us / bare POST {median['raw'] * 1e6:.0f} us"
-            f" (Launcher.invoke alone {median['core'] * 1e6:.0f} us, {median['core'] / median['raw']:.2f}x)",
+            f" (Launcher.invoke alone {median['core'] * 1e6:.0f} us, {median['core'] / median['raw']:.2f}x;"
+            f" with a dedupParameter, one lookup GET more: {median['checked'] / median['raw']:.2f}x)",
             median["handler"] / median["raw"],
             1.15,
         )

@@ -134,16 +134,9 @@ class DryRunSubmitter:
         )
         return Submitted({}, 0, dry_run=True)
 
-    def list_executions(
-        self,
-        job_id: str,
-        *,
-        page: int,
-        limit: int,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        return {"list": [], "count": 0, "page": page, "limit": limit}  # a dry run starts nothing to find
+    def list_executions(self, job_id: str, **options: Any) -> dict[str, Any]:
+        # Reading changes nothing; a dry run turns the dedup check off, so nothing calls this yet.
+        return self.client.list_executions(job_id, **options)
 
 
 class DedupMemory:
@@ -441,7 +434,7 @@ class Launcher:
                 match lookup:
                     case Found():
                         answer = Submitted({"jobExecutionId": lookup.execution_id, "status": lookup.status}, 0)
-                        return self._submitted(step, source, answer, "found by lookup after " + exc.code, call)
+                        return self._submitted(step, source, answer, "found by lookup after " + exc.code)
                     case Unknown():
                         error = _unresolved(exc, lookup.reason)
                         return _failed(
@@ -465,7 +458,7 @@ class Launcher:
                 found = self._settle(step, call)
                 if isinstance(found, Found):
                     answer = Submitted({"jobExecutionId": found.execution_id, "status": found.status}, answer.attempts)
-            return self._submitted(step, source, answer, None, call, elapsed=self._since(started))
+            return self._submitted(step, source, answer, None, elapsed=self._since(started))
         error = f"unknown-outcome: the execution stayed absent after {MAX_RESENDS} resends that each lost their answer"
         return _failed(step.route, step.job.job_id, error, True, source, step.dedup_key)
 
@@ -475,7 +468,6 @@ class Launcher:
         source: Source,
         answer: Submitted,
         reconciled: str | None,
-        call: _Call,
         elapsed: float | None = None,
     ) -> SubmittedEntry:
         if not answer.dry_run:
