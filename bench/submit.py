@@ -16,6 +16,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,10 @@ class Figure:
 
 def s3_event(index: int) -> dict[str, Any]:
     event: dict[str, Any] = json.loads(json.dumps(S3_EVENT))
-    event["Records"][0]["s3"]["object"]["sequencer"] = f"{index:018X}"  # a new upload every time, never a duplicate
+    record = event["Records"][0]
+    record["s3"]["object"]["sequencer"] = f"{index:018X}"  # a new upload every time, never a duplicate
+    # Uploaded just now, as a live event is: a lookup then reads only the runs started since.
+    record["eventTime"] = datetime.now(UTC).isoformat()
     return event
 
 
