@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlencode
 
 import requests
@@ -53,8 +53,7 @@ def classify_status(status: int) -> Kind:
     return "permanent"
 
 
-@dataclass(frozen=True)
-class ExecutionRequest:
+class ExecutionRequest(NamedTuple):
     job: JobSpec
     parameters: Mapping[str, str]
 
@@ -65,8 +64,7 @@ class ExecutionRequest:
         return body
 
 
-@dataclass(frozen=True)
-class Submitted:
+class Submitted(NamedTuple):
     """The answer to a create call; `execution` is empty for a 2xx without a readable JSON body."""
 
     execution: Mapping[str, Any]
@@ -96,8 +94,7 @@ class Clocks:
     jitter: Callable[[], float] = field(default=random.random)
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     """A response whose body was read in full (`content`) or cut off (`content` is None)."""
 
     status: int

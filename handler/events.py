@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import unquote_plus
 
 from handler.errors import EventError, Problems
@@ -46,8 +45,7 @@ _EVENT_MARKERS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class ObjectTrigger:
+class ObjectTrigger(NamedTuple):
     bucket: str
     key: str
     event_name: str
@@ -60,57 +58,49 @@ class ObjectTrigger:
     own_time: bool = True  # False when the event carried no time and `time` is the arrival time
 
 
-@dataclass(frozen=True)
-class ScheduleTrigger:
+class ScheduleTrigger(NamedTuple):
     schedule: str
     time: datetime
     event_id: str = ""
 
 
-@dataclass(frozen=True)
-class RouteInvocation:
+class RouteInvocation(NamedTuple):
     route: str
     time: datetime
     event_id: str = ""
 
 
-@dataclass(frozen=True)
-class JobInvocation:
+class JobInvocation(NamedTuple):
     job: JobSpec
     parameters: Mapping[str, str]
     time: datetime
     event_id: str = ""
 
 
-@dataclass(frozen=True)
-class S3TestTrigger:
+class S3TestTrigger(NamedTuple):
     bucket: str = ""
 
 
-@dataclass(frozen=True)
-class BadEvent:
+class BadEvent(NamedTuple):
     reason: str
 
 
 Trigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation | S3TestTrigger | BadEvent
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """What one delivered message held; `message_id` is set for SQS records."""
 
     triggers: tuple[Trigger, ...]
     message_id: str | None = None
 
 
-@dataclass(frozen=True)
-class Batch:
+class Batch(NamedTuple):
     deliveries: tuple[Delivery, ...]
     from_sqs: bool = False
 
 
-@dataclass(frozen=True)
-class _Context:
+class _Context(NamedTuple):
     platform: Platform
     now: datetime
     activation_id: str = ""

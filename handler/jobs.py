@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from handler.errors import Problems
 
@@ -16,8 +15,7 @@ NUM_WORKER_RANGE = (2, 10)
 TIMEOUT_RANGE = (1, 1440)
 
 
-@dataclass(frozen=True)
-class JobSpec:
+class JobSpec(NamedTuple):
     """The target of an execution: the URL parts and the optional jobCondition body."""
 
     job_id: str

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import count as count_from
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 # Executions carry the service's clock and events the source's; both are NTP-synchronised, but the
 # service's createdDate is truncated to the second.
@@ -19,8 +18,7 @@ Verdict = Literal["ours", "other", "unknown"]
 ListPage = Callable[[int, int], Mapping[str, Any]]
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """What tells our run apart: the parameters sent, the job condition, and the oldest possible start."""
 
     parameters: Mapping[str, str]
@@ -34,21 +32,18 @@ class Identity:
     others: Container[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(NamedTuple):
     execution_id: str | None
     status: str | None
 
 
-@dataclass(frozen=True)
-class Absent:
+class Absent(NamedTuple):
     """Every execution in the window was seen and none is ours."""
 
     examined: int
 
 
-@dataclass(frozen=True)
-class Unknown:
+class Unknown(NamedTuple):
     reason: str
 
 

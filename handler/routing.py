@@ -8,9 +8,8 @@ import json
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any, Literal, assert_never
+from typing import Any, Literal, NamedTuple, assert_never
 
 from handler.errors import Problems
 from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger
@@ -32,8 +31,7 @@ RoutableTrigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocat
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
     """Filters ANDed together; None means "any". A None source serves objects and schedules."""
 
     source: Source | None = None
@@ -72,8 +70,7 @@ class Match:
         return self.schedule is None or self.schedule == trigger.schedule
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     name: str
     match: Match
     job: JobSpec
@@ -81,8 +78,7 @@ class Route:
     dedup_parameter: str | None = None
 
 
-@dataclass(frozen=True)
-class PlannedExecution:
+class PlannedExecution(NamedTuple):
     """One execution to submit: where, what body, and the key that identifies it across deliveries.
 
     `time` is the event's time: no execution of this event can have been created before it.
@@ -96,14 +92,12 @@ class PlannedExecution:
     dedup_parameter: str | None = None
 
 
-@dataclass(frozen=True)
-class Skip:
+class Skip(NamedTuple):
     route: str | None
     reason: str
 
 
-@dataclass(frozen=True)
-class Reject:
+class Reject(NamedTuple):
     """The event asks for something that cannot run: a failure with the handler's own code."""
 
     route: str | None

@@ -9,7 +9,7 @@ from collections.abc import Container, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NotRequired, Protocol, TypedDict, assert_never, final
+from typing import Any, NamedTuple, NotRequired, Protocol, TypedDict, assert_never, final
 
 from handler.dataflow import Clocks, DataflowClient, ExecutionRequest, Submitted, describe_prepared
 from handler.errors import ConfigError, InvocationFailedError, SubmitError
@@ -215,8 +215,7 @@ def source_of(trigger: Trigger, message_id: str | None) -> Source:
     return source
 
 
-@dataclass(frozen=True)
-class _Call:
+class _Call(NamedTuple):
     """What every submission of one invocation shares."""
 
     settings: Settings

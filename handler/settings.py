@@ -6,10 +6,9 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 from urllib.parse import urlsplit
 
 from handler.errors import ConfigError, Problems
@@ -58,8 +57,7 @@ _FALSE = {"false", "0", "no", "off"}
 _OFFSET = re.compile(r"(?P<sign>[+-])(?P<hours>\d{2}):(?P<minutes>\d{2})")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Everything an invocation needs, validated; built once per distinct configuration."""
 
     credentials: Credentials

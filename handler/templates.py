@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
+from typing import NamedTuple
 
 from handler.errors import HandlerError
 
@@ -25,18 +25,15 @@ class TemplateError(HandlerError):
     """A template that cannot be parsed; the message says why."""
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True)
-class MatchGroup:
+class MatchGroup(NamedTuple):
     group: str
 
 
-@dataclass(frozen=True)
-class Time:
+class Time(NamedTuple):
     offset: timedelta
     format: str | None
 
@@ -44,8 +41,7 @@ class Time:
 Part = str | Field | MatchGroup | Time
 
 
-@dataclass(frozen=True)
-class Template:
+class Template(NamedTuple):
     """A parsed parameter value: literal text and placeholders, in order."""
 
     text: str
