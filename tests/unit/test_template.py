@@ -161,13 +161,26 @@ def test_rules_refuse_a_secret_without_the_layer_and_keys_without_both_halves(tr
     def refused(parameters: dict[str, str]) -> list[str]:
         failed = []
         for name, rule in rules.items():
-            if resolve(rule["RuleCondition"], parameters, translated):
+            if resolve(rule.get("RuleCondition", True), parameters, translated):
                 failed += [
                     name for assertion in rule["Assertions"] if not resolve(assertion["Assert"], parameters, translated)
                 ]
         return failed
 
-    assert refused({"NcloudCredentialsSecretArn": SECRET_ARN}) == ["SecretNeedsTheExtension"]
-    assert refused({"NcloudCredentialsSecretArn": SECRET_ARN, "SecretsExtensionLayerArn": LAYER_ARN}) == []
-    assert refused({"NcloudAccessKey": "AK"}) == ["KeysWithoutSecret"]
-    assert refused({"NcloudAccessKey": "AK", "NcloudSecretKey": "SK"}) == []
+    job = {"DataflowJobId": "J1"}
+    assert refused(job | {"NcloudCredentialsSecretArn": SECRET_ARN}) == ["SecretNeedsTheExtension"]
+    assert refused(job | {"NcloudCredentialsSecretArn": SECRET_ARN, "SecretsExtensionLayerArn": LAYER_ARN}) == []
+    assert refused(job | {"NcloudAccessKey": "AK"}) == ["KeysWithoutSecret"]
+    assert refused(job | {"NcloudAccessKey": "AK", "NcloudSecretKey": "SK"}) == []
+    keys = {"NcloudAccessKey": "AK", "NcloudSecretKey": "SK"}
+    assert refused(keys) == ["OneTarget"]
+    assert refused(keys | job | {"DataflowRoutes": "@routes.json"}) == ["OneTarget"]
+
+
+def test_the_function_may_read_the_upload_queue_and_no_other(translated: dict[str, Any]) -> None:
+    role = translated["Resources"]["LauncherFunctionRole"]["Properties"]
+    assert "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole" not in role["ManagedPolicyArns"]
+    statements = [
+        s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] if "sqs:ReceiveMessage" in s["Action"]
+    ]
+    assert [s["Resource"] for s in statements] == [{"Fn::GetAtt": ["UploadQueue", "Arn"]}]
