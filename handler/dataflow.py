@@ -370,6 +370,21 @@ class DataflowClient:
         return Answer(response.status_code, response.reason or "", response.headers, content)
 
     def _transport_error(self, exc: requests.RequestException, watch: AttemptWatch, spent: float) -> SubmitError:
+        # "Surely not sent" needs evidence: the watched connection saw the attempt and no full request
+        # left, or the error itself says the connection never opened. Otherwise it may have run.
+        unobserved = watch.connection is None and not isinstance(
+            exc, requests.ConnectTimeout | requests.exceptions.SSLError
+        )
+        if unobserved and not any(
+            isinstance(c, NameResolutionError | ConnectionRefusedError | socket.gaierror) for c in _causes(exc)
+        ):
+            return SubmitError(
+                "unknown-outcome",
+                f"{type(exc).__name__} after {spent:.2f}s, on a connection this client could not observe; "
+                "the execution may exist",
+                retryable=False,
+                ambiguous=True,
+            )
         if not watch.request_sent:
             code, message = unsent_failure(exc, watch, self.https, spent)
             return SubmitError(code, message, retryable=True)

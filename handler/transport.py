@@ -20,7 +20,7 @@ class AttemptWatch:
     """What one attempt got through (connected, sent) and whether its deadline cut it off."""
 
     def __init__(self) -> None:
-        self.connection: HTTPConnection | None = None
+        self.connection: HTTPConnection | None = None  # set once a watched connection takes the request
         self.tcp_connected = False
         self.request_sent = False
         self.cut_off = False
@@ -84,6 +84,12 @@ class WatchedAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        # Through an HTTP(S)_PROXY too, or "was it sent?" could not be observed.
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
 
 
 class Watchdog:

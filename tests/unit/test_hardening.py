@@ -235,3 +235,23 @@ def test_reasons_that_quote_field_names_always_encode() -> None:
     reason = bad_reason({"jobId": "J1", "parameters": {"\ud800": "v"}, "\udfff": 1})
     reason.encode("utf-8")
     assert "\\ud800" in reason
+
+
+def test_a_failure_on_a_connection_the_client_could_not_observe_may_have_run() -> None:
+    import requests
+
+    from handler.dataflow import DataflowClient
+    from handler.signing import Credentials
+
+    client = DataflowClient("https://dataflow.example.com", Credentials("AK", "SK"))
+    error = client._transport_error(requests.ReadTimeout("read timed out"), AttemptWatch(), 1.5)
+    assert (error.code, error.ambiguous, error.retryable) == ("unknown-outcome", True, False)
+    refused = requests.ConnectionError(ConnectionRefusedError(111, "Connection refused"))
+    assert client._transport_error(refused, AttemptWatch(), 0.01).retryable is True
+
+
+def test_requests_through_a_proxy_are_watched_too() -> None:
+    from handler.transport import WatchedAdapter
+
+    manager = WatchedAdapter().proxy_manager_for("http://127.0.0.1:3128")
+    assert manager.pool_classes_by_scheme["https"].ConnectionCls.__name__ == "_WatchedHTTPSConnection"
