@@ -1,7 +1,5 @@
 """Command line: invoke an event file, run the emulator, sign a request, validate configuration."""
 
-from __future__ import annotations
-
 import argparse
 import json
 import logging

@@ -1,7 +1,5 @@
 """Data Flow API client: one session, deadline-bounded attempts, a failure classifier and typed errors."""
 
-from __future__ import annotations
-
 import json
 import logging
 import math
@@ -10,7 +8,6 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlencode
@@ -84,14 +81,13 @@ class Submitted(NamedTuple):
         return value if isinstance(value, str) else None
 
 
-@dataclass
-class Clocks:
+class Clocks(NamedTuple):
     """Time sources, injectable so tests never sleep: wall clock for signing, monotonic for deadlines."""
 
     wall: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
-    jitter: Callable[[], float] = field(default=random.random)
+    jitter: Callable[[], float] = random.random
 
 
 class Answer(NamedTuple):
@@ -230,7 +226,8 @@ class DataflowClient:
             prepared.body = json.dumps(body, allow_nan=False).encode("ascii")
             prepared.headers["Content-Length"] = str(len(prepared.body))
         prepared.hooks = {"response": []}
-        prepared.prepare_cookies(RequestsCookieJar())  # requests reads the jar when a 3xx is answered
+        # requests reads the jar when a 3xx is answered; an empty one needs no Cookie header computed.
+        prepared._cookies = RequestsCookieJar()  # type: ignore[attr-defined]
         return self.auth(prepared)
 
     def prepare_create(

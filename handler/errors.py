@@ -1,7 +1,5 @@
 """The project's one error hierarchy: every error the handler raises derives from HandlerError."""
 
-from __future__ import annotations
-
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 

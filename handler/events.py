@@ -1,7 +1,5 @@
 """Every accepted platform envelope, normalised into a flat list of triggers."""
 
-from __future__ import annotations
-
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime

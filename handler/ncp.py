@@ -1,7 +1,5 @@
 """NAVER Cloud Functions adapter: main(args) -> dict."""
 
-from __future__ import annotations
-
 import base64
 import json
 import os
@@ -14,7 +12,8 @@ from handler.service import Launcher, Result
 from handler.settings import CONFIG_NAMES, config_from
 
 CALLER_HEADER = "x-ncp-dataflow-payload"
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "dataflow-launcher")
+# Messages are plain words: str skips the JSON decode Powertools tries on each.
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "dataflow-launcher", json_deserializer=str)
 copy_config_to_registered_loggers(source_logger=logger, include={"handler"})
 launcher = Launcher()
 

@@ -1,7 +1,5 @@
 """Looking an execution up by what it was sent with: the job's recent runs, matched to one planned run."""
 
-from __future__ import annotations
-
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import count as count_from

@@ -1,7 +1,5 @@
 """Routes: which triggers start which job, and the planned executions with rendered parameters."""
 
-from __future__ import annotations
-
 import fnmatch
 import hashlib
 import json

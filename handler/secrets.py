@@ -1,7 +1,5 @@
 """NCP keys from AWS Secrets Manager through the Parameters and Secrets Lambda Extension, without an SDK."""
 
-from __future__ import annotations
-
 import http.client
 import json
 import time

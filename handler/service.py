@@ -1,15 +1,11 @@
 """One invocation, platform-free: normalise, route, reconcile with the service, submit, and build the result."""
 
-from __future__ import annotations
-
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Container, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, NotRequired, Protocol, TypedDict, assert_never, final
+from typing import TYPE_CHECKING, Any, NamedTuple, NotRequired, Protocol, TypedDict, assert_never, final
 
 from handler.dataflow import Clocks, DataflowClient, ExecutionRequest, Submitted, describe_prepared
 from handler.errors import ConfigError, InvocationFailedError, SubmitError
@@ -29,6 +25,9 @@ from handler.reconcile import CLOCK_TOLERANCE, Absent, Found, Identity, Lookup, 
 from handler.routing import PlannedExecution, Reject, Skip, plan
 from handler.settings import DedupCheck, Settings, load_settings
 from handler.signing import NcpSignatureV2
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -228,29 +227,35 @@ class _Call(NamedTuple):
         return "off" if self.settings.dry_run else self.settings.dedup_check
 
 
-@dataclass
 class _Slot:
     """One (event, route) outcome in result order: an entry, or a planned execution still to run."""
 
-    delivery: int
-    entry: Entry | None
-    step: PlannedExecution | None
-    source: Source
+    __slots__ = ("delivery", "entry", "source", "step")
+
+    def __init__(self, delivery: int, entry: Entry | None, step: PlannedExecution | None, source: Source) -> None:
+        self.delivery = delivery
+        self.entry = entry
+        self.step = step
+        self.source = source
 
 
-@dataclass
 class Launcher:
     """Holds what a warm container reuses: validated settings, the HTTP client, the dedup memory."""
 
-    clocks: Clocks = field(default_factory=Clocks)
-    memory: DedupMemory = field(default_factory=DedupMemory)
-    # Functional tests pass an in-memory submitter; production builds the real client from settings.
-    fixed_submitter: Submitter | None = None
-    _threads: threading.local = field(default_factory=threading.local)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _auth: tuple[Settings, NcpSignatureV2] | None = None
-    _pool: ThreadPoolExecutor | None = None
-    _pool_size: int = 0
+    def __init__(
+        self,
+        clocks: Clocks | None = None,
+        fixed_submitter: Submitter | None = None,
+    ) -> None:
+        self.clocks = clocks or Clocks()
+        self.memory = DedupMemory()
+        # Functional tests pass an in-memory submitter; production builds the real client from settings.
+        self.fixed_submitter = fixed_submitter
+        self._threads = threading.local()
+        self._lock = threading.Lock()
+        self._auth: tuple[Settings, NcpSignatureV2] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
 
     def submitter_for(self, settings: Settings) -> Submitter:
         """This thread's submitter: a requests.Session is not thread-safe, so each worker has its own."""
@@ -276,8 +281,11 @@ class Launcher:
         self._threads.submitter = (settings, submitter)
         return submitter
 
-    def _pool_for(self, size: int) -> ThreadPoolExecutor:
+    def _pool_for(self, size: int) -> "ThreadPoolExecutor":
         """Created once per warm container, used only when an invocation has several submissions."""
+        # Imported here: a cold start with one submission never needs it.
+        from concurrent.futures import ThreadPoolExecutor
+
         with self._lock:
             if self._pool is None or self._pool_size != size:
                 if self._pool is not None:
@@ -323,15 +331,17 @@ class Launcher:
                         slots.append(_Slot(index, outcome, None, source))
         self._run(slots, call)
         result = _result(slots, batch.deliveries, batch.from_sqs, settings.dry_run)
-        log.info(
-            "invocation finished",
-            extra={
-                "submittedCount": sum(1 for slot in slots if _kind(slot.entry) == "submitted"),
-                "skippedCount": sum(1 for slot in slots if _kind(slot.entry) == "skipped"),
-                "failedCount": sum(1 for slot in slots if _kind(slot.entry) == "failed"),
-                "elapsedMs": round((self.clocks.monotonic() - started) * 1000, 1),
-            },
-        )
+        if len(slots) != 1:
+            # One decision already has its own record, with elapsedMs: a second would only double the cost.
+            log.info(
+                "invocation finished",
+                extra={
+                    "submittedCount": sum(1 for slot in slots if _kind(slot.entry) == "submitted"),
+                    "skippedCount": sum(1 for slot in slots if _kind(slot.entry) == "skipped"),
+                    "failedCount": sum(1 for slot in slots if _kind(slot.entry) == "failed"),
+                    "elapsedMs": round((self.clocks.monotonic() - started) * 1000, 1),
+                },
+            )
         reported = {failure["itemIdentifier"] for failure in result.get("batchItemFailures", [])}
         if any(_kind(slot.entry) == "failed" and slot.source.get("messageId") not in reported for slot in slots):
             raise InvocationFailedError(result)

@@ -1,7 +1,5 @@
 """Configuration strings into one validated, frozen Settings object, every problem reported at once."""
 
-from __future__ import annotations
-
 import ipaddress
 import json
 import re

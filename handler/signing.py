@@ -1,13 +1,11 @@
 """NCP API Gateway signature v2: pure functions and a requests auth that signs what is sent."""
 
-from __future__ import annotations
-
 import base64
 import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from typing import Final, final
 
 import requests
 
@@ -17,13 +15,19 @@ SIGNATURE_HEADER = "x-ncp-apigw-signature-v2"
 MASK = "***"
 
 
-@dataclass(frozen=True)
+@final
 class Credentials:
-    """An NCP access key pair; the secret never shows in repr."""
+    """An NCP access key pair; the secret never shows in repr, and it is no tuple that could be dumped."""
 
-    access_key: str
-    secret_key: str = field(repr=False)
-    placeholder: bool = False
+    __slots__ = ("access_key", "placeholder", "secret_key")
+
+    def __init__(self, access_key: str, secret_key: str, placeholder: bool = False) -> None:
+        self.access_key: Final = access_key
+        self.secret_key: Final = secret_key
+        self.placeholder: Final = placeholder
+
+    def __repr__(self) -> str:
+        return f"Credentials(access_key={self.access_key!r}, placeholder={self.placeholder!r})"
 
 
 def string_to_sign(method: str, path_and_query: str, timestamp_ms: str, access_key: str) -> str:

@@ -1,7 +1,6 @@
 """HTTP transport whose every attempt ends at its deadline, however slowly the server answers."""
 
-from __future__ import annotations
-
+import math
 import socket
 import threading
 import time
@@ -99,6 +98,8 @@ class Watchdog:
         self._changed = threading.Condition()
         self._armed: dict[AttemptWatch, float] = {}
         self._thread: threading.Thread | None = None
+        # When the thread will next look at the armed attempts: waking it for a later deadline is wasted.
+        self._wakes_at = math.inf
 
     @contextmanager
     def attempt(self, seconds: float) -> Iterator[AttemptWatch]:
@@ -119,16 +120,19 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="attempt-watchdog", daemon=True)
                 self._thread.start()
-            self._changed.notify()
+            if at < self._wakes_at:
+                self._changed.notify()
 
     def _run(self) -> None:
         while True:
             with self._changed:
                 while not self._armed:
+                    self._wakes_at = math.inf
                     self._changed.wait()
                 watch, at = min(self._armed.items(), key=lambda item: item[1])
                 delay = at - time.monotonic()
                 if delay > 0:
+                    self._wakes_at = at
                     self._changed.wait(delay)
                     continue
                 del self._armed[watch]
