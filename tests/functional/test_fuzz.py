@@ -146,9 +146,10 @@ def mutate(event: Any, path: tuple[Any, ...], action: str, replacement: Any) -> 
     return event
 
 
-def run(event: Any, platform: Platform, config_index: int) -> tuple[dict[str, Any], ValidatingSubmitter]:
+def run(event: Any, platform: Platform, config_index: int) -> tuple[Mapping[str, Any], ValidatingSubmitter]:
     submitter = ValidatingSubmitter()
     launcher = Launcher(clocks=FakeClock().clocks(), fixed_submitter=submitter)
+    result: Mapping[str, Any]
     try:
         result = launcher.invoke(event, CONFIGS[config_index], platform=platform)
     except InvocationFailedError as exc:
@@ -156,7 +157,7 @@ def run(event: Any, platform: Platform, config_index: int) -> tuple[dict[str, An
     return result, submitter
 
 
-def check(result: dict[str, Any], submitter: ValidatingSubmitter) -> None:
+def check(result: Mapping[str, Any], submitter: ValidatingSubmitter) -> None:
     assert submitter.invalid == []
     assert len(result["submitted"]) == len(submitter.sent)
     for entry in result["failed"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,7 @@ def test_sample_outcome(name: str, launcher: Launcher, config: dict[str, str], e
     platform, executions, skips, failures, sqs_failures = EXPECTED[name]
     config.pop("DATAFLOW_JOB_ID")
     config |= {"DATAFLOW_ROUTES": json.dumps(ROUTES), "DATAFLOW_TIMEZONE": "+09:00"}
+    result: Mapping[str, Any]
     try:
         result = launcher.invoke(load_event(name), config, platform=platform, activation_id="act-1")  # type: ignore[arg-type]
     except InvocationFailedError as exc:

@@ -88,7 +88,7 @@ class Soak:
 
 
 def upload(index: int, wall: float) -> dict[str, Any]:
-    event = load_event("s3-put.json")
+    event: dict[str, Any] = load_event("s3-put.json")
     record = event["Records"][0]
     record["eventTime"] = _iso(wall)
     record["s3"]["object"] |= {"key": f"incoming/soak/file-{index:04d}.csv", "sequencer": f"{index:018X}"}

@@ -35,7 +35,7 @@ def invoke(launcher: Launcher, config: dict[str, str], event: Any, remaining_ms:
         for name, value in config.items():
             patch.setenv(name, value)
         patch.setattr(app, "launcher", launcher)
-        return app.lambda_handler(event, LambdaContextStub(remaining_ms=remaining_ms))
+        return dict(app.lambda_handler(event, LambdaContextStub(remaining_ms=remaining_ms)))
 
 
 def failed_result(launcher: Launcher, config: dict[str, str], event: Any, **kwargs: Any) -> dict[str, Any]:

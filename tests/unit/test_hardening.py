@@ -75,10 +75,10 @@ def test_times_rendered_out_of_range_are_bad_events_naming_the_parameter(event_t
     assert isinstance(trigger, ObjectTrigger)
     route = Route(
         "r",
-        check_route({"name": "r", "jobId": "J"}, "r", Problems()).match,
+        check_route({"name": "r", "jobId": "J"}, "r", Problems()).match,  # type: ignore[union-attr]
         JobSpec("J"),
         (("$t", parse_template(template)),),
-    )  # type: ignore[union-attr]
+    )
     [step] = plan(trigger, [route], zone)
     if isinstance(step, Reject):
         assert step.code == "bad-event"
