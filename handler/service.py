@@ -332,7 +332,7 @@ class Launcher:
         self._run(slots, call)
         result = _result(slots, batch.deliveries, batch.from_sqs, settings.dry_run)
         if len(slots) != 1:
-            # One decision already has its own record, with elapsedMs: a second would only double the cost.
+            # A single decision's own record is the summary: a second record would double the logging cost.
             log.info(
                 "invocation finished",
                 extra={
