@@ -201,7 +201,8 @@ def warm(api: Emulator, plan: Plan, ids: Counter) -> list[Figure]:
             "warm, where it goes",
             f"of {(median['handler'] - median['raw']) * 1e6:.0f} us over the bare POST: "
             + ", ".join(f"{name} {cost:.0f} us" for name, cost in parts.items())
-            + f", the rest (events, routing, signing, the watched send) {rest:.0f} us",
+            + f"; the core's own work (events, routing, signing, the watched send) against the bare POST's"
+            f" requests.Session machinery: {rest:+.0f} us",
             None,
             None,
         ),
