@@ -8,6 +8,7 @@ import hmac
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -42,6 +43,16 @@ class Fault:
     raw: bytes | None = None  # send exactly these bytes as the body (b"" for an empty 2xx)
     drip: float = 0.0  # send the whole answer one byte at a time, this many seconds apart
     cut: bool = False  # announce the full body, send half of it, then close the connection
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer (a deadline cut, a timeout) is traffic, not an emulator fault.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass
@@ -109,8 +120,7 @@ class Emulator:
         self.lock = threading.Lock()
         self.released = threading.Event()
         self.host = host
-        self.server = ThreadingHTTPServer((host, port), self._handler_class())
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), self._handler_class())
         self.thread: threading.Thread | None = None
 
     @property

@@ -185,3 +185,20 @@ def test_executions_echo_parameters_in_each_reading(clock: FakeClock, echo: str,
             timeout=5,
         ).json()
     assert listing["list"][0]["parsedParameters"] == shown
+
+
+def test_a_client_hanging_up_is_not_reported_as_an_emulator_error(
+    emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The handler cuts slow answers at its deadline: the emulator must not print a traceback for that.
+    for error in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset")):
+        try:
+            raise error
+        except ConnectionError:
+            emulator.server.handle_error(None, ("127.0.0.1", 1))
+    assert capsys.readouterr().err == ""
+    try:
+        raise ValueError("a real fault")
+    except ValueError:
+        emulator.server.handle_error(None, ("127.0.0.1", 1))
+    assert "ValueError: a real fault" in capsys.readouterr().err
