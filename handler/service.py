@@ -218,6 +218,7 @@ class _Call(NamedTuple):
     """What every submission of one invocation shares."""
 
     settings: Settings
+    started: float  # monotonic: every decision record's elapsedMs counts from here
     deadline: float | None
     now: datetime
     headers: Mapping[str, str] | None
@@ -315,6 +316,7 @@ class Launcher:
             log.warning("dry run without credentials: requests are signed with a placeholder key")
         call = _Call(
             settings,
+            started,
             None if remaining_ms is None else started + remaining_ms / 1000 - DEADLINE_MARGIN_S,
             datetime.fromtimestamp(self.clocks.wall(), UTC),
             caller_headers if settings.caller_header else None,
@@ -331,8 +333,9 @@ class Launcher:
                         slots.append(_Slot(index, outcome, None, source))
         self._run(slots, call)
         result = _result(slots, batch.deliveries, batch.from_sqs, settings.dry_run)
-        if len(slots) != 1:
-            # A single decision's own record is the summary: a second record would double the logging cost.
+        if len(slots) != 1 or _kind(slots[0].entry) != "submitted":
+            # A lone submission's record already says what and how long (elapsedMs since the invocation
+            # started); a second record would double the logging cost of the commonest invocation.
             log.info(
                 "invocation finished",
                 extra={
@@ -428,12 +431,11 @@ class Launcher:
         request = ExecutionRequest(step.job, step.parameters)
         mode = call.dedup_check
         for resend in range(MAX_RESENDS + 1):
-            started = self.clocks.monotonic()
             try:
                 submitter = self.submitter_for(call.settings)
                 answer = submitter.create_execution(request, deadline=call.deadline, headers=call.headers)
             except SubmitError as exc:
-                details = {"attempts": exc.attempts, "status": exc.status, "elapsedMs": self._since(started)}
+                details = {"attempts": exc.attempts, "status": exc.status, "elapsedMs": self._since(call.started)}
                 if not exc.ambiguous:
                     return _failed(
                         step.route, step.job.job_id, str(exc), exc.retryable, source, step.dedup_key, details
@@ -443,7 +445,8 @@ class Launcher:
                 match lookup:
                     case Found():
                         answer = Submitted({"jobExecutionId": lookup.execution_id, "status": lookup.status}, 0)
-                        return self._submitted(step, source, answer, "found by lookup after " + exc.code)
+                        reconciled = "found by lookup after " + exc.code
+                        return self._submitted(step, source, answer, reconciled, self._since(call.started))
                     case Unknown():
                         error = _unresolved(exc, lookup.reason)
                         return _failed(
@@ -467,7 +470,7 @@ class Launcher:
                 found = self._settle(step, call)
                 if isinstance(found, Found):
                     answer = Submitted({"jobExecutionId": found.execution_id, "status": found.status}, answer.attempts)
-            return self._submitted(step, source, answer, None, elapsed=self._since(started))
+            return self._submitted(step, source, answer, None, self._since(call.started))
         error = f"unknown-outcome: the execution stayed absent after {MAX_RESENDS} resends that each lost their answer"
         return _failed(step.route, step.job.job_id, error, True, source, step.dedup_key)
 
@@ -477,7 +480,7 @@ class Launcher:
         source: Source,
         answer: Submitted,
         reconciled: str | None,
-        elapsed: float | None = None,
+        elapsed: float,
     ) -> SubmittedEntry:
         if not answer.dry_run:
             self.memory.remember(step.dedup_key, answer.execution_id)
@@ -489,9 +492,7 @@ class Launcher:
             "dedupKey": step.dedup_key,
             "source": source,
         }
-        details: dict[str, Any] = {"attempts": answer.attempts, "dryRun": answer.dry_run}
-        if elapsed is not None:
-            details["elapsedMs"] = elapsed
+        details: dict[str, Any] = {"attempts": answer.attempts, "dryRun": answer.dry_run, "elapsedMs": elapsed}
         if reconciled:
             details["reconciled"] = reconciled
         if answer.body_lost:

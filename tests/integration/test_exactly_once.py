@@ -12,7 +12,7 @@ import pytest
 from emulator.server import Emulator, Fault, Received
 from handler.errors import InvocationFailedError
 from handler.service import DedupMemory, Launcher
-from tests.conftest import FakeClock, load_event
+from tests.conftest import FakeClock, JsonLines, load_event
 
 IDENTIFYING = '{"$input": "{bucket}/{key}"}'
 
@@ -245,3 +245,13 @@ def test_an_unknown_outcome_is_replay_safe_only_with_a_dedup_parameter(
     lose_the_answer_and_the_lookup(emulator)
     entry = run(launcher, identifying, load_event("s3-put.json"))["failed"][0]
     assert entry["retryable"] is True  # any container looks for the $dedup value before resubmitting
+
+
+def test_a_submission_record_times_the_whole_decision_lookup_included(
+    clock: FakeClock, identifying: dict[str, str], emulator: Emulator, logs: JsonLines
+) -> None:
+    # The lookup takes 1 s and the POST 0.5 s: the record says 1.5 s, not only the POST's share.
+    emulator.on_request = lambda request: clock.advance(1.0 if request.method == "GET" else 0.5)
+    run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    assert [r["message"] for r in logs.records] == ["lookup", "submitted"]
+    assert logs.records[1]["elapsedMs"] == 1500.0

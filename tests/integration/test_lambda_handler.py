@@ -61,12 +61,20 @@ def test_multi_record_s3_event_submits_each_record_and_logs_one_record_per_decis
     assert len(lambda_env.all_executions()) == 2
 
 
-def test_one_decision_is_one_record_and_several_add_one_summary(lambda_env: Emulator, logs: JsonLines) -> None:
-    # A record costs about 0.1 ms of a warm call: a single decision's own record is its summary.
+def test_a_lone_submission_is_one_record_and_anything_else_adds_a_summary(
+    lambda_env: Emulator, logs: JsonLines
+) -> None:
+    # A record costs about 0.1 ms of a warm call: a lone submission's own record is its summary.
     app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())
-    assert [r["message"] for r in logs.records] == ["submitted"]
+    [submitted] = logs.records
+    assert submitted["message"] == "submitted"
+    assert isinstance(submitted["elapsedMs"], float)  # since the invocation started
+    # A lone skip carries no time of its own: the summary says how long the invocation took.
+    app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())
+    assert [r["message"] for r in logs.records[1:]] == ["skipped", "invocation finished"]
+    assert isinstance(logs.records[2]["elapsedMs"], float)
     app.lambda_handler(load_event("s3-multi-record.json"), LambdaContextStub())
-    [summary] = [r for r in logs.records[1:] if r["message"] == "invocation finished"]
+    [summary] = [r for r in logs.records[3:] if r["message"] == "invocation finished"]
     assert (summary["submittedCount"], summary["skippedCount"], summary["failedCount"]) == (2, 1, 0)
 
 
