@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import fresh_python
 
 
 @pytest.mark.parametrize(("zone", "imported"), [("UTC", False), ("+09:00", False), ("Asia/Seoul", True)])
@@ -18,27 +15,18 @@ def test_zoneinfo_is_imported_only_for_a_named_zone(zone: str, imported: bool) -
         f"parse_settings({{'DATAFLOW_JOB_ID': 'J1', 'DATAFLOW_DRY_RUN': 'true', 'DATAFLOW_TIMEZONE': {zone!r}}})\n"
         "print('zoneinfo' in sys.modules)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
-    )
-    assert done.stdout.strip() == str(imported)
+    assert fresh_python(code) == str(imported)
 
 
 def test_a_cold_start_imports_no_thread_pool_dataclasses_or_typing_helpers() -> None:
     # Each is a millisecond or more of a cold start that serves one submission and needs none of them.
     unneeded = ("concurrent.futures", "dataclasses", "aws_lambda_powertools.utilities.typing")
     code = f"import sys, handler.app, handler.ncp\nprint(','.join(n for n in {unneeded!r} if n in sys.modules))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
-    )
-    assert done.stdout.strip() == ""
+    assert fresh_python(code) == ""
 
 
 def test_value_types_are_built_without_forward_references() -> None:
     # String annotations make every NamedTuple field a ForwardRef compiled at import: a third of the import.
     code = "import sys, handler.app\nprint([n for n, m in sys.modules.items() if n.startswith('handler') and "
     code += "getattr(m, 'annotations', None) is not None and m.annotations.__class__.__name__ == '_Feature'])"
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
-    )
-    assert done.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"
