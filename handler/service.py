@@ -218,7 +218,7 @@ class _Call(NamedTuple):
     """What every submission of one invocation shares."""
 
     settings: Settings
-    started: float  # monotonic: every decision record's elapsedMs counts from here
+    started: float  # monotonic: the elapsedMs of submissions, failures and the summary counts from here
     deadline: float | None
     now: datetime
     headers: Mapping[str, str] | None
@@ -342,7 +342,7 @@ class Launcher:
                     "submittedCount": sum(1 for slot in slots if _kind(slot.entry) == "submitted"),
                     "skippedCount": sum(1 for slot in slots if _kind(slot.entry) == "skipped"),
                     "failedCount": sum(1 for slot in slots if _kind(slot.entry) == "failed"),
-                    "elapsedMs": round((self.clocks.monotonic() - started) * 1000, 1),
+                    "elapsedMs": self._since(started),
                 },
             )
         reported = {failure["itemIdentifier"] for failure in result.get("batchItemFailures", [])}
