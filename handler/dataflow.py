@@ -9,7 +9,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
 import requests
@@ -20,6 +20,7 @@ from urllib3.exceptions import NameResolutionError
 
 from handler.errors import SubmitError
 from handler.jobs import JobSpec
+from handler.records import Record
 from handler.signing import Credentials, NcpSignatureV2, masked
 from handler.transport import WATCHDOG, AttemptWatch, WatchedAdapter
 
@@ -50,9 +51,12 @@ def classify_status(status: int) -> Kind:
     return "permanent"
 
 
-class ExecutionRequest(NamedTuple):
-    job: JobSpec
-    parameters: Mapping[str, str]
+class ExecutionRequest(Record):
+    __slots__ = ("job", "parameters")
+
+    def __init__(self, job: JobSpec, parameters: Mapping[str, str]) -> None:
+        self.job: Final = job
+        self.parameters: Final = parameters
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"parameters": dict(self.parameters)}
@@ -61,14 +65,19 @@ class ExecutionRequest(NamedTuple):
         return body
 
 
-class Submitted(NamedTuple):
+class Submitted(Record):
     """The answer to a create call; `execution` is empty for a 2xx without a readable JSON body."""
 
-    execution: Mapping[str, Any]
-    attempts: int
-    dry_run: bool = False
-    # The service answered 2xx but the body was cut off: the run exists, its id is unknown.
-    body_lost: bool = False
+    __slots__ = ("execution", "attempts", "dry_run", "body_lost")
+
+    def __init__(
+        self, execution: Mapping[str, Any], attempts: int, dry_run: bool = False, body_lost: bool = False
+    ) -> None:
+        self.execution: Final = execution
+        self.attempts: Final = attempts
+        self.dry_run: Final = dry_run
+        # The service answered 2xx but the body was cut off: the run exists, its id is unknown.
+        self.body_lost: Final = body_lost
 
     @property
     def execution_id(self) -> str | None:
@@ -81,22 +90,34 @@ class Submitted(NamedTuple):
         return value if isinstance(value, str) else None
 
 
-class Clocks(NamedTuple):
+class Clocks(Record):
     """Time sources, injectable so tests never sleep: wall clock for signing, monotonic for deadlines."""
 
-    wall: Callable[[], float] = time.time
-    monotonic: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    jitter: Callable[[], float] = random.random
+    __slots__ = ("wall", "monotonic", "sleep", "jitter")
+
+    def __init__(
+        self,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.wall: Final = wall
+        self.monotonic: Final = monotonic
+        self.sleep: Final = sleep
+        self.jitter: Final = jitter
 
 
-class Answer(NamedTuple):
+class Answer(Record):
     """A response whose body was read in full (`content`) or cut off (`content` is None)."""
 
-    status: int
-    reason: str
-    headers: Mapping[str, str]
-    content: bytes | None
+    __slots__ = ("status", "reason", "headers", "content")
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str], content: bytes | None) -> None:
+        self.status: Final = status
+        self.reason: Final = reason
+        self.headers: Final = headers
+        self.content: Final = content
 
     @property
     def text(self) -> str:

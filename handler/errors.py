@@ -1,18 +1,23 @@
 """The project's one error hierarchy: every error the handler raises derives from HandlerError."""
 
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Final
+
+from handler.records import Record
 
 
 class HandlerError(Exception):
     """Root of every error raised by this package."""
 
 
-class Problem(NamedTuple):
+class Problem(Record):
     """One thing wrong with the configuration or an event: where it is and why it is wrong."""
 
-    where: str
-    reason: str
+    __slots__ = ("where", "reason")
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where: Final = where
+        self.reason: Final = reason
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"

@@ -3,11 +3,12 @@
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal
 from urllib.parse import unquote_plus
 
 from handler.errors import EventError, Problems
 from handler.jobs import JobSpec, check_job_spec, check_parameters, describe, utf8_encodable
+from handler.records import Record
 
 Platform = Literal["aws", "ncp"]
 # S3 and NCP Object Storage keys are at most 1024 bytes of UTF-8; URL-encoded, at most three times that.
@@ -43,66 +44,117 @@ _EVENT_MARKERS = frozenset(
 )
 
 
-class ObjectTrigger(NamedTuple):
-    bucket: str
-    key: str
-    event_name: str
-    time: datetime
-    size: int | None = None
-    etag: str = ""
-    version_id: str = ""
-    sequencer: str = ""
-    event_id: str = ""
-    own_time: bool = True  # False when the event carried no time and `time` is the arrival time
+class ObjectTrigger(Record):
+    __slots__ = (
+        "bucket",
+        "key",
+        "event_name",
+        "time",
+        "size",
+        "etag",
+        "version_id",
+        "sequencer",
+        "event_id",
+        "own_time",
+    )
+
+    def __init__(
+        self,
+        bucket: str,
+        key: str,
+        event_name: str,
+        time: datetime,
+        size: int | None = None,
+        etag: str = "",
+        version_id: str = "",
+        sequencer: str = "",
+        event_id: str = "",
+        own_time: bool = True,
+    ) -> None:
+        self.bucket: Final = bucket
+        self.key: Final = key
+        self.event_name: Final = event_name
+        self.time: Final = time
+        self.size: Final = size
+        self.etag: Final = etag
+        self.version_id: Final = version_id
+        self.sequencer: Final = sequencer
+        self.event_id: Final = event_id
+        # False when the event carried no time and `time` is the arrival time
+        self.own_time: Final = own_time
 
 
-class ScheduleTrigger(NamedTuple):
-    schedule: str
-    time: datetime
-    event_id: str = ""
+class ScheduleTrigger(Record):
+    __slots__ = ("schedule", "time", "event_id")
+
+    def __init__(self, schedule: str, time: datetime, event_id: str = "") -> None:
+        self.schedule: Final = schedule
+        self.time: Final = time
+        self.event_id: Final = event_id
 
 
-class RouteInvocation(NamedTuple):
-    route: str
-    time: datetime
-    event_id: str = ""
+class RouteInvocation(Record):
+    __slots__ = ("route", "time", "event_id")
+
+    def __init__(self, route: str, time: datetime, event_id: str = "") -> None:
+        self.route: Final = route
+        self.time: Final = time
+        self.event_id: Final = event_id
 
 
-class JobInvocation(NamedTuple):
-    job: JobSpec
-    parameters: Mapping[str, str]
-    time: datetime
-    event_id: str = ""
+class JobInvocation(Record):
+    __slots__ = ("job", "parameters", "time", "event_id")
+
+    def __init__(self, job: JobSpec, parameters: Mapping[str, str], time: datetime, event_id: str = "") -> None:
+        self.job: Final = job
+        self.parameters: Final = parameters
+        self.time: Final = time
+        self.event_id: Final = event_id
 
 
-class S3TestTrigger(NamedTuple):
-    bucket: str = ""
+class S3TestTrigger(Record):
+    __slots__ = ("bucket",)
+
+    def __init__(self, bucket: str = "") -> None:
+        self.bucket: Final = bucket
 
 
-class BadEvent(NamedTuple):
-    reason: str
+class BadEvent(Record):
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason: Final = reason
 
 
 Trigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation | S3TestTrigger | BadEvent
 
 
-class Delivery(NamedTuple):
+class Delivery(Record):
     """What one delivered message held; `message_id` is set for SQS records."""
 
-    triggers: tuple[Trigger, ...]
-    message_id: str | None = None
+    __slots__ = ("triggers", "message_id")
+
+    def __init__(self, triggers: tuple[Trigger, ...], message_id: str | None = None) -> None:
+        self.triggers: Final = triggers
+        self.message_id: Final = message_id
 
 
-class Batch(NamedTuple):
-    deliveries: tuple[Delivery, ...]
-    from_sqs: bool = False
+class Batch(Record):
+    __slots__ = ("deliveries", "from_sqs")
+
+    def __init__(self, deliveries: tuple[Delivery, ...], from_sqs: bool = False) -> None:
+        self.deliveries: Final = deliveries
+        self.from_sqs: Final = from_sqs
 
 
-class _Context(NamedTuple):
-    platform: Platform
-    now: datetime
-    activation_id: str = ""
-    depth: int = 0
+class _Context(Record):
+    __slots__ = ("platform", "now", "activation_id", "depth")
+
+    def __init__(self, platform: Platform, now: datetime, activation_id: str = "", depth: int = 0) -> None:
+        self.platform: Final = platform
+        self.now: Final = now
+        self.activation_id: Final = activation_id
+        self.depth: Final = depth
 
 
 def normalise(event: object, *, platform: Platform, now: datetime, activation_id: str = "") -> Batch:

@@ -2,9 +2,10 @@
 
 import re
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, Final
 
 from handler.errors import Problems
+from handler.records import Record
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PATH_FIELDS = ("nrn", "scriptPath", "logPath")
@@ -13,13 +14,22 @@ NUM_WORKER_RANGE = (2, 10)
 TIMEOUT_RANGE = (1, 1440)
 
 
-class JobSpec(NamedTuple):
+class JobSpec(Record):
     """The target of an execution: the URL parts and the optional jobCondition body."""
 
-    job_id: str
-    workflow_id: str | None = None
-    trigger_id: str | None = None
-    job_condition: Mapping[str, Any] | None = None
+    __slots__ = ("job_id", "workflow_id", "trigger_id", "job_condition")
+
+    def __init__(
+        self,
+        job_id: str,
+        workflow_id: str | None = None,
+        trigger_id: str | None = None,
+        job_condition: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.job_id: Final = job_id
+        self.workflow_id: Final = workflow_id
+        self.trigger_id: Final = trigger_id
+        self.job_condition: Final = job_condition
 
     def query(self) -> dict[str, str]:
         query: dict[str, str] = {}

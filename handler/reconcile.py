@@ -3,7 +3,9 @@
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from itertools import count as count_from
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal
+
+from handler.records import Record
 
 # Executions carry the service's clock and events the source's; both are NTP-synchronised, but the
 # service's createdDate is truncated to the second.
@@ -16,33 +18,53 @@ Verdict = Literal["ours", "other", "unknown"]
 ListPage = Callable[[int, int], Mapping[str, Any]]
 
 
-class Identity(NamedTuple):
+class Identity(Record):
     """What tells our run apart: the parameters sent, the job condition, and the oldest possible start."""
 
-    parameters: Mapping[str, str]
-    job_condition: Mapping[str, Any] | None
-    dedup_parameter: str | None
-    since: datetime
-    # Equal parameters identify a run only right after our own request: two events can render the
-    # same parameters (one key uploaded twice), so a check before submitting trusts dedupParameter alone.
-    by_parameters: bool = True
-    # Executions this container started for other events: never ours, whatever they echo.
-    others: Container[str] = frozenset()
+    __slots__ = ("parameters", "job_condition", "dedup_parameter", "since", "by_parameters", "others")
+
+    def __init__(
+        self,
+        parameters: Mapping[str, str],
+        job_condition: Mapping[str, Any] | None,
+        dedup_parameter: str | None,
+        since: datetime,
+        by_parameters: bool = True,
+        others: Container[str] = frozenset(),
+    ) -> None:
+        self.parameters: Final = parameters
+        self.job_condition: Final = job_condition
+        self.dedup_parameter: Final = dedup_parameter
+        self.since: Final = since
+        # Equal parameters identify a run only right after our own request: two events can render the
+        # same parameters (one key uploaded twice), so a check before submitting trusts dedupParameter alone.
+        self.by_parameters: Final = by_parameters
+        # Executions this container started for other events: never ours, whatever they echo.
+        self.others: Final = others
 
 
-class Found(NamedTuple):
-    execution_id: str | None
-    status: str | None
+class Found(Record):
+    __slots__ = ("execution_id", "status")
+
+    def __init__(self, execution_id: str | None, status: str | None) -> None:
+        self.execution_id: Final = execution_id
+        self.status: Final = status
 
 
-class Absent(NamedTuple):
+class Absent(Record):
     """Every execution in the window was seen and none is ours."""
 
-    examined: int
+    __slots__ = ("examined",)
+
+    def __init__(self, examined: int) -> None:
+        self.examined: Final = examined
 
 
-class Unknown(NamedTuple):
-    reason: str
+class Unknown(Record):
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason: Final = reason
 
 
 Lookup = Found | Absent | Unknown

@@ -7,11 +7,12 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
-from typing import Any, Literal, NamedTuple, assert_never
+from typing import Any, Final, Literal, assert_never
 
 from handler.errors import Problems
 from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger
 from handler.jobs import JobSpec, check_job_spec, check_object, check_parameter_name, describe
+from handler.records import Record
 from handler.templates import COMMON_FIELDS, OBJECT_FIELDS, SCHEDULE_FIELDS, Template, TemplateError, parse_template
 
 Source = Literal["object", "schedule", "direct"]
@@ -29,16 +30,28 @@ RoutableTrigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocat
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-class Match(NamedTuple):
+class Match(Record):
     """Filters ANDed together; None means "any". A None source serves objects and schedules."""
 
-    source: Source | None = None
-    bucket: str | None = None
-    prefix: str | None = None
-    suffix: str | None = None
-    pattern: re.Pattern[str] | None = None
-    events: tuple[str, ...] = DEFAULT_EVENTS
-    schedule: str | None = None
+    __slots__ = ("source", "bucket", "prefix", "suffix", "pattern", "events", "schedule")
+
+    def __init__(
+        self,
+        source: Source | None = None,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        suffix: str | None = None,
+        pattern: re.Pattern[str] | None = None,
+        events: tuple[str, ...] = DEFAULT_EVENTS,
+        schedule: str | None = None,
+    ) -> None:
+        self.source: Final = source
+        self.bucket: Final = bucket
+        self.prefix: Final = prefix
+        self.suffix: Final = suffix
+        self.pattern: Final = pattern
+        self.events: Final = events
+        self.schedule: Final = schedule
 
     def object_groups(self, trigger: ObjectTrigger) -> dict[str, str] | None:
         """The pattern's named groups when the object matches, else None."""
@@ -68,39 +81,66 @@ class Match(NamedTuple):
         return self.schedule is None or self.schedule == trigger.schedule
 
 
-class Route(NamedTuple):
-    name: str
-    match: Match
-    job: JobSpec
-    parameters: tuple[tuple[str, Template], ...] = ()
-    dedup_parameter: str | None = None
+class Route(Record):
+    __slots__ = ("name", "match", "job", "parameters", "dedup_parameter")
+
+    def __init__(
+        self,
+        name: str,
+        match: Match,
+        job: JobSpec,
+        parameters: tuple[tuple[str, Template], ...] = (),
+        dedup_parameter: str | None = None,
+    ) -> None:
+        self.name: Final = name
+        self.match: Final = match
+        self.job: Final = job
+        self.parameters: Final = parameters
+        self.dedup_parameter: Final = dedup_parameter
 
 
-class PlannedExecution(NamedTuple):
+class PlannedExecution(Record):
     """One execution to submit: where, what body, and the key that identifies it across deliveries.
 
     `time` is the event's time: no execution of this event can have been created before it.
     """
 
-    route: str | None
-    job: JobSpec
-    parameters: Mapping[str, str]
-    dedup_key: str
-    time: datetime
-    dedup_parameter: str | None = None
+    __slots__ = ("route", "job", "parameters", "dedup_key", "time", "dedup_parameter")
+
+    def __init__(
+        self,
+        route: str | None,
+        job: JobSpec,
+        parameters: Mapping[str, str],
+        dedup_key: str,
+        time: datetime,
+        dedup_parameter: str | None = None,
+    ) -> None:
+        self.route: Final = route
+        self.job: Final = job
+        self.parameters: Final = parameters
+        self.dedup_key: Final = dedup_key
+        self.time: Final = time
+        self.dedup_parameter: Final = dedup_parameter
 
 
-class Skip(NamedTuple):
-    route: str | None
-    reason: str
+class Skip(Record):
+    __slots__ = ("route", "reason")
+
+    def __init__(self, route: str | None, reason: str) -> None:
+        self.route: Final = route
+        self.reason: Final = reason
 
 
-class Reject(NamedTuple):
+class Reject(Record):
     """The event asks for something that cannot run: a failure with the handler's own code."""
 
-    route: str | None
-    code: str
-    message: str
+    __slots__ = ("route", "code", "message")
+
+    def __init__(self, route: str | None, code: str, message: str) -> None:
+        self.route: Final = route
+        self.code: Final = code
+        self.message: Final = message
 
 
 Step = PlannedExecution | Skip | Reject

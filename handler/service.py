@@ -5,7 +5,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Container, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, NotRequired, Protocol, TypedDict, assert_never, final
+from typing import TYPE_CHECKING, Any, Final, NotRequired, Protocol, TypedDict, assert_never, final
 
 from handler.dataflow import Clocks, DataflowClient, ExecutionRequest, Submitted, describe_prepared
 from handler.errors import ConfigError, InvocationFailedError, SubmitError
@@ -22,6 +22,7 @@ from handler.events import (
     normalise,
 )
 from handler.reconcile import CLOCK_TOLERANCE, Absent, Found, Identity, Lookup, Unknown, find
+from handler.records import Record
 from handler.routing import PlannedExecution, Reject, Skip, plan
 from handler.settings import DedupCheck, Settings, load_settings
 from handler.signing import NcpSignatureV2
@@ -214,14 +215,25 @@ def source_of(trigger: Trigger, message_id: str | None) -> Source:
     return source
 
 
-class _Call(NamedTuple):
+class _Call(Record):
     """What every submission of one invocation shares."""
 
-    settings: Settings
-    started: float  # monotonic: the elapsedMs of submissions, failures and the summary counts from here
-    deadline: float | None
-    now: datetime
-    headers: Mapping[str, str] | None
+    __slots__ = ("settings", "started", "deadline", "now", "headers")
+
+    def __init__(
+        self,
+        settings: Settings,
+        started: float,
+        deadline: float | None,
+        now: datetime,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self.settings: Final = settings
+        # monotonic: the elapsedMs of submissions, failures and the summary counts from here
+        self.started: Final = started
+        self.deadline: Final = deadline
+        self.now: Final = now
+        self.headers: Final = headers
 
     @property
     def dedup_check(self) -> DedupCheck:

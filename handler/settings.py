@@ -6,11 +6,12 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Literal, NamedTuple, get_args
+from typing import Final, Literal, get_args
 from urllib.parse import urlsplit
 
 from handler.errors import ConfigError, Problems
 from handler.jobs import check_job_spec, describe
+from handler.records import Record
 from handler.routing import Match, Route, check_dedup_parameter, check_routes, check_templates
 from handler.signing import Credentials
 
@@ -55,21 +56,51 @@ _FALSE = {"false", "0", "no", "off"}
 _OFFSET = re.compile(r"(?P<sign>[+-])(?P<hours>\d{2}):(?P<minutes>\d{2})")
 
 
-class Settings(NamedTuple):
+class Settings(Record):
     """Everything an invocation needs, validated; built once per distinct configuration."""
 
-    credentials: Credentials
-    endpoint: str
-    routes: tuple[Route, ...]
-    dry_run: bool
-    zone: tzinfo
-    connect_timeout: float
-    read_timeout: float
-    max_attempts: int
-    dedup_check: DedupCheck = "always"
-    dedup_window: timedelta = timedelta(hours=24)
-    caller_header: bool = True
-    max_concurrency: int = 10
+    __slots__ = (
+        "credentials",
+        "endpoint",
+        "routes",
+        "dry_run",
+        "zone",
+        "connect_timeout",
+        "read_timeout",
+        "max_attempts",
+        "dedup_check",
+        "dedup_window",
+        "caller_header",
+        "max_concurrency",
+    )
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        endpoint: str,
+        routes: tuple[Route, ...],
+        dry_run: bool,
+        zone: tzinfo,
+        connect_timeout: float,
+        read_timeout: float,
+        max_attempts: int,
+        dedup_check: DedupCheck = "always",
+        dedup_window: timedelta = timedelta(hours=24),
+        caller_header: bool = True,
+        max_concurrency: int = 10,
+    ) -> None:
+        self.credentials: Final = credentials
+        self.endpoint: Final = endpoint
+        self.routes: Final = routes
+        self.dry_run: Final = dry_run
+        self.zone: Final = zone
+        self.connect_timeout: Final = connect_timeout
+        self.read_timeout: Final = read_timeout
+        self.max_attempts: Final = max_attempts
+        self.dedup_check: Final = dedup_check
+        self.dedup_window: Final = dedup_window
+        self.caller_header: Final = caller_header
+        self.max_concurrency: Final = max_concurrency
 
 
 def config_from(sources: Mapping[str, object]) -> dict[str, str]:

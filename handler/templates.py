@@ -3,9 +3,10 @@
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, tzinfo
-from typing import NamedTuple
+from typing import Final
 
 from handler.errors import HandlerError
+from handler.records import Record
 
 OBJECT_FIELDS = frozenset(
     {"bucket", "key", "key_dir", "key_name", "key_stem", "key_ext", "size", "etag", "version_id", "event_name"}
@@ -23,27 +24,40 @@ class TemplateError(HandlerError):
     """A template that cannot be parsed; the message says why."""
 
 
-class Field(NamedTuple):
-    name: str
+class Field(Record):
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name: Final = name
 
 
-class MatchGroup(NamedTuple):
-    group: str
+class MatchGroup(Record):
+    __slots__ = ("group",)
+
+    def __init__(self, group: str) -> None:
+        self.group: Final = group
 
 
-class Time(NamedTuple):
-    offset: timedelta
-    format: str | None
+class Time(Record):
+    __slots__ = ("offset", "strftime")
+
+    def __init__(self, offset: timedelta, strftime: str | None) -> None:
+        self.offset: Final = offset
+        # the format after "{time:", None for ISO 8601
+        self.strftime: Final = strftime
 
 
 Part = str | Field | MatchGroup | Time
 
 
-class Template(NamedTuple):
+class Template(Record):
     """A parsed parameter value: literal text and placeholders, in order."""
 
-    text: str
-    parts: tuple[Part, ...]
+    __slots__ = ("text", "parts")
+
+    def __init__(self, text: str, parts: tuple[Part, ...]) -> None:
+        self.text: Final = text
+        self.parts: Final = parts
 
     @property
     def fields(self) -> frozenset[str]:
@@ -73,9 +87,9 @@ def render_time(time: datetime, zone: tzinfo, part: Time) -> str:
     # keeps the local hour, which is what a data engineer writing {time-1d:%Y-%m-%d} means.
     try:
         local = time.astimezone(zone) + part.offset
-        if part.format is None:
+        if part.strftime is None:
             return local.isoformat(timespec="seconds")
-        return local.strftime(part.format)
+        return local.strftime(part.strftime)
     except (OverflowError, ValueError) as exc:
         raise TemplateError(f"the event time {time.isoformat()} with this offset is out of range ({exc})") from exc
 

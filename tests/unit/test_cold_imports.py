@@ -26,7 +26,15 @@ def test_a_cold_start_imports_no_thread_pool_dataclasses_or_typing_helpers() -> 
 
 
 def test_value_types_are_built_without_forward_references() -> None:
-    # String annotations make every NamedTuple field a ForwardRef compiled at import: a third of the import.
+    # String annotations make every TypedDict field a ForwardRef compiled at import, 0.2 ms a class.
     code = "import sys, handler.app\nprint([n for n, m in sys.modules.items() if n.startswith('handler') and "
     code += "getattr(m, 'annotations', None) is not None and m.annotations.__class__.__name__ == '_Feature'])"
+    assert fresh_python(code) == "[]"
+
+
+def test_no_value_type_is_a_named_tuple_built_at_import() -> None:
+    # typing.NamedTuple evals a constructor per class at import: 0.25 ms each, 8 ms over the handler's records.
+    code = "import inspect, sys, handler.app, handler.ncp\nprint(sorted(f'{n}.{c.__name__}' for n, m in "
+    code += "list(sys.modules.items()) if n.startswith('handler') for _, c in inspect.getmembers(m, inspect.isclass) "
+    code += "if c.__module__ == n and issubclass(c, tuple)))"
     assert fresh_python(code) == "[]"

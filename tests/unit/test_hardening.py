@@ -228,7 +228,8 @@ def test_a_name_that_does_not_resolve_is_a_connection_failure_that_says_so() -> 
 def test_any_flat_ncp_payload_ends_as_a_trigger_that_encodes(event: dict[str, Any]) -> None:
     [delivery] = normalise(event, platform="ncp", now=NOW).deliveries
     for trigger in delivery.triggers:
-        json.dumps(trigger._asdict(), default=str, ensure_ascii=False).encode("utf-8")
+        fields = {name: getattr(trigger, name) for name in trigger.__slots__}
+        json.dumps(fields, default=str, ensure_ascii=False).encode("utf-8")
 
 
 def test_reasons_that_quote_field_names_always_encode() -> None:
