@@ -59,13 +59,15 @@ class Figure:
     ratio: float | None
     target: float | None
 
-    def line(self) -> str:
+    def line(self, judged: bool = True) -> str:
         ratio = "" if self.ratio is None else f"{self.ratio:5.2f}x"
         verdict = ""
         if self.target is not None:
             met = self.ratio is not None and self.ratio <= self.target
-            verdict = f"target <= {self.target:.2f}x " + ("met" if met else "MISSED")
-        return f"  {self.name:<22} {ratio:>6}  {verdict:<22} {self.detail}"
+            # A smoke run's few calls (and its 10 ms answers) say nothing about a target.
+            outcome = ("met" if met else "MISSED") if judged else "not judged"
+            verdict = f"target <= {self.target:.2f}x {outcome}"
+        return f"  {self.name:<22} {ratio:>6}  {verdict:<26} {self.detail}"
 
 
 def s3_event(index: int) -> dict[str, Any]:
@@ -460,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
         figures += cold(api, plan, args.ncp_zip, args.lambda_dir)
     figures += sizes(args.ncp_zip, args.lambda_dir)
     for figure in figures:
-        print(figure.line())
+        print(figure.line(judged=not args.smoke))
 
 
 if __name__ == "__main__":
