@@ -1,0 +1,41 @@
+"""Records: every field in __slots__ is an __init__ parameter, in order, and no record is subclassed."""
+
+import inspect
+from datetime import UTC, datetime
+
+import pytest
+
+import handler.app
+import handler.ncp
+from handler.events import ObjectTrigger, ScheduleTrigger
+from handler.jobs import JobSpec
+from handler.records import Record
+
+
+def all_records() -> list[type[Record]]:
+    assert handler.app and handler.ncp  # every handler module imported: every record defined
+    return Record.__subclasses__()
+
+
+def test_every_record_declares_its_init_parameters_as_its_slots_in_order() -> None:
+    # Equality and repr read __slots__: a field missing there would be ignored by both.
+    records = all_records()
+    assert len(records) >= 30
+    for record in records:
+        parameters = tuple(inspect.signature(record).parameters)
+        assert (record.__name__, record.__slots__) == (record.__name__, parameters)
+
+
+def test_no_record_is_subclassed() -> None:
+    # A subclass's own __slots__ would hide its parent's fields from equality and repr.
+    assert [(record.__name__, record.__subclasses__()) for record in all_records() if record.__subclasses__()] == []
+
+
+def test_records_compare_by_type_and_every_field() -> None:
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    assert ObjectTrigger("b", "k", "e", now, size=1) == ObjectTrigger("b", "k", "e", now, size=1)
+    assert ObjectTrigger("b", "k", "e", now, size=1) != ObjectTrigger("b", "k", "e", now, size=2)
+    assert ScheduleTrigger("s", now) != ("s", now, "")
+    assert repr(JobSpec("J1")) == "JobSpec(job_id='J1', workflow_id=None, trigger_id=None, job_condition=None)"
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(JobSpec("J1"))
