@@ -18,7 +18,7 @@ def all_records() -> list[type[Record]]:
 
 
 def test_every_record_declares_its_init_parameters_as_its_slots_in_order() -> None:
-    # Equality and repr read __slots__: a field missing there would be ignored by both.
+    # Equality and repr read __slots__, so they must name every field, in the constructor's order.
     records = all_records()
     assert len(records) >= 30
     for record in records:
