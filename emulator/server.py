@@ -347,14 +347,14 @@ class _Handler(BaseHTTPRequestHandler):
         rejected = self.api.authenticate(request)
         if rejected:
             request.verdict, request.status = f"rejected: {rejected[1]['error']['details']}", rejected[0]
-            self._answer(*rejected)
             self._notify(request)
+            self._answer(*rejected)
             return
         fault = self.api._take_fault(self.command)
         if fault is None:
             request.status, answer = self.api.execute(request)
-            self._answer(request.status, answer)
             self._notify(request)
+            self._answer(request.status, answer)
             return
         request.verdict = f"fault: {fault}"
         executed = self.api.execute(request) if fault.execute else None
@@ -368,13 +368,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.status is not None:
             request.status = fault.status
             fault_body = fault.body if fault.body is not None else _default_fault_body(fault.status)
+            self._notify(request)
             self._answer(fault.status, fault_body, fault.headers, fault)
         else:
             request.status, answer = executed or self.api.execute(request)
+            self._notify(request)
             self._answer(request.status, answer, fault.headers, fault)
-        self._notify(request)
 
     def _notify(self, request: Received) -> None:
+        # Before the answer leaves: whatever a test does here happens before the client reads it.
         if self.api.on_request is not None:
             self.api.on_request(request)
 

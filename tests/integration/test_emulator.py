@@ -202,3 +202,23 @@ def test_a_client_hanging_up_is_not_reported_as_an_emulator_error(
     except ValueError:
         emulator.server.handle_error(None, ("127.0.0.1", 1))
     assert "ValueError: a real fault" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("fault", "credentials"),
+    [(None, None), (None, Credentials("OTHER", SECRET_KEY)), (Fault(status=503), None), (Fault(drip=0.001), None)],
+    ids=["answered", "rejected", "fault status", "dripped"],
+)
+def test_on_request_runs_before_the_answer_leaves(
+    emulator: Emulator, clock: FakeClock, fault: Fault | None, credentials: Credentials | None
+) -> None:
+    # A test's reaction (advancing a clock, arming the next fault) must happen before the client can
+    # read the answer: when the reaction fails, no answer has left at all.
+    def fail(_: object) -> None:
+        raise RuntimeError("the test's reaction failed")
+
+    if fault is not None:
+        emulator.inject(fault)
+    emulator.on_request = fail
+    with pytest.raises(requests.ConnectionError):
+        post(emulator, clock, credentials=credentials)
