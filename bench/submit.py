@@ -27,8 +27,9 @@ import requests
 from emulator.lambda_context import LambdaContextStub
 from emulator.server import Emulator
 from handler import app
-from handler.service import Launcher
-from handler.signing import Credentials, signed_headers
+from handler.dataflow.signing import Credentials, signed_headers
+from handler.launcher import Launcher
+from handler.outcomes import Submitted
 
 ROOT = Path(__file__).resolve().parent.parent
 COLD = Path(__file__).resolve().parent / "cold.py"
@@ -238,8 +239,8 @@ def warm(api: Emulator, plan: Plan, ids: Counter) -> list[Figure]:
 def warm_parts(plan: Plan) -> dict[str, float]:
     """Microseconds per call of what lambda_handler adds around the core, each measured alone, no network."""
     context = LambdaContextStub()
-    decisions = logging.getLogger("handler.service")
-    one_submitted: dict[str, list[object]] = {"submitted": [{}], "skipped": [], "failed": []}
+    decisions = logging.getLogger("handler.results")
+    one_submitted = [Submitted("default", JOB, "06f9646c29ea", "READY", "2ec03d74835d1ca13e442f75653a08bf", {})]
     details = {  # the fields of a real `submitted` record
         "route": "default",
         "jobId": JOB,

@@ -10,20 +10,39 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from handler.errors import ConfigError, InvocationFailedError
-from handler.routing import route_warnings
+from handler.dataflow.signing import Credentials, masked, signed_headers, string_to_sign
+from handler.errors import ConfigError, HandlerError, InvocationFailedError
+from handler.results import Report, Result
+from handler.routes import route_warnings
 from handler.settings import config_from, parse_settings
-from handler.signing import Credentials, masked, signed_headers, string_to_sign
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+class CommandError(HandlerError):
+    """A command cannot start (a missing or malformed file): one line for its user, exit status 2."""
 
 
 def _print(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def read_event(path: str) -> object:
+    """The event file's JSON; a missing or malformed file is one line on stderr, never a traceback."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CommandError(f"cannot read the event file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"the event file {path} is not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise CommandError(
+            f"the event file {path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+
+
 def invoke(args: argparse.Namespace) -> int:
-    event = json.loads(Path(args.event).read_text(encoding="utf-8"))
+    event = read_event(args.event)
     from handler import app, ncp
 
     run: Callable[[], Mapping[str, Any]]
@@ -37,7 +56,7 @@ def invoke(args: argparse.Namespace) -> int:
     else:
         config = config_from(os.environ) | ({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})
         logger = app.logger
-        run = lambda: app.launcher.invoke(event, config, platform=args.platform)  # noqa: E731
+        run = lambda: _kept(app.launcher.invoke(event, config, platform=args.platform))  # noqa: E731
     # The adapter's structured logging, sent to stderr so stdout carries only the result.
     for log_handler in logger.handlers:
         if isinstance(log_handler, logging.StreamHandler):
@@ -52,6 +71,13 @@ def invoke(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _kept(report: Report) -> Result:
+    """The adapters' policy, so the command line fails where the platform would keep the event."""
+    if report.keep:
+        raise InvocationFailedError(report.result)
+    return report.result
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -170,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     emulator.set_defaults(func=emulate)
 
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

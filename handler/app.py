@@ -1,7 +1,7 @@
 """AWS Lambda adapter: lambda_handler, with Powertools structured logging and EMF metrics."""
 
 import os
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -9,8 +9,10 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 
 from handler.errors import ConfigError, InvocationFailedError
+from handler.launcher import Launcher
+from handler.outcomes import Outcome
+from handler.results import Result, counts
 from handler.secrets import KEY_NAMES, SECRET_SETTING, SecretReader
-from handler.service import Launcher, Result
 from handler.settings import config_from
 
 if TYPE_CHECKING:
@@ -37,26 +39,28 @@ def configuration() -> dict[str, str]:
     return config  # with both a secret and keys set, the settings check reports the conflict
 
 
-def record_metrics(result: Mapping[str, Any]) -> None:
-    for name, entries in (("Submitted", "submitted"), ("Skipped", "skipped"), ("Failed", "failed")):
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=len(result.get(entries, [])))
+def record_metrics(outcomes: Sequence[Outcome]) -> None:
+    # Every outcome counts, including those the result's capped lists leave out.
+    for name, count in counts(outcomes).items():
+        metrics.add_metric(name=name.capitalize(), unit=MetricUnit.Count, value=count)
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: "LambdaContext") -> Result:
+    """Raises InvocationFailedError (carrying the result) when a failure lies outside batchItemFailures."""
     try:
         try:
             config = configuration()
-        except ConfigError as exc:
+        except ConfigError as exc:  # the secret's problems; the launcher logs those of the settings
             logger.error("invalid configuration", extra={"problems": [str(problem) for problem in exc.problems]})
             raise
-        result = launcher.invoke(event, config, platform="aws", remaining_ms=context.get_remaining_time_in_millis())
-    except InvocationFailedError as exc:
-        record_metrics(exc.result)
-        raise
+        report = launcher.invoke(event, config, platform="aws", remaining_ms=context.get_remaining_time_in_millis())
     except ConfigError:
         metrics.add_metric(name="ConfigErrors", unit=MetricUnit.Count, value=1)
         raise
-    record_metrics(result)
-    return result
+    record_metrics(report.outcomes)
+    if report.keep:
+        # Raising is what makes Lambda retry an async event, then send it to the on-failure destination.
+        raise InvocationFailedError(report.result)
+    return report.result

@@ -1,9 +1,15 @@
 """The project's one error hierarchy: every error the handler raises derives from HandlerError."""
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from handler.records import Record
+
+# What a failed request says about the run it asked for, and so what may follow it:
+# "retryable": surely did not run, so trying again (now or in a later delivery) cannot double it;
+# "ambiguous": may have run, so it is never resent without a lookup;
+# "permanent": refused for good, and a later delivery would be refused alike.
+FailureKind = Literal["retryable", "ambiguous", "permanent"]
 
 
 class HandlerError(Exception):
@@ -56,12 +62,12 @@ class EventError(HandlerError):
         super().__init__(self.reason)
 
 
-class SubmitError(HandlerError):
-    """A Data Flow request failed; carries the server's or the handler's code as data.
+class RequestError(HandlerError):
+    """A Data Flow request (a create or a list call) failed; its code and failure kind are data.
 
-    `ambiguous` means the request was sent and may have run (the answer was lost, cut off or a
-    5xx that the backend can return after starting the run): never resend it without a lookup.
-    `retryable` means a later delivery of the same event may succeed and cannot double the run.
+    `kind` is one value (FailureKind above): "ambiguous" means the request
+    was sent and may have run, so it is never resent without a lookup; "retryable" means a later
+    delivery of the same event may succeed and cannot double the run; "permanent" means it cannot.
     """
 
     def __init__(
@@ -69,18 +75,24 @@ class SubmitError(HandlerError):
         code: str,
         message: str,
         *,
-        retryable: bool,
-        ambiguous: bool = False,
+        kind: FailureKind,
         status: int | None = None,
         attempts: int = 1,
     ) -> None:
         self.code = code
         self.message = message
-        self.retryable = retryable
-        self.ambiguous = ambiguous
+        self.kind: FailureKind = kind
         self.status = status
         self.attempts = attempts
         super().__init__(f"{code}: {message}")
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.kind == "ambiguous"
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind == "retryable"
 
 
 class InvocationFailedError(HandlerError):

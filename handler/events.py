@@ -3,7 +3,7 @@
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypedDict
 from urllib.parse import unquote_plus
 
 from handler.errors import EventError, Problems
@@ -11,6 +11,22 @@ from handler.jobs import JobSpec, check_job_spec, check_parameters, describe, ut
 from handler.records import Record
 
 Platform = Literal["aws", "ncp"]
+
+
+class EventSource(TypedDict, total=False):
+    """What a result entry says of the event it stands for (the contract's `source`)."""
+
+    kind: str
+    bucket: str
+    key: str
+    eventName: str
+    schedule: str
+    time: str
+    route: str
+    jobId: str
+    messageId: str
+
+
 # S3 and NCP Object Storage keys are at most 1024 bytes of UTF-8; URL-encoded, at most three times that.
 MAX_KEY_BYTES = 1024
 
@@ -83,6 +99,37 @@ class ObjectTrigger(Record):
         # False when the event carried no time and `time` is the arrival time
         self.own_time: Final = own_time
 
+    def identity(self) -> list[object]:
+        """What tells this event from another of its kind, stable across its redeliveries."""
+        # An event without a time of its own is identified by the object's state alone, so a
+        # redelivery (which would otherwise take a new "now") keeps its key.
+        when = self.time.isoformat() if self.own_time else None
+        what = [self.bucket, self.key, self.event_name, self.version_id, self.sequencer]
+        return ["object", *what, self.etag, self.size, when]
+
+    def values(self) -> dict[str, str]:
+        """The event's placeholder values."""
+        directory, _, name = self.key.rpartition("/")
+        stem, dot, ext = name.rpartition(".")
+        if not dot:
+            stem, ext = name, ""
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "key_dir": directory,
+            "key_name": name,
+            "key_stem": stem,
+            "key_ext": ext,
+            "size": "" if self.size is None else str(self.size),
+            "etag": self.etag,
+            "version_id": self.version_id,
+            "event_name": self.event_name,
+            "event_id": self.event_id,
+        }
+
+    def source(self) -> EventSource:
+        return {"kind": "object", "bucket": self.bucket, "key": self.key, "eventName": self.event_name}
+
 
 class ScheduleTrigger(Record):
     __slots__ = ("schedule", "time", "event_id")
@@ -92,6 +139,15 @@ class ScheduleTrigger(Record):
         self.time: Final = time
         self.event_id: Final = event_id
 
+    def identity(self) -> list[object]:
+        return ["schedule", self.schedule, self.time.isoformat()]
+
+    def values(self) -> dict[str, str]:
+        return {"schedule": self.schedule, "event_id": self.event_id}
+
+    def source(self) -> EventSource:
+        return {"kind": "schedule", "schedule": self.schedule, "time": self.time.isoformat()}
+
 
 class RouteInvocation(Record):
     __slots__ = ("route", "time", "event_id")
@@ -100,6 +156,15 @@ class RouteInvocation(Record):
         self.route: Final = route
         self.time: Final = time
         self.event_id: Final = event_id
+
+    def identity(self) -> list[object]:
+        return ["direct", self.time.isoformat()]
+
+    def values(self) -> dict[str, str]:
+        return {"event_id": self.event_id}
+
+    def source(self) -> EventSource:
+        return {"kind": "direct", "route": self.route, "time": self.time.isoformat()}
 
 
 class JobInvocation(Record):
@@ -111,12 +176,24 @@ class JobInvocation(Record):
         self.time: Final = time
         self.event_id: Final = event_id
 
+    def identity(self) -> list[object]:
+        return ["direct", self.time.isoformat()]
+
+    def values(self) -> dict[str, str]:
+        return {"event_id": self.event_id}
+
+    def source(self) -> EventSource:
+        return {"kind": "direct", "jobId": self.job.job_id, "time": self.time.isoformat()}
+
 
 class S3TestTrigger(Record):
     __slots__ = ("bucket",)
 
     def __init__(self, bucket: str = "") -> None:
         self.bucket: Final = bucket
+
+    def source(self) -> EventSource:
+        return {"kind": "test"}
 
 
 class BadEvent(Record):
@@ -125,8 +202,12 @@ class BadEvent(Record):
     def __init__(self, reason: str) -> None:
         self.reason: Final = reason
 
+    def source(self) -> EventSource:
+        return {"kind": "unknown"}
 
-Trigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation | S3TestTrigger | BadEvent
+
+RoutableTrigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation
+Trigger = RoutableTrigger | S3TestTrigger | BadEvent
 
 
 class Delivery(Record):

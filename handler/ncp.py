@@ -8,7 +8,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-from handler.service import Launcher, Result
+from handler.errors import InvocationFailedError
+from handler.launcher import Launcher
+from handler.results import Result
 from handler.settings import CONFIG_NAMES, config_from
 
 CALLER_HEADER = "x-ncp-dataflow-payload"
@@ -33,13 +35,16 @@ def caller_headers(action_name: str, activation_id: str) -> dict[str, str]:
 
 
 def main(args: dict[str, Any]) -> Result:
-    """Parameters named like settings override the environment and are not part of the event."""
+    """Parameters named like settings override the environment and are not part of the event.
+
+    Raises InvocationFailedError (carrying the result) when anything failed.
+    """
     config = {**config_from(os.environ), **config_from(args)}
     event = {name: value for name, value in args.items() if name not in CONFIG_NAMES}
     activation = os.environ.get("__OW_ACTIVATION_ID", "")
     action = os.environ.get("__OW_ACTION_NAME", "")
     logger.append_keys(activation_id=activation or None, action_name=action or None)
-    return launcher.invoke(
+    report = launcher.invoke(
         event,
         config,
         platform="ncp",
@@ -47,3 +52,7 @@ def main(args: dict[str, Any]) -> Result:
         activation_id=activation,
         caller_headers=caller_headers(action, activation),
     )
+    if report.keep:
+        # Raising marks the activation failed, so a trigger's retry or a replay can keep the event.
+        raise InvocationFailedError(report.result)
+    return report.result

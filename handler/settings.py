@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Final, Literal, get_args
 from urllib.parse import urlsplit
 
+from handler.dataflow.signing import Credentials
 from handler.errors import ConfigError, Problems
 from handler.jobs import check_job_spec, describe
 from handler.records import Record
-from handler.routing import Match, Route, check_dedup_parameter, check_routes, check_templates
-from handler.signing import Credentials
+from handler.routes import Match, Route, check_dedup_parameter, check_routes, check_templates
 
 DEFAULT_ENDPOINT = "https://dataflow.apigw.ntruss.com"
 PACKAGE_DIR = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,10 @@ from hypothesis import settings
 from emulator.lambda_context import LambdaContextStub
 from emulator.server import Emulator
 from handler import app, ncp
-from handler.dataflow import Clocks
-from handler.service import Launcher
+from handler.clocks import Clocks
+from handler.events import Platform
+from handler.launcher import Launcher
+from handler.wiring import Wiring
 
 __all__ = ["LambdaContextStub"]
 
@@ -52,6 +54,27 @@ def fresh_python(code: str) -> str:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
     )
     return done.stdout.strip()
+
+
+def result_of(
+    launcher: Launcher,
+    config: Mapping[str, str],
+    event: Any,
+    *,
+    platform: Platform = "aws",
+    remaining_ms: float | None = 30_000,
+    **options: Any,
+) -> dict[str, Any]:
+    """The invocation's result, whether or not an adapter would raise to keep the event."""
+    report = launcher.invoke(event, config, platform=platform, remaining_ms=remaining_ms, **options)
+    return dict(report.result)
+
+
+def kept_result(launcher: Launcher, config: Mapping[str, str], event: Any, **options: Any) -> dict[str, Any]:
+    """The result of an invocation that an adapter raises for, so that the platform keeps the event."""
+    report = launcher.invoke(event, config, platform=options.pop("platform", "aws"), **options)
+    assert report.keep, report.result
+    return dict(report.result)
 
 
 def load_event(name: str) -> Any:
@@ -128,7 +151,7 @@ def emulator(clock: FakeClock) -> Iterator[Emulator]:
 
 @pytest.fixture
 def launcher(clock: FakeClock) -> Launcher:
-    return Launcher(clocks=clock.clocks())
+    return Launcher(Wiring(clock.clocks()))
 
 
 @pytest.fixture

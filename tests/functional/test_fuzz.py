@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulator.server import Received, check_create
-from handler.dataflow import DataflowClient, ExecutionRequest, Submitted
-from handler.errors import InvocationFailedError
+from handler.dataflow.client import CreateAnswer, DataflowClient, ExecutionRequest
+from handler.dataflow.signing import Credentials
 from handler.events import Platform
-from handler.service import Launcher
-from handler.signing import Credentials
-from tests.conftest import EVENTS, ROOT, FakeClock
+from handler.launcher import Launcher
+from handler.wiring import Wiring
+from tests.conftest import EVENTS, ROOT, FakeClock, result_of
 
 ROUTES = (ROOT / "emulator" / "demo-routes.json").read_text(encoding="utf-8")
 SAMPLES = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in sorted(EVENTS.glob("*.json"))}
@@ -56,7 +56,7 @@ class ValidatingSubmitter:
 
     def create_execution(
         self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
-    ) -> Submitted:
+    ) -> CreateAnswer:
         prepared = self.client.prepare_create(request, headers)
         body = prepared.body.decode() if isinstance(prepared.body, bytes) else str(prepared.body or "")
         received = Received("POST", prepared.path_url, {k.lower(): v for k, v in prepared.headers.items()}, body)
@@ -65,7 +65,7 @@ class ValidatingSubmitter:
             problems.append(f"bad path {prepared.path_url}")
         self.invalid += problems
         self.sent.append(received)
-        return Submitted({"jobExecutionId": f"E{len(self.sent)}", "status": "READY"}, 1)
+        return CreateAnswer({"jobExecutionId": f"E{len(self.sent)}", "status": "READY"}, 1)
 
     def list_executions(self, job_id: str, *, page: int, limit: int, **_: Any) -> dict[str, Any]:
         return {"list": [], "count": 0, "page": page, "limit": limit}
@@ -148,13 +148,8 @@ def mutate(event: Any, path: tuple[Any, ...], action: str, replacement: Any) -> 
 
 def run(event: Any, platform: Platform, config_index: int) -> tuple[Mapping[str, Any], ValidatingSubmitter]:
     submitter = ValidatingSubmitter()
-    launcher = Launcher(clocks=FakeClock().clocks(), fixed_submitter=submitter)
-    result: Mapping[str, Any]
-    try:
-        result = launcher.invoke(event, CONFIGS[config_index], platform=platform)
-    except InvocationFailedError as exc:
-        result = exc.result
-    return result, submitter
+    launcher = Launcher(Wiring(FakeClock().clocks(), connect=lambda _settings, _client: submitter))
+    return result_of(launcher, CONFIGS[config_index], event, platform=platform, remaining_ms=None), submitter
 
 
 def check(result: Mapping[str, Any], submitter: ValidatingSubmitter) -> None:

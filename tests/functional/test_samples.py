@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from emulator.server import Emulator
-from handler.errors import InvocationFailedError
-from handler.service import Launcher
+from handler.launcher import Launcher
 from tests.conftest import EVENTS, ROOT, load_event
 
 ROUTES = json.loads((ROOT / "emulator" / "demo-routes.json").read_text(encoding="utf-8"))
@@ -158,12 +157,9 @@ def test_sample_outcome(name: str, launcher: Launcher, config: dict[str, str], e
     platform, executions, skips, failures, sqs_failures = EXPECTED[name]
     config.pop("DATAFLOW_JOB_ID")
     config |= {"DATAFLOW_ROUTES": json.dumps(ROUTES), "DATAFLOW_TIMEZONE": "+09:00"}
-    result: Mapping[str, Any]
-    try:
-        result = launcher.invoke(load_event(name), config, platform=platform, activation_id="act-1")  # type: ignore[arg-type]
-    except InvocationFailedError as exc:
-        assert failures, f"{name} raised: {exc}"
-        result = exc.result
+    report = launcher.invoke(load_event(name), config, platform=platform, activation_id="act-1")  # type: ignore[arg-type]
+    assert not report.keep or failures, f"{name} would raise: {report.result}"
+    result: Mapping[str, Any] = report.result
     received = [(r.path.split("?")[0].split("/")[4], dict(r.query), r.json) for r in emulator.posts]
     assert all(r.verdict == "ok" for r in emulator.received)
     wanted = []
@@ -187,7 +183,9 @@ def test_sample_outcome(name: str, launcher: Launcher, config: dict[str, str], e
 
 def test_sqs_failure_names_exactly_the_bad_message(launcher: Launcher, config: dict[str, str]) -> None:
     event = load_event("sqs-s3.json")
-    result = launcher.invoke(event, config, platform="aws")
+    report = launcher.invoke(event, config, platform="aws")
+    assert not report.keep
+    result = report.result
     assert result["batchItemFailures"] == [{"itemIdentifier": event["Records"][1]["messageId"]}]
     [failed] = result["failed"]
     assert failed["error"].startswith("bad-event: SQS record body is not JSON")
@@ -201,7 +199,9 @@ def test_sqs_submission_failure_is_reported_per_message_without_raising(
 
     event = load_event("sns-sqs-s3.json")
     emulator.inject(Fault(status=400))
-    result = launcher.invoke(event, config, platform="aws")
+    report = launcher.invoke(event, config, platform="aws")
+    assert not report.keep
+    result = report.result
     assert result["batchItemFailures"] == [{"itemIdentifier": event["Records"][0]["messageId"]}]
 
 

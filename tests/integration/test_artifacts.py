@@ -186,7 +186,14 @@ def assert_ran_from_bytecode(report: dict[str, object]) -> None:
     modules = report["modules"]
     assert isinstance(modules, dict)
     own = {name: pyc for name, pyc in modules.items() if isinstance(pyc, dict)}
-    assert {"handler.service", "handler.settings", "requests", "urllib3", "aws_lambda_powertools.logging"} <= set(own)
+    assert {
+        "handler.launcher",
+        "handler.dataflow.client",
+        "handler.settings",
+        "requests",
+        "urllib3",
+        "aws_lambda_powertools.logging",
+    } <= set(own)
     assert {name: pyc for name, pyc in own.items() if pyc != {"magic_ok": True, "flags": UNCHECKED_HASH}} == {}
     # Every runtime dependency came from the artifact, not from anywhere else on the machine.
     foreign = [name for name, where in modules.items() if where == "outside" and name.split(".")[0] in DEPENDENCIES]
@@ -267,7 +274,7 @@ def test_probe_notices_a_module_compiled_from_source(artifacts: Artifacts, api: 
     # The probe itself must be able to fail: drop one module's bytecode and it must be reported.
     copy = tmp_path / "lambda"
     shutil.copytree(artifacts.lambda_root, copy)
-    cached = importlib.util.cache_from_source(str(copy / "handler" / "routing.py"))
+    cached = importlib.util.cache_from_source(str(copy / "handler" / "routes.py"))
     Path(cached.replace(sys.implementation.cache_tag, "cpython-313")).unlink()
     report = run_probe(artifacts, "lambda", copy, api, [event("s3-put.json")])
     assert report["compiled"] == [os.path.join("handler", "routing.py")]

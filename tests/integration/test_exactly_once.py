@@ -10,18 +10,16 @@ from typing import Any
 import pytest
 
 from emulator.server import Emulator, Fault, Received
-from handler.errors import InvocationFailedError
-from handler.service import DedupMemory, Launcher
-from tests.conftest import FakeClock, JsonLines, load_event
+from handler.exactly_once import DedupMemory
+from handler.launcher import Launcher
+from handler.wiring import Wiring
+from tests.conftest import FakeClock, JsonLines, load_event, result_of
 
 IDENTIFYING = '{"$input": "{bucket}/{key}"}'
 
 
 def run(launcher: Launcher, config: dict[str, str], event: Any) -> dict[str, Any]:
-    try:
-        return dict(launcher.invoke(event, config, platform="aws", remaining_ms=30_000))
-    except InvocationFailedError as exc:
-        return exc.result
+    return result_of(launcher, config, event)
 
 
 @pytest.fixture
@@ -61,8 +59,8 @@ def test_lost_answer_then_redelivery_to_a_cold_container_starts_one_run(
     clock: FakeClock, identifying: dict[str, str], emulator: Emulator
 ) -> None:
     lose_the_answer_and_the_lookup(emulator)
-    run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
-    again = run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
+    again = run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
     [execution] = emulator.all_executions()
     assert again["skipped"][0]["jobExecutionId"] == execution["jobExecutionId"]
     assert len(emulator.posts) == 1
@@ -71,8 +69,8 @@ def test_lost_answer_then_redelivery_to_a_cold_container_starts_one_run(
 def test_always_skips_a_cold_container_redelivery_with_the_existing_id(
     clock: FakeClock, identifying: dict[str, str], emulator: Emulator
 ) -> None:
-    first = run(Launcher(clocks=clock.clocks()), identifying, load_event("sqs-s3.json"))
-    again = run(Launcher(clocks=clock.clocks()), identifying, load_event("sqs-s3.json"))
+    first = run(Launcher(Wiring(clock.clocks())), identifying, load_event("sqs-s3.json"))
+    again = run(Launcher(Wiring(clock.clocks())), identifying, load_event("sqs-s3.json"))
     assert len(emulator.all_executions()) == 1
     assert again["submitted"] == []
     [skip] = again["skipped"]
@@ -87,8 +85,8 @@ def test_one_key_uploaded_twice_is_two_runs_never_a_false_duplicate(
 ) -> None:
     first, second = load_event("s3-put.json"), load_event("s3-put.json")
     second["Records"][0]["s3"]["object"] |= {"sequencer": "0055AED6DCD90281F9", "eTag": "another"}
-    run(Launcher(clocks=clock.clocks()), identifying, first)
-    again = run(Launcher(clocks=clock.clocks()), identifying, second)
+    run(Launcher(Wiring(clock.clocks())), identifying, first)
+    again = run(Launcher(Wiring(clock.clocks())), identifying, second)
     # Equal parameters, but two uploads: the check before submitting trusts only the dedupParameter.
     assert again["skipped"] == []
     assert [execution["parsedParameters"]["$input"] for execution in emulator.all_executions()] == [
@@ -100,7 +98,7 @@ def test_without_a_dedup_parameter_nothing_is_checked_before_submitting(
     clock: FakeClock, identifying: dict[str, str], emulator: Emulator
 ) -> None:
     identifying["DATAFLOW_DEDUP_PARAMETER"] = ""
-    run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
     assert [request.method for request in emulator.received] == ["POST"]
 
 
@@ -108,8 +106,8 @@ def test_ambiguous_does_not_look_before_a_first_submission(
     clock: FakeClock, identifying: dict[str, str], emulator: Emulator
 ) -> None:
     identifying["DATAFLOW_DEDUP_CHECK"] = "ambiguous"
-    run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
-    run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
+    run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
     assert [request.method for request in emulator.received] == ["POST", "POST"]  # what "ambiguous" leaves open
 
 
@@ -124,8 +122,8 @@ def test_a_dedup_parameter_carries_the_key_and_finds_the_run_without_other_echo(
             "DATAFLOW_DEDUP_PARAMETER": "$dedup",
             "DATAFLOW_PARAMETERS": '{"$a": "1"}',
         }
-        first = run(Launcher(clocks=clock.clocks()), config, load_event("s3-put.json"))
-        again = run(Launcher(clocks=clock.clocks()), config, load_event("s3-put.json"))
+        first = run(Launcher(Wiring(clock.clocks())), config, load_event("s3-put.json"))
+        again = run(Launcher(Wiring(clock.clocks())), config, load_event("s3-put.json"))
         [execution] = api.all_executions()
     assert execution["parsedParameters"] == {"$a": "1", "$dedup": first["submitted"][0]["dedupKey"]}
     assert again["skipped"][0]["jobExecutionId"] == execution["jobExecutionId"]
@@ -229,12 +227,12 @@ def test_a_destination_record_replays_exactly_the_executions_of_its_original_eve
 ) -> None:
     record = load_event("lambda-destination-record.json")
     assert record["requestPayload"] == load_event("s3-put.json")
-    original = run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
-    replayed = run(Launcher(clocks=clock.clocks()), identifying, record)  # a cold container, as a replay is
+    original = run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
+    replayed = run(Launcher(Wiring(clock.clocks())), identifying, record)  # a cold container, as a replay is
     assert [skip["dedupKey"] for skip in replayed["skipped"]] == [entry["dedupKey"] for entry in original["submitted"]]
     assert {skip["reason"] for skip in replayed["skipped"]} == {"duplicate"}
     emulator.executions.clear()
-    fresh = run(Launcher(clocks=clock.clocks()), identifying, record)  # the original never ran: now it does
+    fresh = run(Launcher(Wiring(clock.clocks())), identifying, record)  # the original never ran: now it does
     assert [entry["dedupKey"] for entry in fresh["submitted"]] == [entry["dedupKey"] for entry in original["submitted"]]
     assert len(emulator.all_executions()) == 1
 
@@ -252,6 +250,6 @@ def test_a_submission_record_times_the_whole_decision_lookup_included(
 ) -> None:
     # The lookup takes 1 s and the POST 0.5 s: the record says 1.5 s, not only the POST's share.
     emulator.on_request = lambda request: clock.advance(1.0 if request.method == "GET" else 0.5)
-    run(Launcher(clocks=clock.clocks()), identifying, load_event("s3-put.json"))
+    run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
     assert [r["message"] for r in logs.records] == ["lookup", "submitted"]
     assert logs.records[1]["elapsedMs"] == 1500.0

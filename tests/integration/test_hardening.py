@@ -15,18 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulator.server import Emulator, Fault, gateway_error
-from handler.dataflow import Clocks, DataflowClient
-from handler.errors import InvocationFailedError, SubmitError
-from handler.service import Launcher
-from handler.signing import Credentials
-from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, JsonLines, load_event
+from handler.clocks import Clocks
+from handler.dataflow.client import DataflowClient
+from handler.dataflow.signing import Credentials
+from handler.errors import RequestError
+from handler.launcher import Launcher
+from handler.wiring import Wiring
+from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, JsonLines, load_event, result_of
 
 
 def outcome(launcher: Launcher, config: dict[str, str], event: Any, remaining_ms: float = 30_000) -> dict[str, Any]:
-    try:
-        return dict(launcher.invoke(event, config, platform="aws", remaining_ms=remaining_ms))
-    except InvocationFailedError as exc:
-        return exc.result
+    return result_of(launcher, config, event, remaining_ms=remaining_ms)
 
 
 def test_a_dripping_server_cannot_hold_the_invocation_past_its_deadline(config: dict[str, str]) -> None:
@@ -35,7 +34,7 @@ def test_a_dripping_server_cannot_hold_the_invocation_past_its_deadline(config: 
         api.inject(Fault(drip=0.25, method="POST"))  # a valid answer, one byte every 250 ms
         started = time.monotonic()
         result = outcome(
-            Launcher(clocks=Clocks(sleep=lambda _: None)), config, load_event("schedule-classic.json"), 3_000
+            Launcher(Wiring(Clocks(sleep=lambda _: None))), config, load_event("schedule-classic.json"), 3_000
         )
         spent = time.monotonic() - started
     assert spent < 3.5
@@ -54,7 +53,7 @@ def test_a_status_line_that_arrived_before_the_cut_off_counts_as_accepted(
         api.inject(Fault(drip=0.025, method="POST"))
         started = time.monotonic()
         result = outcome(
-            Launcher(clocks=Clocks(sleep=lambda _: None)), config, load_event("schedule-classic.json"), 4_000
+            Launcher(Wiring(Clocks(sleep=lambda _: None))), config, load_event("schedule-classic.json"), 4_000
         )
         assert time.monotonic() - started < 4.0
         [execution] = api.all_executions()
@@ -75,7 +74,7 @@ def test_one_poisoned_message_fails_alone_in_an_sqs_batch(
         body = json.loads(good["body"])
         body["Records"][0]["s3"]["object"] |= {"key": f"in/{index}.csv", "size": size}
         records.append(good | {"messageId": f"m{index}", "body": json.dumps(body)})
-    result = launcher.invoke({"Records": records}, config, platform="aws", remaining_ms=30_000)
+    result = result_of(launcher, config, {"Records": records})
     assert result["batchItemFailures"] == [{"itemIdentifier": "m1"}]
     assert result["failed"][0]["error"].startswith("bad-event: Records[0].s3.object.size is string '²'")
     assert sorted(request.json["parameters"] == {} for request in emulator.posts) == [True, True]
@@ -85,7 +84,7 @@ def test_the_clock_offset_is_re_learned_in_either_direction(config: dict[str, st
     offset = [600.0]
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=lambda: clock.wall() + offset[0]) as api:
         config["DATAFLOW_ENDPOINT"] = api.url
-        launcher = Launcher(clocks=clock.clocks())
+        launcher = Launcher(Wiring(clock.clocks()))
         outcome(launcher, config, load_event("schedule-classic.json"))
         offset[0] = 0.0  # our host's clock was corrected: the learned offset is now wrong
         result = outcome(launcher, config, {"schedule": "other", "time": "2026-11-28T00:00:00Z"})
@@ -211,7 +210,7 @@ def test_any_retry_after_or_date_header_is_read_safely(
     started = clock.monotonic()
     try:
         client.list_executions("gqigvH123456", page=0, limit=1, deadline=started + 10)
-    except SubmitError as exc:  # unless the Date happened to be a real date far off ours
+    except RequestError as exc:  # unless the Date happened to be a real date far off ours
         assert exc.code == "200"
     assert clock.monotonic() - started <= 10
     emulator.faults.clear()
@@ -233,13 +232,9 @@ def test_without_a_deadline_an_attempt_still_ends_after_its_two_timeouts(config:
         config["DATAFLOW_DEDUP_CHECK"] = "off"
         api.inject(Fault(drip=0.1, method="POST"))  # every byte within the read timeout, the whole far beyond it
         started = time.monotonic()
-        launcher = Launcher(clocks=Clocks(sleep=lambda _: None))
-        try:
-            launcher.invoke(
-                load_event("schedule-classic.json"), config, platform="aws"
-            )  # the command line: no deadline
-        except InvocationFailedError as exc:
-            result = exc.result
+        launcher = Launcher(Wiring(Clocks(sleep=lambda _: None)))
+        # the command line: no deadline
+        result = result_of(launcher, config, load_event("schedule-classic.json"), remaining_ms=None)
         spent = time.monotonic() - started
     assert spent < 1.5
     assert result["failed"][0]["error"].startswith("unknown-outcome: no complete answer within 0.7")

@@ -18,9 +18,10 @@ import requests
 
 from emulator.server import Emulator
 from handler import ncp
-from handler.dataflow import Clocks
+from handler.clocks import Clocks
 from handler.errors import ConfigError
-from handler.service import Launcher
+from handler.launcher import Launcher
+from handler.wiring import Wiring
 from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, JsonLines, load_event
 from tests.unit.test_signing import KNOWN_SIGNATURE
 
@@ -33,7 +34,7 @@ def live_emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def ncp_launcher(monkeypatch: pytest.MonkeyPatch) -> Launcher:
-    launcher = Launcher(clocks=Clocks(sleep=lambda _: None))
+    launcher = Launcher(Wiring(Clocks(sleep=lambda _: None)))
     monkeypatch.setattr(ncp, "launcher", launcher)
     for name in (
         "NCLOUD_ACCESS_KEY",
@@ -105,7 +106,7 @@ def test_bad_configuration_raises_one_error(ncp_launcher: Launcher) -> None:
 
 
 def test_deadline_comes_from_ow_deadline() -> None:
-    launcher = Launcher(clocks=Clocks(wall=lambda: 1_000.0))
+    launcher = Launcher(Wiring(Clocks(wall=lambda: 1_000.0)))
     original = ncp.launcher
     ncp.launcher = launcher
     try:
@@ -229,7 +230,7 @@ def test_the_caller_header_can_be_turned_off_and_is_never_sent_from_lambda(
     ncp_launcher: Launcher, live_emulator: Emulator
 ) -> None:
     ncp.main(ncp_args(live_emulator, DATAFLOW_CALLER_HEADER="false", schedule="nightly"))
-    launcher = Launcher(clocks=Clocks(sleep=lambda _: None))
+    launcher = Launcher(Wiring(Clocks(sleep=lambda _: None)))
     launcher.invoke(load_event("s3-put.json"), ncp_args(live_emulator), platform="aws")
     assert len(live_emulator.posts) == 2
     assert all("x-ncp-dataflow-payload" not in request.headers for request in live_emulator.received)

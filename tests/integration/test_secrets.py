@@ -14,10 +14,11 @@ import pytest
 
 from emulator.server import Emulator
 from handler import app
-from handler.dataflow import Clocks
+from handler.clocks import Clocks
 from handler.errors import ConfigError
+from handler.launcher import Launcher
 from handler.secrets import SecretReader
-from handler.service import Launcher
+from handler.wiring import Wiring
 from tests.conftest import ACCESS_KEY, SECRET_KEY, JsonLines, LambdaContextStub, load_event
 
 SECRET_ARN = "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:ncp-keys-AbCdEf"
@@ -81,7 +82,7 @@ def test_keys_come_from_the_secret_once_per_container_and_never_show(
     fake.not_ready = 2
     sleeps: list[float] = []
     monkeypatch.setattr(app, "secrets", reader(port, sleeps))
-    monkeypatch.setattr(app, "launcher", Launcher(clocks=Clocks(sleep=lambda _: None)))
+    monkeypatch.setattr(app, "launcher", Launcher(Wiring(Clocks(sleep=lambda _: None))))
     with Emulator({ACCESS_KEY: SECRET_KEY}) as api:
         for name in ("NCLOUD_ACCESS_KEY", "NCLOUD_SECRET_KEY", "DATAFLOW_ROUTES"):
             monkeypatch.delenv(name, raising=False)

@@ -42,25 +42,23 @@ ROUTE = {"name": "per-file", "match": {"source": "object"}, "jobId": "SoakJob1",
 
 def _container(conn: Connection, config: dict[str, str]) -> None:
     """One container: a process with its own warm Launcher, serving invocations until told to stop."""
-    from handler.dataflow import Clocks
-    from handler.errors import InvocationFailedError
-    from handler.service import Launcher
+    from handler.clocks import Clocks
+    from handler.launcher import Launcher
+    from handler.wiring import Wiring
 
     logging.getLogger("handler").setLevel(logging.CRITICAL)
     now = [0.0]
-    launcher = Launcher(clocks=Clocks(wall=lambda: now[0], sleep=lambda _: None))
+    launcher = Launcher(Wiring(Clocks(wall=lambda: now[0], sleep=lambda _: None)))
     while (message := conn.recv()) is not None:
         event, now[0] = message
-        try:
-            conn.send(("ok", launcher.invoke(event, config, platform="aws", remaining_ms=30_000)))
-        except InvocationFailedError as exc:
-            conn.send(("raised", exc.result))
+        report = launcher.invoke(event, config, platform="aws", remaining_ms=30_000)
+        conn.send(("raised" if report.keep else "ok", report.result))
 
 
 # A fork server starts each container from a clean process that has the handler imported already,
 # so a cold container costs milliseconds; forking the test process itself (emulator threads) is unsafe.
 CONTEXT = multiprocessing.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["handler.service", "tests.integration.test_soak"])
+CONTEXT.set_forkserver_preload(["handler.launcher", "tests.integration.test_soak"])
 
 
 class Container:

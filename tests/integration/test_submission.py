@@ -10,12 +10,13 @@ import requests
 
 from emulator.server import Emulator, Fault, dataflow_error
 from handler import app
-from handler.dataflow import Clocks, DataflowClient, ExecutionRequest
+from handler.clocks import Clocks
+from handler.dataflow.client import DataflowClient, ExecutionRequest
+from handler.dataflow.signing import Credentials, NcpSignatureV2
 from handler.errors import InvocationFailedError
 from handler.jobs import JobSpec
-from handler.service import Launcher
+from handler.launcher import Launcher
 from handler.settings import CONFIG_NAMES
-from handler.signing import Credentials, NcpSignatureV2
 from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, LambdaContextStub, load_event
 
 CONDITION = {

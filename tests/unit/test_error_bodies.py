@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handler.dataflow import error_from_body
+from handler.dataflow.client import error_from_body
 
 
 @pytest.mark.parametrize(

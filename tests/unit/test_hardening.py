@@ -11,14 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handler.dataflow import retry_after_seconds, unsent_failure
+from handler.dataflow.client import retry_after_seconds, unsent_failure
+from handler.dataflow.transport import AttemptWatch
 from handler.errors import ConfigError, Problems
 from handler.events import BadEvent, ObjectTrigger, normalise
 from handler.jobs import JobSpec
-from handler.routing import PlannedExecution, Reject, Route, check_route, check_routes, plan, route_warnings
+from handler.outcomes import Failed
+from handler.planning import PlannedExecution, fire
+from handler.routes import Route, check_route, check_routes, route_warnings
 from handler.settings import parse_settings
 from handler.templates import parse_template
-from handler.transport import AttemptWatch
 from tests.unit.test_events import only, s3_record
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
@@ -79,8 +81,8 @@ def test_times_rendered_out_of_range_are_bad_events_naming_the_parameter(event_t
         JobSpec("J"),
         (("$t", parse_template(template)),),
     )
-    [step] = plan(trigger, [route], zone)
-    if isinstance(step, Reject):
+    [step] = fire(trigger, [route], zone)
+    if isinstance(step, Failed):
         assert step.code == "bad-event"
         assert step.message.startswith("parameters.$t: the event time")
     else:  # within range after all in this zone: it rendered, which is fine too
@@ -166,7 +168,7 @@ def keys_of(config: dict[str, str], event: Any, platform: str = "aws", now: date
     [delivery] = normalise(event, platform=platform, now=now).deliveries  # type: ignore[arg-type]
     keys = []
     for trigger in delivery.triggers:
-        for step in plan(trigger, settings.routes, settings.zone):  # type: ignore[arg-type]
+        for step in fire(trigger, settings.routes, settings.zone):  # type: ignore[arg-type]
             assert isinstance(step, PlannedExecution)
             keys.append(step.dedup_key)
     return keys
@@ -241,8 +243,8 @@ def test_reasons_that_quote_field_names_always_encode() -> None:
 def test_a_failure_on_a_connection_the_client_could_not_observe_may_have_run() -> None:
     import requests
 
-    from handler.dataflow import DataflowClient
-    from handler.signing import Credentials
+    from handler.dataflow.client import DataflowClient
+    from handler.dataflow.signing import Credentials
 
     client = DataflowClient("https://dataflow.example.com", Credentials("AK", "SK"))
     error = client._transport_error(requests.ReadTimeout("read timed out"), AttemptWatch(), 1.5)
@@ -252,7 +254,7 @@ def test_a_failure_on_a_connection_the_client_could_not_observe_may_have_run() -
 
 
 def test_requests_through_a_proxy_are_watched_too() -> None:
-    from handler.transport import WatchedAdapter
+    from handler.dataflow.transport import WatchedAdapter
 
     manager = WatchedAdapter().proxy_manager_for("http://127.0.0.1:3128")
     assert manager.pool_classes_by_scheme["https"].ConnectionCls.__name__ == "_WatchedHTTPSConnection"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from handler.reconcile import Absent, Found, Identity, Unknown, collect, echoed_parameters, find, verdict
+from handler.dataflow.reconcile import Absent, Found, Identity, Unknown, collect, echoed_parameters, find, verdict
 
 SINCE = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 OURS = {"$input": "raw/a.csv", "$day": "2026-11-28"}

@@ -10,7 +10,9 @@ import pytest
 from handler.errors import Problems
 from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger
 from handler.jobs import JobSpec
-from handler.routing import PlannedExecution, Reject, Route, Skip, check_route, check_routes, plan
+from handler.outcomes import Failed, Skipped
+from handler.planning import PlannedExecution, fire
+from handler.routes import Route, check_route, check_routes
 
 TIME = datetime(2026, 11, 27, 23, 10, 5, tzinfo=UTC)
 
@@ -29,11 +31,11 @@ def obj(
 
 
 def fired(trigger: Any, table: tuple[Route, ...]) -> list[str | None]:
-    return [step.route for step in plan(trigger, table, UTC) if isinstance(step, PlannedExecution)]
+    return [step.route for step in fire(trigger, table, UTC) if isinstance(step, PlannedExecution)]
 
 
 def skips(trigger: Any, table: tuple[Route, ...]) -> list[str]:
-    return [step.reason for step in plan(trigger, table, UTC) if isinstance(step, Skip)]
+    return [step.reason for step in fire(trigger, table, UTC) if isinstance(step, Skipped)]
 
 
 TABLE = routes(
@@ -73,7 +75,7 @@ def test_every_matching_route_fires() -> None:
 
 
 def test_pattern_groups_and_object_placeholders_render() -> None:
-    [step, _] = plan(obj("incoming/orders/a.csv"), TABLE, UTC)
+    [step, _] = fire(obj("incoming/orders/a.csv"), TABLE, UTC)
     assert isinstance(step, PlannedExecution)
     assert step.parameters == {"$t": "orders", "$k": "incoming/orders/a.csv"}
 
@@ -100,7 +102,7 @@ def test_folder_markers_are_skipped() -> None:
 def test_schedules_match_by_name_and_render_offsets() -> None:
     trigger = ScheduleTrigger("nightly", datetime(2026, 11, 28, 15, tzinfo=UTC))
     assert fired(trigger, TABLE) == ["nightly", "any-schedule"]
-    step = plan(trigger, TABLE, UTC)[0]
+    step = fire(trigger, TABLE, UTC)[0]
     assert isinstance(step, PlannedExecution)
     assert step.parameters == {"$d": "2026-11-27", "$s": "nightly"}
     assert fired(ScheduleTrigger("hourly", TIME), TABLE) == ["any-schedule"]
@@ -110,23 +112,23 @@ def test_direct_routes_fire_only_by_name_and_any_route_can_be_replayed() -> None
     assert "manual" not in fired(obj("incoming/o/a.csv"), TABLE)
     assert fired(RouteInvocation("manual", TIME), TABLE) == ["manual"]
     assert fired(RouteInvocation("nightly", TIME), TABLE) == ["nightly"]
-    [reject] = plan(RouteInvocation("missing", TIME), TABLE, UTC)
-    assert isinstance(reject, Reject)
+    [reject] = fire(RouteInvocation("missing", TIME), TABLE, UTC)
+    assert isinstance(reject, Failed)
     assert (reject.route, reject.code) == ("missing", "unknown-route")
     assert reject.message.startswith("no route is named 'missing' (routes: csv, all-raw,")
 
 
 def test_direct_job_runs_literally() -> None:
-    [step] = plan(JobInvocation(JobSpec("J9"), {"$a": "{bucket}"}, TIME), TABLE, UTC)
+    [step] = fire(JobInvocation(JobSpec("J9"), {"$a": "{bucket}"}, TIME), TABLE, UTC)
     assert isinstance(step, PlannedExecution)
     assert step.parameters == {"$a": "{bucket}"}  # literal values are never rendered
     assert step.route is None
 
 
 def test_dedup_keys_are_stable_per_event_and_route() -> None:
-    first = plan(obj("incoming/o/a.csv"), TABLE, UTC)
-    again = plan(obj("incoming/o/a.csv"), TABLE, UTC)
-    other = plan(obj("incoming/o/b.csv"), TABLE, UTC)
+    first = fire(obj("incoming/o/a.csv"), TABLE, UTC)
+    again = fire(obj("incoming/o/a.csv"), TABLE, UTC)
+    other = fire(obj("incoming/o/b.csv"), TABLE, UTC)
     keys = [s.dedup_key for s in first if isinstance(s, PlannedExecution)]
     assert keys == [s.dedup_key for s in again if isinstance(s, PlannedExecution)]
     assert len(set(keys)) == 2
@@ -219,7 +221,7 @@ def test_route_problems_name_the_field(raw: Any, expected: list[str]) -> None:
 def test_default_source_serves_objects_and_schedules_with_both_placeholders() -> None:
     table = routes({"name": "default", "jobId": "J", "parameters": {"$k": "{key}", "$s": "{schedule}"}})
     assert fired(obj("x.csv"), table) == ["default"]
-    step = plan(ScheduleTrigger("nightly", TIME), table, UTC)[0]
+    step = fire(ScheduleTrigger("nightly", TIME), table, UTC)[0]
     assert isinstance(step, PlannedExecution)
     assert step.parameters == {"$k": "", "$s": "nightly"}  # object placeholders render empty
 

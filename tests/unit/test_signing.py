@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from handler.signing import (
+from handler.dataflow.signing import (
     SIGNATURE_HEADER,
     Credentials,
     NcpSignatureV2,
@@ -62,7 +62,7 @@ def test_each_signing_takes_a_fresh_timestamp() -> None:
 
 def test_skew_correction_shifts_the_timestamp() -> None:
     auth = NcpSignatureV2(CREDENTIALS, clock=lambda: 1_700_000_000.0)
-    auth.skew = -600.0
+    auth.offset = -600.0
     assert auth.timestamp_ms() == "1699999400000"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from handler.transport import AttemptWatch, Watchdog
+from handler.dataflow.transport import AttemptWatch, Watchdog
 
 
 class CountingCondition(threading.Condition):

@@ -3,6 +3,8 @@
 import base64
 import hashlib
 import hmac
+import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Final, final
@@ -13,6 +15,10 @@ TIMESTAMP_HEADER = "x-ncp-apigw-timestamp"
 ACCESS_KEY_HEADER = "x-ncp-iam-access-key"
 SIGNATURE_HEADER = "x-ncp-apigw-signature-v2"
 MASK = "***"
+# The gateway accepts 5 minutes either way; an offset under a minute is noise, not skew.
+SKEW_TOLERANCE_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 @final
@@ -57,19 +63,45 @@ def masked(headers: Mapping[str, str]) -> dict[str, str]:
 class NcpSignatureV2(requests.auth.AuthBase):
     """Signs a prepared request at send time, so the signed path and query are the sent ones.
 
-    `clock` returns epoch seconds; `skew` (seconds, gateway minus local) corrects a clock
-    that the gateway has reported as off.
+    It owns the clock offset (gateway minus local, seconds), as requests-aws4auth's signer owns
+    its date handling: `clock` returns epoch seconds, and `offset` corrects a clock that the
+    gateway has reported as off. One signer serves every thread of a container, so the offset
+    learned by one request serves all, and a request signed with an older offset is re-signed
+    rather than failed (see `handle_date_mismatch`).
     """
 
     def __init__(self, credentials: Credentials, clock: Callable[[], float] = time.time) -> None:
         self.credentials = credentials
         self.clock = clock
-        self.skew = 0.0
+        self.offset = 0.0
+        self._lock = threading.Lock()
 
-    def timestamp_ms(self) -> str:
-        return str(int((self.clock() + self.skew) * 1000))
+    def timestamp_ms(self, offset: float | None = None) -> str:
+        return str(int((self.clock() + (self.offset if offset is None else offset)) * 1000))
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return self.sign(request, self.offset)
+
+    def sign(self, request: requests.PreparedRequest, offset: float) -> requests.PreparedRequest:
         method = request.method or "GET"
-        request.headers.update(signed_headers(self.credentials, method, request.path_url, self.timestamp_ms()))
+        request.headers.update(signed_headers(self.credentials, method, request.path_url, self.timestamp_ms(offset)))
         return request
+
+    def handle_date_mismatch(self, gateway_offset: float | None, signed_with: float) -> bool:
+        """After an authentication failure: True when a request signed with `signed_with` is worth re-signing.
+
+        `gateway_offset` is the gateway's clock minus ours, from its Date header. A sibling thread
+        may have corrected the offset since this request was signed: then re-signing is right
+        whatever this answer's Date says. Offsets under the tolerance count as no skew at all.
+        """
+        with self._lock:
+            if abs(self.offset - signed_with) >= SKEW_TOLERANCE_S:
+                return True
+            if gateway_offset is None:
+                return False
+            corrected = gateway_offset if abs(gateway_offset) >= SKEW_TOLERANCE_S else 0.0
+            if abs(corrected - self.offset) < SKEW_TOLERANCE_S:
+                return False
+            self.offset = corrected
+        log.warning("clock skew corrected", extra={"skewSeconds": round(corrected, 1)})
+        return True

@@ -1,5 +1,6 @@
 """HTTP transport whose every attempt ends at its deadline, however slowly the server answers."""
 
+import logging
 import math
 import socket
 import threading
@@ -13,6 +14,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _local = threading.local()
+log = logging.getLogger(__name__)
 
 
 class AttemptWatch:
@@ -28,10 +30,19 @@ class AttemptWatch:
         # Shutting the socket down wakes a recv() blocked in another thread; a socket timeout
         # cannot, because a server that drips one byte at a time resets it with every byte.
         self.cut_off = True
-        sock = getattr(self.connection, "sock", None)
+        sock = _raw_socket(getattr(self.connection, "sock", None))
         if sock is not None:
             with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def _raw_socket(sock: object) -> socket.socket | None:
+    """The OS socket under any wrapping: through a proxy, urllib3's SSLTransport has no shutdown()."""
+    for _ in range(4):
+        if sock is None or isinstance(sock, socket.socket):
+            return sock
+        sock = getattr(sock, "socket", None)
+    return None
 
 
 def _current() -> AttemptWatch | None:
@@ -117,7 +128,7 @@ class Watchdog:
     def _arm(self, watch: AttemptWatch, at: float) -> None:
         with self._changed:
             self._armed[watch] = at
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="attempt-watchdog", daemon=True)
                 self._thread.start()
             if at < self._wakes_at:
@@ -136,7 +147,10 @@ class Watchdog:
                     self._changed.wait(delay)
                     continue
                 del self._armed[watch]
-            watch.cut()
+            try:
+                watch.cut()
+            except Exception:  # one odd socket must never end the cut-offs of the whole container
+                log.exception("the attempt watchdog could not cut a connection off")
 
 
 WATCHDOG = Watchdog()

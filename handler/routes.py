@@ -1,22 +1,19 @@
-"""Routes: which triggers start which job, and the planned executions with rendered parameters."""
+"""Route configuration: the routes a user writes, validated into Match and Route values."""
 
 import fnmatch
-import hashlib
-import json
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import datetime, tzinfo
-from typing import Any, Final, Literal, assert_never
+from typing import Any, Final, Literal
 
 from handler.errors import Problems
-from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger
+from handler.events import ObjectTrigger, ScheduleTrigger
 from handler.jobs import JobSpec, check_job_spec, check_object, check_parameter_name, describe
 from handler.records import Record
 from handler.templates import COMMON_FIELDS, OBJECT_FIELDS, SCHEDULE_FIELDS, Template, TemplateError, parse_template
 
-Source = Literal["object", "schedule", "direct"]
-SOURCES: tuple[Source, ...] = ("object", "schedule", "direct")
+MatchSource = Literal["object", "schedule", "direct"]
+SOURCES: tuple[MatchSource, ...] = ("object", "schedule", "direct")
 DEFAULT_EVENTS = ("ObjectCreated:*",)
 MATCH_FIELDS = frozenset({"source", "bucket", "prefix", "suffix", "pattern", "events", "schedule"})
 ROUTE_FIELDS = frozenset(
@@ -25,7 +22,6 @@ ROUTE_FIELDS = frozenset(
 OBJECT_FILTERS = ("bucket", "prefix", "suffix", "pattern", "events")
 # A pattern with a quantified group that is itself quantified can backtrack exponentially.
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
-RoutableTrigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -37,7 +33,7 @@ class Match(Record):
 
     def __init__(
         self,
-        source: Source | None = None,
+        source: MatchSource | None = None,
         bucket: str | None = None,
         prefix: str | None = None,
         suffix: str | None = None,
@@ -99,54 +95,7 @@ class Route(Record):
         self.dedup_parameter: Final = dedup_parameter
 
 
-class PlannedExecution(Record):
-    """One execution to submit: where, what body, and the key that identifies it across deliveries.
-
-    `time` is the event's time: no execution of this event can have been created before it.
-    """
-
-    __slots__ = ("route", "job", "parameters", "dedup_key", "time", "dedup_parameter")
-
-    def __init__(
-        self,
-        route: str | None,
-        job: JobSpec,
-        parameters: Mapping[str, str],
-        dedup_key: str,
-        time: datetime,
-        dedup_parameter: str | None = None,
-    ) -> None:
-        self.route: Final = route
-        self.job: Final = job
-        self.parameters: Final = parameters
-        self.dedup_key: Final = dedup_key
-        self.time: Final = time
-        self.dedup_parameter: Final = dedup_parameter
-
-
-class Skip(Record):
-    __slots__ = ("route", "reason")
-
-    def __init__(self, route: str | None, reason: str) -> None:
-        self.route: Final = route
-        self.reason: Final = reason
-
-
-class Reject(Record):
-    """The event asks for something that cannot run: a failure with the handler's own code."""
-
-    __slots__ = ("route", "code", "message")
-
-    def __init__(self, route: str | None, code: str, message: str) -> None:
-        self.route: Final = route
-        self.code: Final = code
-        self.message: Final = message
-
-
-Step = PlannedExecution | Skip | Reject
-
-
-def _available_fields(source: Source | None) -> frozenset[str]:
+def _available_fields(source: MatchSource | None) -> frozenset[str]:
     if source == "object":
         return COMMON_FIELDS | OBJECT_FIELDS
     if source == "schedule":
@@ -157,7 +106,7 @@ def _available_fields(source: Source | None) -> frozenset[str]:
 
 
 def check_templates(
-    raw: object, where: str, source: Source | None, groups: frozenset[str], problems: Problems
+    raw: object, where: str, source: MatchSource | None, groups: frozenset[str], problems: Problems
 ) -> tuple[tuple[str, Template], ...]:
     """Parses parameter templates and checks every placeholder is one the route's source provides."""
     if not isinstance(raw, dict):
@@ -294,116 +243,3 @@ def check_routes(raw: object, where: str, problems: Problems) -> tuple[Route, ..
     for name in sorted(name for name, count in counts.items() if count > 1):
         problems.add(f"{where}[{name}]", "route names must be unique")
     return tuple(routes)
-
-
-def dedup_key(route: str | None, job: JobSpec, parameters: Mapping[str, str], identity: Sequence[object]) -> str:
-    """Equal for every delivery of one event to one route; different whenever the run would differ."""
-    target = [job.job_id, job.workflow_id, job.trigger_id, job.job_condition]
-    material = json.dumps([route, target, parameters, *identity], sort_keys=True, default=str, ensure_ascii=True)
-    return hashlib.sha256(material.encode("ascii")).hexdigest()[:32]
-
-
-def _object_values(trigger: ObjectTrigger) -> dict[str, str]:
-    directory, _, name = trigger.key.rpartition("/")
-    stem, dot, ext = name.rpartition(".")
-    if not dot:
-        stem, ext = name, ""
-    return {
-        "bucket": trigger.bucket,
-        "key": trigger.key,
-        "key_dir": directory,
-        "key_name": name,
-        "key_stem": stem,
-        "key_ext": ext,
-        "size": "" if trigger.size is None else str(trigger.size),
-        "etag": trigger.etag,
-        "version_id": trigger.version_id,
-        "event_name": trigger.event_name,
-        "event_id": trigger.event_id,
-    }
-
-
-def _identity(trigger: RoutableTrigger) -> list[object]:
-    """What tells one event from another of the same kind, stable across its redeliveries."""
-    match trigger:
-        case ObjectTrigger():
-            # An event without a time of its own is identified by the object's state alone, so a
-            # redelivery (which would otherwise take a new "now") keeps its key.
-            when = trigger.time.isoformat() if trigger.own_time else None
-            what = [trigger.bucket, trigger.key, trigger.event_name, trigger.version_id, trigger.sequencer]
-            return ["object", *what, trigger.etag, trigger.size, when]
-        case ScheduleTrigger():
-            return ["schedule", trigger.schedule, trigger.time.isoformat()]
-        case RouteInvocation():
-            return ["direct", trigger.time.isoformat()]
-        case JobInvocation():
-            return ["direct", trigger.time.isoformat()]
-        case _:
-            assert_never(trigger)
-
-
-def _values(trigger: RoutableTrigger) -> dict[str, str]:
-    match trigger:
-        case ObjectTrigger():
-            return _object_values(trigger)
-        case ScheduleTrigger():
-            return {"schedule": trigger.schedule, "event_id": trigger.event_id}
-        case RouteInvocation() | JobInvocation():
-            return {"event_id": trigger.event_id}
-        case _:
-            assert_never(trigger)
-
-
-def _planned(
-    route: Route, trigger: RoutableTrigger, groups: Mapping[str, str], zone: tzinfo
-) -> PlannedExecution | Reject:
-    values = {**_values(trigger), "route": route.name}
-    parameters: dict[str, str] = {}
-    for name, template in route.parameters:
-        try:
-            parameters[name] = template.render(values, groups, trigger.time, zone)
-        except TemplateError as exc:
-            return Reject(route.name, "bad-event", f"parameters.{name}: {exc}")
-    key = dedup_key(route.name, route.job, parameters, _identity(trigger))
-    if route.dedup_parameter is not None:
-        parameters[route.dedup_parameter] = key
-    return PlannedExecution(route.name, route.job, parameters, key, trigger.time, route.dedup_parameter)
-
-
-def plan(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Step]:
-    """Every route the trigger fires, or exactly one skip (or failure) saying why none fired."""
-    match trigger:
-        case ObjectTrigger():
-            return _plan_object(trigger, routes, zone)
-        case ScheduleTrigger():
-            fired: list[Step] = [
-                _planned(route, trigger, {}, zone) for route in routes if route.match.accepts_schedule(trigger)
-            ]
-            return fired or [Skip(None, "no-route")]
-        case RouteInvocation():
-            for route in routes:
-                if route.name == trigger.route:
-                    return [_planned(route, trigger, {}, zone)]
-            known = ", ".join(route.name for route in routes[:20])
-            return [Reject(trigger.route, "unknown-route", f"no route is named {trigger.route!r} (routes: {known})")]
-        case JobInvocation():
-            parameters = dict(trigger.parameters)
-            key = dedup_key(None, trigger.job, parameters, _identity(trigger))
-            return [PlannedExecution(None, trigger.job, parameters, key, trigger.time)]
-        case _:
-            assert_never(trigger)
-
-
-def _plan_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Step]:
-    if trigger.key.endswith("/") and not trigger.size:
-        return [Skip(None, "folder-marker")]
-    fired: list[Step] = []
-    for route in routes:
-        groups = route.match.object_groups(trigger)
-        if groups is not None:
-            fired.append(_planned(route, trigger, groups, zone))
-    if fired:
-        return fired
-    if not trigger.event_name.lower().startswith("objectcreated"):
-        return [Skip(None, "event-type")]
-    return [Skip(None, "no-route")]

@@ -3,13 +3,12 @@
 import json
 import logging
 import math
-import random
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 from urllib.parse import urlencode
 
 import requests
@@ -18,37 +17,22 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_environ_proxies
 from urllib3.exceptions import NameResolutionError
 
-from handler.errors import SubmitError
+from handler.clocks import Clocks
+from handler.dataflow.retry import RetryPolicy
+from handler.dataflow.signing import Credentials, NcpSignatureV2, masked
+from handler.dataflow.transport import WATCHDOG, AttemptWatch, WatchedAdapter
+from handler.errors import RequestError
 from handler.jobs import JobSpec
 from handler.records import Record
-from handler.signing import Credentials, NcpSignatureV2, masked
-from handler.transport import WATCHDOG, AttemptWatch, WatchedAdapter
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["retry", "ambiguous", "permanent"]
-# Refused before the backend was reached: the gateway's rate limits and its "endpoint error".
-RETRY_STATUSES = frozenset({408, 429, 503})
-# The backend may have started the run before failing or before the gateway gave up on it.
-AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
 SKEW_CODE = "200"  # gateway: authentication failed, which includes a timestamp out of window
-SKEW_TOLERANCE_S = 60.0
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 5.0
 # An attempt is not started with less time than this left: it could not finish usefully.
 MIN_ATTEMPT_S = 0.25
 USER_AGENT = "dataflow-launcher"
 # Why a gateway answers 401 with code 200, for the log of an authentication failure.
 AUTH_CAUSES = "wrong access key, wrong secret key, or a clock more than 5 minutes off the gateway's"
-
-
-def classify_status(status: int) -> Kind:
-    """What a non-2xx status says about the request: refused, maybe run, or refused for good."""
-    if status in RETRY_STATUSES:
-        return "retry"
-    if status in AMBIGUOUS_STATUSES:
-        return "ambiguous"
-    return "permanent"
 
 
 class ExecutionRequest(Record):
@@ -65,7 +49,7 @@ class ExecutionRequest(Record):
         return body
 
 
-class Submitted(Record):
+class CreateAnswer(Record):
     """The answer to a create call; `execution` is empty for a 2xx without a readable JSON body."""
 
     __slots__ = ("execution", "attempts", "dry_run", "body_lost")
@@ -88,24 +72,6 @@ class Submitted(Record):
     def status(self) -> str | None:
         value = self.execution.get("status")
         return value if isinstance(value, str) else None
-
-
-class Clocks(Record):
-    """Time sources, injectable so tests never sleep: wall clock for signing, monotonic for deadlines."""
-
-    __slots__ = ("wall", "monotonic", "sleep", "jitter")
-
-    def __init__(
-        self,
-        wall: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        jitter: Callable[[], float] = random.random,
-    ) -> None:
-        self.wall: Final = wall
-        self.monotonic: Final = monotonic
-        self.sleep: Final = sleep
-        self.jitter: Final = jitter
 
 
 class Answer(Record):
@@ -199,7 +165,11 @@ def unsent_failure(exc: BaseException, watch: AttemptWatch, https: bool, spent: 
 
 
 class DataflowClient:
-    """Creates and lists job executions; one instance (and one Session) per warm container and thread."""
+    """Creates and lists job executions; one instance (and one Session) per warm container and thread.
+
+    It sends and classifies; what is retried is the policy's word, and what a failure means for
+    the event is its caller's (the way requests' raise_for_status leaves the meaning to the caller).
+    """
 
     def __init__(
         self,
@@ -208,18 +178,18 @@ class DataflowClient:
         *,
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
-        max_attempts: int = 4,
+        policy: RetryPolicy | None = None,
         clocks: Clocks | None = None,
         auth: NcpSignatureV2 | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.https = self.endpoint.startswith("https:")
         self.clocks = clocks or Clocks()
-        # Clients of one container share their auth, so a clock offset learned by one serves all.
+        # Clients of one container share their signer, so a clock offset learned by one serves all.
         self.auth = auth or NcpSignatureV2(credentials, self.clocks.wall)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.max_attempts = max_attempts
+        self.policy = policy or RetryPolicy()
         self.session = requests.Session()
         adapter = WatchedAdapter()
         self.session.mount("https://", adapter)
@@ -234,6 +204,7 @@ class DataflowClient:
         query: Mapping[str, str],
         body: object | None = None,
         headers: Mapping[str, str] | None = None,
+        offset: float | None = None,
     ) -> requests.PreparedRequest:
         """The exact signed request that is sent (dry runs log it); signed afresh on every call."""
         prepared = requests.PreparedRequest()
@@ -249,7 +220,7 @@ class DataflowClient:
         prepared.hooks = {"response": []}
         # requests reads the jar when a 3xx is answered; an empty one needs no Cookie header computed.
         prepared._cookies = RequestsCookieJar()  # type: ignore[attr-defined]
-        return self.auth(prepared)
+        return self.auth.sign(prepared, self.auth.offset if offset is None else offset)
 
     def prepare_create(
         self, request: ExecutionRequest, headers: Mapping[str, str] | None = None
@@ -258,26 +229,25 @@ class DataflowClient:
 
     def create_execution(
         self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
-    ) -> Submitted:
+    ) -> CreateAnswer:
         """POSTs one execution; retries only what surely did not run, and never past `deadline`."""
         path = _executions_path(request.job.job_id)
         answer, attempts = self._send("POST", path, request.job.query(), request.body(), deadline, headers)
         if answer.content is None:
-            return Submitted({}, attempts, body_lost=True)
+            return CreateAnswer({}, attempts, body_lost=True)
         if not answer.content.strip():
-            return Submitted({}, attempts)
+            return CreateAnswer({}, attempts)
         execution = _json_object(answer)
         if execution is None:
-            raise SubmitError(
+            raise RequestError(
                 "bad-response",
                 f"HTTP {answer.status} answer is not a JSON object ({_short(answer.text)[:80]!r}); "
                 "the execution may exist",
-                retryable=False,
-                ambiguous=True,
+                kind="ambiguous",
                 status=answer.status,
                 attempts=attempts,
             )
-        return Submitted(execution, attempts)
+        return CreateAnswer(execution, attempts)
 
     def list_executions(
         self,
@@ -292,10 +262,10 @@ class DataflowClient:
         answer, attempts = self._send("GET", _executions_path(job_id), query, None, deadline, headers)
         listing = _json_object(answer) if answer.content is not None else None
         if listing is None:
-            raise SubmitError(
+            raise RequestError(
                 "bad-response",
                 "the list of executions is not a JSON object",
-                retryable=True,
+                kind="retryable",
                 status=answer.status,
                 attempts=attempts,
             )
@@ -313,49 +283,48 @@ class DataflowClient:
         deadline: float | None,
         headers: Mapping[str, str] | None,
     ) -> tuple[Answer, int]:
-        idempotent = method == "GET"
         attempt = 0
         resigned = False
-        last_error: SubmitError | None = None
+        last_error: RequestError | None = None
         while True:
             remaining = self._remaining(deadline)
             if remaining is not None and remaining < MIN_ATTEMPT_S:
-                raise last_error or SubmitError(
-                    "timeout", "no time left in the invocation to send the request", retryable=True, attempts=attempt
+                raise last_error or RequestError(
+                    "timeout", "no time left in the invocation to send the request", kind="retryable", attempts=attempt
                 )
             attempt += 1
+            offset = self.auth.offset
             try:
-                answer = self._attempt(self.prepare(method, path, query, body, headers), remaining)
-            except SubmitError as failure:
+                answer = self._attempt(self.prepare(method, path, query, body, headers, offset), remaining)
+            except RequestError as failure:
                 failure.attempts = attempt
-                if failure.ambiguous and idempotent:
-                    failure.ambiguous, failure.retryable = False, True  # reading twice is harmless
-                if not failure.retryable or failure.ambiguous:
-                    raise
+                failure.kind = self.policy.transport_kind(method, failure.kind)
                 last_error = failure
                 self._pause(attempt, deadline, None, failure)
                 continue
             if 200 <= answer.status < 300:
                 return answer, attempt
-            code, message = error_from_body(answer.status, answer.reason, answer.text)
-            if answer.status == 401 and code == SKEW_CODE:
-                if not resigned and self._remeasure_skew(answer):
+            error = self._status_error(method, answer, attempt)
+            if answer.status == 401 and error.code == SKEW_CODE:
+                if not resigned and self.auth.handle_date_mismatch(self._gateway_offset(answer), offset):
                     resigned = True
                     continue
                 log.warning("authentication failed", extra={"likelyCauses": AUTH_CAUSES, **self._skew_facts(answer)})
-            kind = "retry" if idempotent and answer.status in AMBIGUOUS_STATUSES else classify_status(answer.status)
-            error = SubmitError(
-                code,
-                f"{message}; the execution may exist" if kind == "ambiguous" else message,
-                retryable=kind == "retry",
-                ambiguous=kind == "ambiguous",
-                status=answer.status,
-                attempts=attempt,
-            )
-            if kind != "retry":
-                raise error
             last_error = error
             self._pause(attempt, deadline, answer, error)
+
+    def _status_error(self, method: str, answer: Answer, attempt: int) -> RequestError:
+        code, message = error_from_body(answer.status, answer.reason, answer.text)
+        kind = self.policy.status_kind(method, answer.status)
+        if kind == "retryable" and not self.policy.retries_now(kind, answer.status, code):
+            message += "; not retried in this invocation (it resets with the quota's day or month)"
+        return RequestError(
+            code,
+            f"{message}; the execution may exist" if kind == "ambiguous" else message,
+            kind=kind,
+            status=answer.status,
+            attempts=attempt,
+        )
 
     def _attempt(self, prepared: requests.PreparedRequest, remaining: float | None) -> Answer:
         """One request, its whole answer read inside the time left (a dripping server is cut off)."""
@@ -387,7 +356,7 @@ class DataflowClient:
                 response.close()  # the status line is still the service's word; the body is lost
         return Answer(response.status_code, response.reason or "", response.headers, content)
 
-    def _transport_error(self, exc: requests.RequestException, watch: AttemptWatch, spent: float) -> SubmitError:
+    def _transport_error(self, exc: requests.RequestException, watch: AttemptWatch, spent: float) -> RequestError:
         # "Surely not sent" needs evidence: the watched connection saw the attempt and no full request
         # left, or the error itself says the connection never opened. Otherwise it may have run.
         unobserved = watch.connection is None and not isinstance(
@@ -396,23 +365,22 @@ class DataflowClient:
         if unobserved and not any(
             isinstance(c, NameResolutionError | ConnectionRefusedError | socket.gaierror) for c in _causes(exc)
         ):
-            return SubmitError(
+            return RequestError(
                 "unknown-outcome",
                 f"{type(exc).__name__} after {spent:.2f}s, on a connection this client could not observe; "
                 "the execution may exist",
-                retryable=False,
-                ambiguous=True,
+                kind="ambiguous",
             )
         if not watch.request_sent:
             code, message = unsent_failure(exc, watch, self.https, spent)
-            return SubmitError(code, message, retryable=True)
+            return RequestError(code, message, kind="retryable")
         if watch.cut_off:
             message = f"no complete answer within {spent:.2f}s (the attempt's time limit)"
         elif isinstance(exc, requests.Timeout):
             message = f"no answer within {spent:.2f}s"
         else:
             message = f"the connection dropped after the request was sent ({spent:.2f}s)"
-        return SubmitError("unknown-outcome", f"{message}; the execution may exist", retryable=False, ambiguous=True)
+        return RequestError("unknown-outcome", f"{message}; the execution may exist", kind="ambiguous")
 
     def _gateway_offset(self, answer: Answer) -> float | None:
         """Gateway clock minus ours, from the answer's Date header, when it has a usable one."""
@@ -426,26 +394,12 @@ class DataflowClient:
         offset = self._gateway_offset(answer)
         return {} if offset is None else {"gatewayClockOffsetSeconds": round(offset, 1)}
 
-    def _remeasure_skew(self, answer: Answer) -> bool:
-        """Re-learns the clock offset from the gateway's Date; True when the correction changed."""
-        offset = self._gateway_offset(answer)
-        if offset is None:
-            return False
-        corrected = offset if abs(offset) >= SKEW_TOLERANCE_S else 0.0
-        if abs(corrected - self.auth.skew) < SKEW_TOLERANCE_S:
-            return False
-        log.warning("clock skew corrected", extra={"skewSeconds": round(corrected, 1)})
-        self.auth.skew = corrected
-        return True
-
-    def _pause(self, attempt: int, deadline: float | None, answer: Answer | None, error: SubmitError) -> None:
-        """Backs off with full jitter, or raises `error` when attempts or time have run out."""
-        if attempt >= self.max_attempts:
+    def _pause(self, attempt: int, deadline: float | None, answer: Answer | None, error: RequestError) -> None:
+        """Backs off with full jitter, or raises `error` when the policy, attempts or time say stop."""
+        if not self.policy.retries_now(error.kind, error.status, error.code) or self.policy.exhausted(attempt):
             raise error
-        delay = self.clocks.jitter() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
         asked = retry_after_seconds(answer.headers.get("Retry-After"), self.clocks.wall()) if answer else None
-        if asked is not None:
-            delay = max(delay, min(asked, BACKOFF_CAP_S))
+        delay = self.policy.backoff(attempt, self.clocks.jitter, asked)
         remaining = self._remaining(deadline)
         if remaining is not None and delay + MIN_ATTEMPT_S > remaining:
             raise error

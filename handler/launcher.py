@@ -1,0 +1,126 @@
+"""One invocation, platform-free: settings, normalise, plan, execute exactly once, report."""
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from handler.errors import ConfigError
+from handler.events import Platform, normalise
+from handler.exactly_once import Call, DedupMemory, ExactlyOnce
+from handler.outcomes import Failed, Outcome, Submitted
+from handler.planning import PlannedExecution, Step, plan
+from handler.results import Report, counts, logged, report
+from handler.settings import Settings, load_settings
+from handler.wiring import Wiring
+
+log = logging.getLogger(__name__)
+
+# Time kept back from the platform's deadline to log the result and raise before being killed.
+DEADLINE_MARGIN_S = 0.5
+
+
+class Launcher:
+    """What a warm container keeps between invocations: its wiring and its dedup memory."""
+
+    def __init__(self, wiring: Wiring | None = None) -> None:
+        self.wiring = wiring or Wiring()
+        self.clocks = self.wiring.clocks
+        self.memory = DedupMemory()
+        self.exactly_once = ExactlyOnce(self.wiring, self.memory)
+
+    def invoke(
+        self,
+        event: object,
+        config: Mapping[str, str],
+        *,
+        platform: Platform,
+        remaining_ms: float | None = None,
+        activation_id: str = "",
+        caller_headers: Mapping[str, str] | None = None,
+    ) -> Report:
+        """Runs one invocation and reports it; the adapter decides what a failure in it means."""
+        started = self.clocks.monotonic()
+        settings = self._settings(config)
+        call = Call(
+            settings,
+            started,
+            None if remaining_ms is None else started + remaining_ms / 1000 - DEADLINE_MARGIN_S,
+            datetime.fromtimestamp(self.clocks.wall(), UTC),
+            caller_headers if settings.caller_header else None,
+        )
+        batch = normalise(event, platform=platform, now=call.now, activation_id=activation_id)
+        steps = plan(batch, settings.routes, settings.zone, lambda: self._expired(call))
+        outcomes = self._execute(steps, call)
+        if len(outcomes) != 1 or not isinstance(outcomes[0], Submitted):
+            # A lone submission's record already says what and how long (elapsedMs since the invocation
+            # started); a second record would double the logging cost of the commonest invocation.
+            tally = counts(outcomes)
+            log.info(
+                "invocation finished",
+                extra={
+                    "submittedCount": tally["submitted"],
+                    "skippedCount": tally["skipped"],
+                    "failedCount": tally["failed"],
+                    "elapsedMs": round((self.clocks.monotonic() - started) * 1000, 1),
+                },
+            )
+        return report(outcomes, from_sqs=batch.from_sqs, dry_run=settings.dry_run)
+
+    def _settings(self, config: Mapping[str, str]) -> Settings:
+        try:
+            settings = load_settings(config)
+        except ConfigError as exc:
+            log.error("invalid configuration", extra={"problems": [str(problem) for problem in exc.problems]})
+            raise
+        if settings.dry_run and settings.credentials.placeholder:
+            log.warning("dry run without credentials: requests are signed with a placeholder key")
+        return settings
+
+    def _expired(self, call: Call) -> bool:
+        return call.deadline is not None and self.clocks.monotonic() >= call.deadline
+
+    def _execute(self, steps: Sequence[Step], call: Call) -> list[Outcome]:
+        """Every step's outcome in step order; planned executions run concurrently when there are several."""
+        outcomes: list[Outcome | None] = [
+            None if isinstance(step, PlannedExecution) else logged(step) for step in steps
+        ]
+        groups: dict[str, list[int]] = {}
+        for index, step in enumerate(steps):
+            if isinstance(step, PlannedExecution):
+                # Two deliveries of one event in one batch run one after the other: the second sees the first.
+                groups.setdefault(step.dedup_key, []).append(index)
+
+        def work(indexes: list[int]) -> None:
+            for index in indexes:
+                step = steps[index]
+                if isinstance(step, PlannedExecution):
+                    outcomes[index] = self._guarded(step, call)
+
+        if len(groups) <= 1 or call.settings.max_concurrency == 1:
+            for indexes in groups.values():
+                work(indexes)
+        else:
+            pool = self.wiring.pool(call.settings.max_concurrency)
+            for future in [pool.submit(work, indexes) for indexes in groups.values()]:
+                future.result()
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _guarded(self, step: PlannedExecution, call: Call) -> Outcome:
+        """The step's outcome; a defect of ours fails this step alone, kept, instead of escaping mid-batch."""
+        try:
+            return self.exactly_once.execute(step, call)
+        except Exception as exc:
+            log.exception("internal error", extra={"dedupKey": step.dedup_key, "route": step.route})
+            # Whether it got as far as sending is unknown: a redelivery must look first, so not retryable.
+            message = f"{type(exc).__name__} inside the handler; the execution may exist"
+            failed = Failed(
+                step.route,
+                step.job.job_id,
+                "internal-error",
+                message,
+                False,
+                step.source,
+                step.messages,
+                step.dedup_key,
+            )
+            return logged(failed)

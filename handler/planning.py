@@ -1,0 +1,191 @@
+"""All triggers of an invocation against the routes: planned executions, or each unfired event's outcome."""
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, tzinfo
+from typing import Final, assert_never
+
+from handler.events import (
+    BadEvent,
+    Batch,
+    EventSource,
+    JobInvocation,
+    ObjectTrigger,
+    RoutableTrigger,
+    RouteInvocation,
+    S3TestTrigger,
+    ScheduleTrigger,
+    Trigger,
+)
+from handler.jobs import JobSpec
+from handler.outcomes import Failed, Skipped
+from handler.records import Record
+from handler.routes import Route
+from handler.templates import TemplateError
+
+log = logging.getLogger(__name__)
+
+
+class PlannedExecution(Record):
+    """One execution to submit: where, what body, the key that identifies it across deliveries,
+    and the deliveries (SQS messages) it stands for.
+
+    `time` is the event's time: no execution of this event can have been created before it.
+    """
+
+    __slots__ = ("route", "job", "parameters", "dedup_key", "time", "dedup_parameter", "source", "messages")
+
+    def __init__(
+        self,
+        route: str | None,
+        job: JobSpec,
+        parameters: Mapping[str, str],
+        dedup_key: str,
+        time: datetime,
+        dedup_parameter: str | None = None,
+        source: EventSource | None = None,
+        messages: tuple[str, ...] = (),
+    ) -> None:
+        self.route: Final = route
+        self.job: Final = job
+        self.parameters: Final = parameters
+        self.dedup_key: Final = dedup_key
+        self.time: Final = time
+        self.dedup_parameter: Final = dedup_parameter
+        self.source: Final[EventSource] = source or {}
+        self.messages: Final = messages
+
+
+Step = PlannedExecution | Skipped | Failed
+
+
+def plan(batch: Batch, routes: Sequence[Route], zone: tzinfo, expired: Callable[[], bool]) -> list[Step]:
+    """Every (event, route) pair of the batch in delivery order: planned, or already decided.
+
+    `expired` says the invocation's time ran out: what is not yet routed then fails retryable.
+    """
+    steps: list[Step] = []
+    for delivery in batch.deliveries:
+        messages = () if delivery.message_id is None else (delivery.message_id,)
+        for trigger in delivery.triggers:
+            source = trigger.source()
+            if delivery.message_id is not None:
+                source["messageId"] = delivery.message_id
+            steps.extend(_steps(trigger, routes, zone, expired, source, messages))
+    return steps
+
+
+def _steps(
+    trigger: Trigger,
+    routes: Sequence[Route],
+    zone: tzinfo,
+    expired: Callable[[], bool],
+    source: EventSource,
+    messages: tuple[str, ...],
+) -> list[Step]:
+    match trigger:
+        case BadEvent():
+            return [Failed(None, None, "bad-event", trigger.reason, False, source, messages)]
+        case S3TestTrigger():
+            return [Skipped(None, "test-event", source, messages)]
+        case ObjectTrigger() | ScheduleTrigger() | RouteInvocation() | JobInvocation():
+            if expired():
+                why = "the invocation's time ran out before this event was routed"
+                return [Failed(None, None, "timeout", why, True, source, messages)]
+            return [_placed(step, source, messages) for step in fire(trigger, routes, zone)]
+        case _:
+            assert_never(trigger)
+
+
+def _placed(step: Step, source: EventSource, messages: tuple[str, ...]) -> Step:
+    """The step with the event's source and deliveries, which `fire` leaves for its caller."""
+    match step:
+        case PlannedExecution():
+            return PlannedExecution(
+                step.route, step.job, step.parameters, step.dedup_key, step.time, step.dedup_parameter, source, messages
+            )
+        case Skipped():
+            return Skipped(step.route, step.reason, source, messages)
+        case Failed():
+            return Failed(step.route, step.job_id, step.code, step.message, step.retryable, source, messages)
+        case _:
+            assert_never(step)
+
+
+def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Step]:
+    """Every route the trigger fires, or exactly one skip (or failure) saying why none fired."""
+    match trigger:
+        case ObjectTrigger():
+            return _fire_object(trigger, routes, zone)
+        case ScheduleTrigger():
+            fired: list[Step] = [
+                _planned(route, trigger, {}, zone) for route in routes if route.match.accepts_schedule(trigger)
+            ]
+            if not fired:
+                _warn_unrouted_schedule(trigger, routes)
+            return fired or [Skipped(None, "no-route", {})]
+        case RouteInvocation():
+            for route in routes:
+                if route.name == trigger.route:
+                    return [_planned(route, trigger, {}, zone)]
+            known = ", ".join(route.name for route in routes[:20])
+            message = f"no route is named {trigger.route!r} (routes: {known})"
+            return [Failed(trigger.route, None, "unknown-route", message, False, {})]
+        case JobInvocation():
+            parameters = dict(trigger.parameters)
+            key = dedup_key(None, trigger.job, parameters, trigger.identity())
+            return [PlannedExecution(None, trigger.job, parameters, key, trigger.time)]
+        case _:
+            assert_never(trigger)
+
+
+def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Step]:
+    if trigger.key.endswith("/") and not trigger.size:
+        return [Skipped(None, "folder-marker", {})]
+    fired: list[Step] = []
+    for route in routes:
+        groups = route.match.object_groups(trigger)
+        if groups is not None:
+            fired.append(_planned(route, trigger, groups, zone))
+    if fired:
+        return fired
+    if not trigger.event_name.lower().startswith("objectcreated"):
+        return [Skipped(None, "event-type", {})]
+    return [Skipped(None, "no-route", {})]
+
+
+def _planned(
+    route: Route, trigger: RoutableTrigger, groups: Mapping[str, str], zone: tzinfo
+) -> PlannedExecution | Failed:
+    values = {**trigger.values(), "route": route.name}
+    parameters: dict[str, str] = {}
+    for name, template in route.parameters:
+        try:
+            parameters[name] = template.render(values, groups, trigger.time, zone)
+        except TemplateError as exc:
+            return Failed(route.name, None, "bad-event", f"parameters.{name}: {exc}", False, {})
+    key = dedup_key(route.name, route.job, parameters, trigger.identity())
+    if route.dedup_parameter is not None:
+        parameters[route.dedup_parameter] = key
+    return PlannedExecution(route.name, route.job, parameters, key, trigger.time, route.dedup_parameter)
+
+
+def dedup_key(route: str | None, job: JobSpec, parameters: Mapping[str, str], identity: Sequence[object]) -> str:
+    """Equal for every delivery of one event to one route; different whenever the run would differ."""
+    target = [job.job_id, job.workflow_id, job.trigger_id, job.job_condition]
+    material = json.dumps([route, target, parameters, *identity], sort_keys=True, default=str, ensure_ascii=True)
+    return hashlib.sha256(material.encode("ascii")).hexdigest()[:32]
+
+
+def _warn_unrouted_schedule(trigger: ScheduleTrigger, routes: Sequence[Route]) -> None:
+    known = sorted({route.match.schedule for route in routes if route.match.schedule})
+    log.warning(
+        "schedule started nothing",
+        extra={
+            "schedule": trigger.schedule,
+            "knownSchedules": known,
+            "hint": "match.schedule compares names exactly (case matters)",
+        },
+    )

@@ -1,0 +1,183 @@
+"""Typed outcomes into the contract's JSON entries and result, with one log record per decision."""
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, NotRequired, TypedDict, assert_never, final
+
+from handler.events import EventSource
+from handler.outcomes import Failed, Outcome, Skipped, Submitted
+from handler.records import Record
+
+log = logging.getLogger(__name__)
+
+# Entries kept per list in the result; the log has every one, and batchItemFailures is never cut.
+MAX_RESULT_ENTRIES = 100
+
+
+@final
+class SubmittedEntry(TypedDict):
+    route: str | None
+    jobId: str
+    jobExecutionId: str | None
+    status: str | None
+    dedupKey: str
+    source: EventSource
+
+
+@final
+class SkippedEntry(TypedDict):
+    route: str | None
+    reason: str
+    source: EventSource
+    dedupKey: NotRequired[str]
+    jobExecutionId: NotRequired[str | None]
+
+
+@final
+class FailedEntry(TypedDict):
+    route: str | None
+    jobId: str | None
+    error: str
+    code: str
+    retryable: bool
+    source: EventSource
+    dedupKey: NotRequired[str]
+
+
+class BatchItemFailure(TypedDict):
+    itemIdentifier: str
+
+
+class Result(TypedDict):
+    submitted: list[SubmittedEntry]
+    skipped: list[SkippedEntry]
+    failed: list[FailedEntry]
+    dryRun: bool
+    batchItemFailures: NotRequired[list[BatchItemFailure]]
+    omitted: NotRequired[dict[str, int]]
+
+
+Entry = SubmittedEntry | SkippedEntry | FailedEntry
+
+
+class Report(Record):
+    """An invocation's result, and whether a failure in it must make the platform keep the event.
+
+    `keep` is true when something failed outside `batchItemFailures`: each adapter raises then, so
+    that the platform's retry, on-failure destination or dead-letter queue keeps the event.
+    """
+
+    __slots__ = ("result", "outcomes", "keep")
+
+    def __init__(self, result: Result, outcomes: Sequence[Outcome], keep: bool) -> None:
+        self.result: Final = result
+        self.outcomes: Final = outcomes
+        self.keep: Final = keep
+
+
+def submitted_entry(outcome: Submitted) -> SubmittedEntry:
+    return {
+        "route": outcome.route,
+        "jobId": outcome.job_id,
+        "jobExecutionId": outcome.execution_id,
+        "status": outcome.status,
+        "dedupKey": outcome.dedup_key,
+        "source": outcome.source,
+    }
+
+
+def skipped_entry(outcome: Skipped) -> SkippedEntry:
+    entry: SkippedEntry = {"route": outcome.route, "reason": outcome.reason, "source": outcome.source}
+    if outcome.dedup_key:
+        entry["dedupKey"] = outcome.dedup_key
+        entry["jobExecutionId"] = outcome.execution_id
+    return entry
+
+
+def failed_entry(outcome: Failed) -> FailedEntry:
+    entry: FailedEntry = {
+        "route": outcome.route,
+        "jobId": outcome.job_id,
+        "error": outcome.error,
+        "code": outcome.machine_code,
+        "retryable": outcome.retryable,
+        "source": outcome.source,
+    }
+    if outcome.dedup_key:
+        entry["dedupKey"] = outcome.dedup_key
+    return entry
+
+
+def logged(outcome: Outcome) -> Outcome:
+    """Writes the decision's one log record (entry fields flat, plus the log-only details)."""
+    match outcome:
+        case Submitted():
+            log.info("submitted", extra={**_flat(submitted_entry(outcome)), **outcome.details})
+        case Skipped():
+            log.info("skipped", extra={**_flat(skipped_entry(outcome)), **outcome.details})
+        case Failed():
+            log.error("failed", extra={**_flat(failed_entry(outcome)), **outcome.details})
+        case _:
+            assert_never(outcome)
+    return outcome
+
+
+def report(outcomes: Sequence[Outcome], *, from_sqs: bool, dry_run: bool) -> Report:
+    """The contract's result: entries in outcome order, lists capped, every failed message named."""
+    submitted: list[SubmittedEntry] = []
+    skipped: list[SkippedEntry] = []
+    failed: list[FailedEntry] = []
+    failed_messages: dict[str, None] = {}
+    keep = False
+    for outcome in outcomes:
+        match outcome:
+            case Submitted():
+                submitted.append(submitted_entry(outcome))
+            case Skipped():
+                skipped.append(skipped_entry(outcome))
+            case Failed():
+                failed.append(failed_entry(outcome))
+                failed_messages.update(dict.fromkeys(outcome.messages))
+                keep = keep or not (from_sqs and outcome.messages)
+            case _:
+                assert_never(outcome)
+    result: Result = {"submitted": submitted, "skipped": skipped, "failed": failed, "dryRun": dry_run}
+    omitted = {
+        name: _cap(entries) for name, entries in (("submitted", submitted), ("skipped", skipped), ("failed", failed))
+    }
+    if from_sqs:
+        result["batchItemFailures"] = [{"itemIdentifier": message} for message in failed_messages]
+    if any(omitted.values()):
+        result["omitted"] = {name: count for name, count in omitted.items() if count}
+    return Report(result, outcomes, keep)
+
+
+def counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    """Every outcome counted, whatever the result's lists kept (metrics and the summary record)."""
+    tally = {"submitted": 0, "skipped": 0, "failed": 0}
+    for outcome in outcomes:
+        match outcome:
+            case Submitted():
+                tally["submitted"] += 1
+            case Skipped():
+                tally["skipped"] += 1
+            case Failed():
+                tally["failed"] += 1
+            case _:
+                assert_never(outcome)
+    return tally
+
+
+def _cap(entries: list[Any]) -> int:
+    # The platforms cap a result (6 MB on Lambda, 1 MB on Cloud Functions); the log has every entry.
+    over = max(0, len(entries) - MAX_RESULT_ENTRIES)
+    del entries[MAX_RESULT_ENTRIES:]
+    return over
+
+
+def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A result entry as log fields: the source's fields lifted to the top, kind renamed."""
+    fields = {name: value for name, value in entry.items() if name != "source"}
+    source = entry.get("source", {})
+    fields.update({("sourceKind" if name == "kind" else name): value for name, value in source.items()})
+    return fields

@@ -1,0 +1,121 @@
+"""Per-container wiring: one Data Flow client per thread, the shared signer, the pool, dry run."""
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from handler.clocks import Clocks
+from handler.dataflow.client import CreateAnswer, DataflowClient, ExecutionRequest, describe_prepared
+from handler.dataflow.retry import RetryPolicy
+from handler.dataflow.signing import NcpSignatureV2
+from handler.settings import Settings
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger(__name__)
+
+
+class Submitter(Protocol):
+    """What the exactly-once loop asks of Data Flow: create an execution, list a job's executions."""
+
+    def create_execution(
+        self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
+    ) -> CreateAnswer: ...
+
+    def list_executions(
+        self,
+        job_id: str,
+        *,
+        page: int,
+        limit: int,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]: ...
+
+
+class DryRunSubmitter:
+    """Builds and signs each request exactly as it would be sent, logs it masked, sends nothing."""
+
+    def __init__(self, client: DataflowClient, placeholder_credentials: bool) -> None:
+        self.client = client
+        self.placeholder_credentials = placeholder_credentials
+
+    def create_execution(
+        self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
+    ) -> CreateAnswer:
+        prepared = self.client.prepare_create(request, headers)
+        log.info(
+            "dry-run request",
+            extra={"request": describe_prepared(prepared), "placeholderCredentials": self.placeholder_credentials},
+        )
+        return CreateAnswer({}, 0, dry_run=True)
+
+    def list_executions(self, job_id: str, **options: Any) -> dict[str, Any]:
+        # Reading changes nothing; a dry run turns the dedup check off, so nothing calls this yet.
+        return self.client.list_executions(job_id, **options)
+
+
+# Builds the Submitter that real requests go through; tests pass one of their own (an in-memory fake).
+Connect = Callable[[Settings, DataflowClient], Submitter]
+
+
+def _real(settings: Settings, client: DataflowClient) -> Submitter:
+    return client
+
+
+class Wiring:
+    """What a warm container builds once and reuses: clients per thread, the signer, the pool.
+
+    `connect` is the test seam: it receives the real client (so dry runs still sign) and returns
+    what is actually sent through. A dry run wraps whatever it returns.
+    """
+
+    def __init__(self, clocks: Clocks | None = None, connect: Connect = _real) -> None:
+        self.clocks = clocks or Clocks()
+        self.connect = connect
+        self._threads = threading.local()
+        self._lock = threading.Lock()
+        self._auth: tuple[Settings, NcpSignatureV2] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+
+    def signer(self, settings: Settings) -> NcpSignatureV2:
+        """The container's one signer for these settings: a clock offset it learns serves every thread."""
+        with self._lock:
+            if self._auth is None or self._auth[0] is not settings:
+                self._auth = (settings, NcpSignatureV2(settings.credentials, self.clocks.wall))
+            return self._auth[1]
+
+    def submitter(self, settings: Settings) -> Submitter:
+        """This thread's submitter: a requests.Session is not thread-safe, so each worker has its own."""
+        held: tuple[Settings, Submitter] | None = getattr(self._threads, "submitter", None)
+        if held is not None and held[0] is settings:
+            return held[1]
+        client = DataflowClient(
+            settings.endpoint,
+            settings.credentials,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            policy=RetryPolicy(attempts=settings.max_attempts),
+            clocks=self.clocks,
+            auth=self.signer(settings),
+        )
+        sent = self.connect(settings, client)
+        submitter = DryRunSubmitter(client, settings.credentials.placeholder) if settings.dry_run else sent
+        self._threads.submitter = (settings, submitter)
+        return submitter
+
+    def pool(self, size: int) -> "ThreadPoolExecutor":
+        """Created once per warm container, used only when an invocation has several submissions."""
+        # Imported here: a cold start with one submission never needs it.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._lock:
+            if self._pool is None or self._pool_size != size:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="submit")
+                self._pool_size = size
+            return self._pool
