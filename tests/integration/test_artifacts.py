@@ -277,4 +277,4 @@ def test_probe_notices_a_module_compiled_from_source(artifacts: Artifacts, api: 
     cached = importlib.util.cache_from_source(str(copy / "handler" / "routes.py"))
     Path(cached.replace(sys.implementation.cache_tag, "cpython-313")).unlink()
     report = run_probe(artifacts, "lambda", copy, api, [event("s3-put.json")])
-    assert report["compiled"] == [os.path.join("handler", "routing.py")]
+    assert report["compiled"] == [os.path.join("handler", "routes.py")]
