@@ -26,6 +26,10 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CREATE = re.compile(r"/api/v1/jobs/(?P<job>[^/]+)/executions")
 _ONE = re.compile(r"/api/v1/jobs/(?P<job>[^/]+)/executions/(?P<execution>[^/]+)")
 _CONDITION_FIELDS = {"workerType", "numWorker", "timeout", "nrn", "scriptPath", "logPath"}
+STATUSES = ("READY", "RUNNING", "COMPLETED", "FAILED", "CANCELED")
+GOING = ("READY", "RUNNING")  # the statuses of an execution that is still going
+COUNT_READINGS = ("total", "page", "missing", "string")
+_RATE_MESSAGES = {"410": "Throttle Limited", "420": "Rate Limited"}
 
 
 @dataclass
@@ -89,7 +93,52 @@ def dataflow_error(error_type: str, detail: str) -> dict[str, Any]:
 
 
 class Emulator:
-    """Start with `with Emulator() as api:`; inspect `received` and `executions` afterwards."""
+    """Start with `with Emulator() as api:`; inspect `received` and `executions` afterwards.
+
+    Every keyword option below is also an attribute of the same name that a test may change while
+    the emulator runs; each default is the emulator's original behaviour.
+
+    Parameter echo (what the public docs leave open):
+      `echo` -- how executions show their parameters: "object", "list" (key/value items) or "none".
+      `echo_only` -- limit the echo to those names (a job that declares only some).
+      `normalise_echo` -- answers (list, get and create) show `jobCondition.workerType` upper-cased,
+        `scriptPath`/`logPath` without a trailing "/", and a parameter value "true"/"false" as JSON
+        true/false. The stored execution (`executions`) keeps what was sent.
+      `create_echo` -- False: the create answer shows `parsedParameters: []` (the seed page's own
+        example) while list and get still echo in the configured reading.
+
+    Listing shapes, `GET /api/v1/jobs/{job}/executions?page=&limit=`:
+      `newest_first` -- True: newest execution first; False: oldest first.
+      `count_means` -- what `count` is: "total" (all the job's executions), "page" (the items in this
+        answer, the reference's "number of response results"), "missing" (no `count` key) or
+        "string" (the total as a decimal string).
+      `limit_cap` -- the service serves at most this many items a page and says the capped value in
+        the answer's `limit` (pages are cut at the capped size). With a cap any limit >= 1 is
+        accepted; without one a limit outside 1-1000 is a bad parameter, as before.
+      `prune_after_page` / `prune_count` -- retention running between page requests: every time
+        page `prune_after_page` of a job is served, the `prune_count` oldest executions of that job
+        are deleted (after the page is cut, before the answer leaves; they are kept in `pruned`).
+        `prune(job_id, count)` does the same on demand, e.g. from `on_request`.
+      `omit_list` -- a 200 listing answer without a `list` key (count, page and limit stay).
+
+    Gateway limits, applied to every authenticated request before a fault is taken or the request
+    executes (a request refused here consumes no fault and creates nothing):
+      `quota` -- after this many accepted requests, every further one is answered 429 with
+        errorCode "400" "Quota Exceeded".
+      `rate_limit` / `burst` -- a token bucket on the injected `clock`: `burst` tokens at first,
+        refilled at `rate_limit` per second up to `burst`; each accepted request takes one. A request
+        finding no token is answered 429 with errorCode `rate_limit_code` ("420" "Rate Limited" or
+        "410" "Throttle Limited").
+      `retry_after` -- seconds sent as a `Retry-After` header on the rate limit's 429s (not on
+        quota's); None sends no header, as the gateway documents none.
+      `throttled` counts every 429 the limits answered (rate and quota), `quota_refused` the quota
+        ones; `accepted` counts the requests the limits let through.
+
+    Latency:
+      `answer_delay` -- seconds every request waits (real time, `time.sleep`) before it is read and
+        served, like a distant API (the bench); a float, or a callable returning the seconds for
+        each request (e.g. `lambda: random.uniform(0.05, 0.1)`). 0 (the default) never sleeps.
+    """
 
     def __init__(
         self,
@@ -103,19 +152,51 @@ class Emulator:
         echo: str = "object",
         echo_only: frozenset[str] | None = None,
         newest_first: bool = True,
+        normalise_echo: bool = False,
+        create_echo: bool = True,
+        count_means: str = "total",
+        limit_cap: int | None = None,
+        prune_after_page: int | None = None,
+        prune_count: int = 1,
+        omit_list: bool = False,
+        rate_limit: float | None = None,
+        burst: int = 1,
+        rate_limit_code: str = "420",
+        retry_after: float | None = None,
+        quota: int | None = None,
+        answer_delay: float | Callable[[], float] = 0.0,
     ) -> None:
-        """`echo` is how executions show their parameters: "object", "list" (name/value items) or
-        "none"; `echo_only` limits the echo to those names (a job that declares only some)."""
+        if count_means not in COUNT_READINGS:
+            raise ValueError(f"count_means must be one of {COUNT_READINGS}, not {count_means!r}")
+        if rate_limit_code not in _RATE_MESSAGES:
+            raise ValueError(f"rate_limit_code must be one of {tuple(_RATE_MESSAGES)}, not {rate_limit_code!r}")
         self.keys = dict(keys or {"DEMOACCESSKEY": "demo-secret-key"})
         self.echo = echo
         self.echo_only = echo_only
         self.newest_first = newest_first
+        self.normalise_echo = normalise_echo
+        self.create_echo = create_echo
+        self.count_means = count_means
+        self.limit_cap = limit_cap
+        self.prune_after_page = prune_after_page
+        self.prune_count = prune_count
+        self.omit_list = omit_list
+        self.rate_limit = rate_limit
+        self.burst = burst
+        self.rate_limit_code = rate_limit_code
+        self.retry_after = retry_after
+        self.quota = quota
+        self.throttled = 0
+        self.quota_refused = 0
+        self.accepted = 0
+        self._bucket: tuple[float, float] | None = None  # (tokens, clock reading) once the first request came
         self.clock = clock
         self.jobs = jobs
         self.received: list[Received] = []
         self.executions: dict[str, list[dict[str, Any]]] = {}
+        self.pruned: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
-        self.answer_delay = 0.0  # seconds every request waits before it is served, like a distant API (bench)
+        self.answer_delay = answer_delay
         self.on_request = on_request
         self.lock = threading.Lock()
         self.released = threading.Event()
@@ -140,6 +221,45 @@ class Emulator:
     def all_executions(self) -> list[dict[str, Any]]:
         with self.lock:
             return [item for items in self.executions.values() for item in items]
+
+    def set_status(self, job_id: str, execution_id: str | None, status: str) -> list[dict[str, Any]]:
+        """Set one execution's status, or (execution_id None) that of every READY/RUNNING execution
+        of the job; returns the executions changed. An unknown execution id raises KeyError."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        with self.lock:
+            items = self.executions.get(job_id, [])
+            if execution_id is None:
+                chosen = [item for item in items if item["status"] in GOING]
+            else:
+                chosen = [item for item in items if item["jobExecutionId"] == execution_id]
+                if not chosen:
+                    raise KeyError(f"job {job_id} has no execution {execution_id}")
+            for item in chosen:
+                item["status"] = status
+            return chosen
+
+    def finish(self, job_id: str, execution_id: str | None = None, status: str = "COMPLETED") -> list[dict[str, Any]]:
+        """End one execution, or every READY/RUNNING execution of the job, with `status`."""
+        return self.set_status(job_id, execution_id, status)
+
+    def going(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's executions still READY or RUNNING, oldest first."""
+        with self.lock:
+            return [item for item in self.executions.get(job_id, []) if item["status"] in GOING]
+
+    def prune(self, job_id: str, count: int) -> list[dict[str, Any]]:
+        """Retention: delete the job's `count` oldest executions; returns them (also added to `pruned`)."""
+        with self.lock:
+            items = self.executions.get(job_id, [])
+            removed, items[:] = items[:count], items[count:]
+            self.pruned.extend(removed)
+            return removed
+
+    def delay(self) -> float:
+        """The seconds this request waits before it is served (`answer_delay`, called when callable)."""
+        delay = self.answer_delay
+        return float(delay() if callable(delay) else delay)
 
     def start(self) -> Emulator:
         # A short poll interval keeps stop() (and so every test's teardown) fast.
@@ -179,6 +299,28 @@ class Emulator:
         return Handler
 
     # The API itself -------------------------------------------------------------------------
+
+    def usage_plan(self) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """The gateway's usage plan: None lets the request through, else (status, body, headers)."""
+        with self.lock:
+            if self.quota is not None and self.accepted >= self.quota:
+                self.throttled += 1
+                self.quota_refused += 1
+                return 429, gateway_error("400", "Quota Exceeded", f"quota of {self.quota} requests used"), {}
+            if self.rate_limit is not None:
+                now = self.clock()
+                tokens, then = self._bucket if self._bucket is not None else (float(self.burst), now)
+                tokens = min(float(self.burst), tokens + max(0.0, now - then) * self.rate_limit)
+                if tokens < 1.0:
+                    self._bucket = (tokens, now)
+                    self.throttled += 1
+                    code = self.rate_limit_code
+                    details = f"over {self.rate_limit:g} requests per second (burst {self.burst})"
+                    headers = {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
+                    return 429, gateway_error(code, _RATE_MESSAGES[code], details), headers
+                self._bucket = (tokens - 1.0, now)
+            self.accepted += 1
+        return None
 
     def authenticate(self, request: Received) -> tuple[int, dict[str, Any]] | None:
         headers = request.headers
@@ -226,28 +368,52 @@ class Emulator:
             limit = int(query.get("limit", ["20"])[0])
         except ValueError:
             return 400, dataflow_error("bad-parameter", "page and limit must be integers")
-        if page < 0 or not 1 <= limit <= 1000:
+        cap = self.limit_cap
+        if cap is None and (page < 0 or not 1 <= limit <= 1000):
             return 400, dataflow_error("bad-parameter", "page must be >= 0 and limit 1-1000")
+        if cap is not None:
+            if page < 0 or limit < 1:
+                return 400, dataflow_error("bad-parameter", "page must be >= 0 and limit >= 1")
+            limit = min(limit, cap)
         with self.lock:
             items = list(self.executions.get(job_id, []))
         if self.newest_first:
             items.reverse()
         chunk = [self.shown(item) for item in items[page * limit : (page + 1) * limit]]
-        return 200, {"list": chunk, "count": len(items), "page": page, "limit": limit}
+        answer: dict[str, Any] = {"list": chunk, "count": len(items), "page": page, "limit": limit}
+        if self.count_means == "page":
+            answer["count"] = len(chunk)
+        elif self.count_means == "string":
+            answer["count"] = str(len(items))
+        elif self.count_means == "missing":
+            del answer["count"]
+        if self.omit_list:
+            del answer["list"]
+        if self.prune_after_page is not None and page == self.prune_after_page:
+            self.prune(job_id, self.prune_count)
+        return 200, answer
 
     def shown(self, execution: dict[str, Any]) -> dict[str, Any]:
         """An execution as the API answers it, parameters echoed in the configured reading."""
-        parameters = {
+        parameters: dict[str, Any] = {
             name: value
             for name, value in execution["parsedParameters"].items()
             if self.echo_only is None or name in self.echo_only
         }
+        condition = dict(execution["jobCondition"])
+        if self.normalise_echo:
+            parameters = {name: _normalised_value(value) for name, value in parameters.items()}
+            if isinstance(condition.get("workerType"), str):
+                condition["workerType"] = condition["workerType"].upper()
+            for name in ("scriptPath", "logPath"):
+                if isinstance(condition.get(name), str):
+                    condition[name] = condition[name].rstrip("/")
         echo: Any = parameters
         if self.echo == "list":
             echo = [{"key": name, "value": value} for name, value in parameters.items()]
         elif self.echo == "none":
             echo = []
-        return {**execution, "parsedParameters": echo}
+        return {**execution, "jobCondition": condition, "parsedParameters": echo}
 
     def _create(self, job_id: str, request: Received) -> tuple[int, Any]:
         problems = check_create(request)
@@ -269,7 +435,14 @@ class Emulator:
         }
         with self.lock:
             self.executions.setdefault(job_id, []).append(execution)
-        return 200, self.shown(execution)
+        answer = self.shown(execution)
+        if not self.create_echo:
+            answer["parsedParameters"] = []
+        return 200, answer
+
+
+def _normalised_value(value: Any) -> Any:
+    return {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
 
 
 def check_create(request: Received) -> list[str]:
@@ -337,8 +510,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
-        if self.api.answer_delay:
-            time.sleep(self.api.answer_delay)
+        delay = self.api.delay()
+        if delay > 0:
+            time.sleep(delay)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
         request = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
@@ -349,6 +523,14 @@ class _Handler(BaseHTTPRequestHandler):
             request.verdict, request.status = f"rejected: {rejected[1]['error']['details']}", rejected[0]
             self._notify(request)
             self._answer(*rejected)
+            return
+        limited = self.api.usage_plan()
+        if limited:
+            status, limit_body, limit_headers = limited
+            error = limit_body["error"]
+            request.verdict, request.status = f"limited: {error['errorCode']} {error['message']}", status
+            self._notify(request)
+            self._answer(status, limit_body, limit_headers)
             return
         fault = self.api._take_fault(self.command)
         if fault is None:
