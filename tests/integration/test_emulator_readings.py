@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from emulator.server import Emulator, Fault
-from handler.signing import Credentials, signed_headers
+from handler.dataflow.signing import Credentials, signed_headers
 from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock
 
 JOB = "gqigvH123456"
