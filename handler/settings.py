@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Final, Literal, get_args
+from typing import Final, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from handler.dataflow.signing import Credentials
@@ -42,8 +42,13 @@ CONFIG_NAMES = (
     "DATAFLOW_DEDUP_WINDOW_HOURS",
     "DATAFLOW_CALLER_HEADER",
     "DATAFLOW_MAX_CONCURRENCY",
+    "DATAFLOW_DEDUP_UNVERIFIABLE",
+    "DATAFLOW_RATE_LIMIT",
 )
 DedupCheck = Literal["always", "ambiguous", "off"]
+# What a duplicate check does when the service's answers cannot identify runs (the contract's "Exactly once").
+Unverifiable = Literal["submit", "fail"]
+Choice = TypeVar("Choice", DedupCheck, Unverifiable)
 DEFAULT_ONLY = (
     "DATAFLOW_WORKFLOW_ID",
     "DATAFLOW_TRIGGER_ID",
@@ -72,6 +77,8 @@ class Settings(Record):
         "dedup_window",
         "caller_header",
         "max_concurrency",
+        "dedup_unverifiable",
+        "rate_limit",
     )
 
     def __init__(
@@ -88,6 +95,8 @@ class Settings(Record):
         dedup_window: timedelta = timedelta(hours=24),
         caller_header: bool = True,
         max_concurrency: int = 10,
+        dedup_unverifiable: Unverifiable = "submit",
+        rate_limit: float | None = None,
     ) -> None:
         self.credentials: Final = credentials
         self.endpoint: Final = endpoint
@@ -101,6 +110,9 @@ class Settings(Record):
         self.dedup_window: Final = dedup_window
         self.caller_header: Final = caller_header
         self.max_concurrency: Final = max_concurrency
+        self.dedup_unverifiable: Final = dedup_unverifiable
+        # Requests per second this container sends to Data Flow, submissions and lookups together.
+        self.rate_limit: Final = rate_limit
 
 
 def config_from(sources: Mapping[str, object]) -> dict[str, str]:
@@ -199,12 +211,14 @@ def _credential(config: Mapping[str, str], name: str, problems: Problems) -> str
     return value
 
 
-def _choice(config: Mapping[str, str], name: str, default: DedupCheck, problems: Problems) -> DedupCheck:
+def _choice(config: Mapping[str, str], name: str, default: Choice, problems: Problems) -> Choice:
+    """One of the words of `default`'s Literal type (DedupCheck, Unverifiable)."""
+    options: tuple[str, ...] = get_args(DedupCheck) if default in get_args(DedupCheck) else get_args(Unverifiable)
     text = (_value(config, name) or default).lower()
-    for option in get_args(DedupCheck):
+    for option in options:
         if text == option:
-            return option  # type: ignore[no-any-return]
-    problems.add(name, f"must be one of {', '.join(get_args(DedupCheck))}, got {describe(text)}")
+            return option  # type: ignore[return-value]
+    problems.add(name, f"must be one of {', '.join(options)}, got {describe(text)}")
     return default
 
 
@@ -294,52 +308,19 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
     """Validates every setting and route; raises one ConfigError listing all problems."""
     problems = Problems()
     dry_run = _flag(config, "DATAFLOW_DRY_RUN", problems)
-    access = _credential(config, "NCLOUD_ACCESS_KEY", problems)
-    secret = _credential(config, "NCLOUD_SECRET_KEY", problems)
-    if _value(config, "NCLOUD_CREDENTIALS_SECRET"):
-        # The Lambda adapter reads a named secret into the two keys; anything left here is a conflict.
-        reason = (
-            "set together with NCLOUD_ACCESS_KEY/NCLOUD_SECRET_KEY; set either the secret or the keys"
-            if access or secret
-            else "is read only on AWS Lambda (Parameters and Secrets extension); on Cloud Functions use "
-            "encrypted default parameters NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY"
-        )
-        problems.add("NCLOUD_CREDENTIALS_SECRET", reason)
-    if access and secret:
-        credentials = Credentials(access, secret)
-    else:
-        if not dry_run:
-            missing = [
-                name for name, value in (("NCLOUD_ACCESS_KEY", access), ("NCLOUD_SECRET_KEY", secret)) if not value
-            ]
-            for name in missing:
-                if _value(config, name) is None:
-                    problems.add(name, "is required (unless DATAFLOW_DRY_RUN is true)")
-        credentials = Credentials(DRY_RUN_ACCESS_KEY, DRY_RUN_SECRET_KEY, placeholder=True)
+    credentials = _credentials(config, dry_run, problems)
     endpoint = _endpoint(config, problems)
     zone = _zone(config, problems)
     connect_timeout = _number(config, "DATAFLOW_CONNECT_TIMEOUT", 3.05, 0.1, 60, problems)
     read_timeout = _number(config, "DATAFLOW_READ_TIMEOUT", 10.0, 0.1, 300, problems)
     max_attempts = int(_number(config, "DATAFLOW_MAX_ATTEMPTS", 4, 1, 10, problems, integer=True))
     dedup_check = _choice(config, "DATAFLOW_DEDUP_CHECK", "always", problems)
+    unverifiable = _choice(config, "DATAFLOW_DEDUP_UNVERIFIABLE", "submit", problems)
     window_hours = _number(config, "DATAFLOW_DEDUP_WINDOW_HOURS", 24, 1, 24 * 14, problems)
     caller_header = _flag(config, "DATAFLOW_CALLER_HEADER", problems, default=True)
     max_concurrency = int(_number(config, "DATAFLOW_MAX_CONCURRENCY", 10, 1, 32, problems, integer=True))
-    routes: tuple[Route, ...] = ()
-    has_routes, has_job = _value(config, "DATAFLOW_ROUTES"), _value(config, "DATAFLOW_JOB_ID")
-    if has_routes and has_job:
-        problems.add("DATAFLOW_ROUTES", "set together with DATAFLOW_JOB_ID; set exactly one of them")
-    elif has_routes:
-        before = len(problems.items)
-        raw_routes = _routes_json(config, problems)
-        if len(problems.items) == before:  # an unreadable file or bad JSON is one problem, not two
-            routes = check_routes(raw_routes, "DATAFLOW_ROUTES", problems)
-        for name in (name for name in DEFAULT_ONLY if _value(config, name)):
-            problems.add(name, "only applies to the default route; with DATAFLOW_ROUTES put it in a route")
-    elif has_job:
-        routes = _default_route(config, problems)
-    else:
-        problems.add("DATAFLOW_ROUTES", "neither DATAFLOW_ROUTES nor DATAFLOW_JOB_ID is set; set exactly one of them")
+    rate_limit = _number(config, "DATAFLOW_RATE_LIMIT", 0.0, 0.001, 10_000, problems) or None
+    routes = _routes(config, problems)
     if problems:
         raise ConfigError(problems.items)
     return Settings(
@@ -355,7 +336,49 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
         timedelta(hours=window_hours),
         caller_header,
         max_concurrency,
+        unverifiable,
+        rate_limit,
     )
+
+
+def _credentials(config: Mapping[str, str], dry_run: bool, problems: Problems) -> Credentials:
+    access = _credential(config, "NCLOUD_ACCESS_KEY", problems)
+    secret = _credential(config, "NCLOUD_SECRET_KEY", problems)
+    if _value(config, "NCLOUD_CREDENTIALS_SECRET"):
+        # The Lambda adapter reads a named secret into the two keys; anything left here is a conflict.
+        reason = (
+            "set together with NCLOUD_ACCESS_KEY/NCLOUD_SECRET_KEY; set either the secret or the keys"
+            if access or secret
+            else "is read only on AWS Lambda (Parameters and Secrets extension); on Cloud Functions use "
+            "encrypted default parameters NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY"
+        )
+        problems.add("NCLOUD_CREDENTIALS_SECRET", reason)
+    if access and secret:
+        return Credentials(access, secret)
+    if not dry_run:
+        for name, value in (("NCLOUD_ACCESS_KEY", access), ("NCLOUD_SECRET_KEY", secret)):
+            if not value and _value(config, name) is None:
+                problems.add(name, "is required (unless DATAFLOW_DRY_RUN is true)")
+    return Credentials(DRY_RUN_ACCESS_KEY, DRY_RUN_SECRET_KEY, placeholder=True)
+
+
+def _routes(config: Mapping[str, str], problems: Problems) -> tuple[Route, ...]:
+    has_routes, has_job = _value(config, "DATAFLOW_ROUTES"), _value(config, "DATAFLOW_JOB_ID")
+    if has_routes and has_job:
+        problems.add("DATAFLOW_ROUTES", "set together with DATAFLOW_JOB_ID; set exactly one of them")
+        return ()
+    if has_job:
+        return _default_route(config, problems)
+    if not has_routes:
+        problems.add("DATAFLOW_ROUTES", "neither DATAFLOW_ROUTES nor DATAFLOW_JOB_ID is set; set exactly one of them")
+        return ()
+    for name in (name for name in DEFAULT_ONLY if _value(config, name)):
+        problems.add(name, "only applies to the default route; with DATAFLOW_ROUTES put it in a route")
+    before = len(problems.items)
+    raw_routes = _routes_json(config, problems)
+    if len(problems.items) != before:  # an unreadable file or bad JSON is one problem, not two
+        return ()
+    return check_routes(raw_routes, "DATAFLOW_ROUTES", problems)
 
 
 _cache: dict[tuple[tuple[str, str], ...], Settings] = {}

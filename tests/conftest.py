@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,25 @@ class FakeClock:
 
     def clocks(self) -> Clocks:
         return Clocks(wall=self.wall, monotonic=self.monotonic, sleep=self.sleep, jitter=lambda: 1.0)
+
+
+class SleeplessClock:
+    """The real wall clock (a live emulator checks signatures against it) that a sleep moves on at once.
+
+    Without it, retries with a no-op sleeper happen within one millisecond and sign alike.
+    """
+
+    def __init__(self) -> None:
+        self.slept = 0.0
+
+    def wall(self) -> float:
+        return time.time() + self.slept
+
+    def sleep(self, seconds: float) -> None:
+        self.slept += max(seconds, 0.001)
+
+    def clocks(self) -> Clocks:
+        return Clocks(wall=self.wall, sleep=self.sleep)
 
 
 class JsonLines(logging.Handler):

@@ -9,11 +9,10 @@ import pytest
 
 from emulator.server import Emulator, Fault, dataflow_error
 from handler import app
-from handler.clocks import Clocks
 from handler.errors import ConfigError, InvocationFailedError
 from handler.launcher import Launcher
 from handler.wiring import Wiring
-from tests.conftest import ACCESS_KEY, SECRET_KEY, JsonLines, LambdaContextStub, load_event
+from tests.conftest import ACCESS_KEY, SECRET_KEY, JsonLines, LambdaContextStub, SleeplessClock, load_event
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ def live_emulator() -> Iterator[Emulator]:
 @pytest.fixture
 def lambda_env(monkeypatch: pytest.MonkeyPatch, live_emulator: Emulator, logs: JsonLines) -> Emulator:
     # A fresh warm container per test; real clock (the adapter signs with it), no real sleeping.
-    monkeypatch.setattr(app, "launcher", Launcher(Wiring(Clocks(sleep=lambda _: None))))
+    monkeypatch.setattr(app, "launcher", Launcher(Wiring(SleeplessClock().clocks())))
     for name, value in {
         "NCLOUD_ACCESS_KEY": ACCESS_KEY,
         "NCLOUD_SECRET_KEY": SECRET_KEY,
