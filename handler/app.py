@@ -39,10 +39,18 @@ def configuration() -> dict[str, str]:
     return config  # with both a secret and keys set, the settings check reports the conflict
 
 
+METRIC_NAMES = {
+    "submitted": "Submitted",
+    "skipped": "Skipped",
+    "failed": "Failed",
+    "unverifiable": "DedupUnverifiable",
+}
+
+
 def record_metrics(outcomes: Sequence[Outcome]) -> None:
     # Every outcome counts, including those the result's capped lists leave out.
     for name, count in counts(outcomes).items():
-        metrics.add_metric(name=name.capitalize(), unit=MetricUnit.Count, value=count)
+        metrics.add_metric(name=METRIC_NAMES[name], unit=MetricUnit.Count, value=count)
 
 
 @metrics.log_metrics

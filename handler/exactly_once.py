@@ -3,13 +3,23 @@
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final, assert_never
 
 from handler.clocks import Clocks
 from handler.dataflow.client import CreateAnswer, ExecutionRequest
-from handler.dataflow.reconcile import CLOCK_TOLERANCE, Absent, Found, Identity, Lookup, Unknown, find
+from handler.dataflow.reconcile import (
+    CLOCK_TOLERANCE,
+    Absent,
+    Found,
+    Identity,
+    Lookup,
+    Unknown,
+    echoed_parameters,
+    find,
+)
 from handler.errors import RequestError
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.planning import PlannedExecution
@@ -23,7 +33,15 @@ log = logging.getLogger(__name__)
 RECENT_KEYS = 4096
 # A lookup reads at most this many pages of this size: a few requests, whatever the job's history.
 LOOKUP_PAGE_SIZE = 100
-LOOKUP_MAX_PAGES = 3
+LOOKUP_MAX_PAGES = 5
+# Runs whose parameters this container remembers, to learn how the list echoes them.
+READING_SAMPLES = 64
+# A wait for the job's turn wakes this often to check the invocation's deadline.
+GATE_POLL_S = 0.5
+UNVERIFIABLE_HINT = (
+    "set a dedupParameter the job echoes, or check how it echoes with `python -m handler doctor`; "
+    "see docs/delivery-guarantees.md"
+)
 # Resends after a lookup proved the run absent; each one follows an unknown outcome of its own.
 MAX_RESENDS = 2
 
@@ -54,14 +72,15 @@ class Call(Record):
 
 
 class DedupMemory:
-    """Dedup keys this warm container submitted (with the execution id) or saw end in an unknown outcome."""
+    """Dedup keys this warm container submitted (with the execution id) or saw end in an unknown outcome,
+    and which event each execution it started or found belongs to (two events never share a run)."""
 
     def __init__(self, capacity: int = RECENT_KEYS) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._submitted: OrderedDict[str, str | None] = OrderedDict()
         self._ambiguous: OrderedDict[str, None] = OrderedDict()
-        self._owners: dict[str, str] = {}  # execution id -> the key it was started for
+        self._owners: dict[str, str] = {}  # execution id -> the key it was started or found for
 
     def submitted(self, key: str) -> tuple[bool, str | None]:
         with self._lock:
@@ -78,6 +97,14 @@ class DedupMemory:
                 _, forgotten = self._submitted.popitem(last=False)
                 self._owners.pop(forgotten or "", None)
 
+    def claim(self, key: str, execution_id: str | None) -> bool:
+        """Takes a found run for `key` unless another event of this container holds it; atomic."""
+        with self._lock:
+            if execution_id and self._owners.get(execution_id, key) != key:
+                return False
+        self.remember(key, execution_id)
+        return True
+
     def mark_ambiguous(self, key: str) -> None:
         with self._lock:
             self._ambiguous[key] = None
@@ -89,7 +116,7 @@ class DedupMemory:
             return key in self._ambiguous
 
     def others_than(self, key: str) -> Container[str]:
-        """The executions this container started for any other key, as a membership test."""
+        """The executions this container started or found for any other key, as a membership test."""
         return _OtherRuns(self, key)
 
     def owner(self, execution_id: str) -> str | None:
@@ -107,6 +134,109 @@ class _OtherRuns:
         return owner is not None and owner != self.key
 
 
+class JobGate:
+    """Per job, a lookup never overlaps a create of the same container: lookups may run together and
+    creates may run together, but a lookup that saw a sibling's run before its answer was remembered
+    could neither tell it apart nor leave it to its owner.
+
+    No kind can starve the other: a worker waiting for its create holds no lookup, so a lookup turn
+    ends once the few workers in it are done (at most DATAFLOW_MAX_CONCURRENCY), and so does a create turn.
+    """
+
+    def __init__(self, clocks: Clocks) -> None:
+        self.clocks = clocks
+        self._changed = threading.Condition()
+        self._turns: dict[str, tuple[str, int]] = {}  # job -> (kind, how many are in it)
+
+    @contextmanager
+    def turn(self, job_id: str, kind: str, deadline: float | None) -> Iterator[None]:
+        self._enter(job_id, kind, deadline)
+        try:
+            yield
+        finally:
+            with self._changed:
+                current, active = self._turns[job_id]
+                if active == 1:
+                    del self._turns[job_id]
+                    self._changed.notify_all()
+                else:
+                    self._turns[job_id] = (current, active - 1)
+
+    def _enter(self, job_id: str, kind: str, deadline: float | None) -> None:
+        with self._changed:
+            while (held := self._turns.get(job_id)) is not None and held[0] != kind:
+                left = None if deadline is None else deadline - self.clocks.monotonic()
+                if left is not None and left <= 0:
+                    raise RequestError("timeout", f"no time left to wait for this job's {held[0]}s", kind="retryable")
+                self._changed.wait(None if left is None else min(left, GATE_POLL_S))
+            self._turns[job_id] = (kind, (held[1] if held else 0) + 1)
+
+
+class Readings:
+    """What this container learned of how the service echoes each job's parameters; logged when it changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._learned: dict[tuple[str, str], str] = {}  # (job, "create" or "list") -> reading
+        self._sent: OrderedDict[str, tuple[str, Mapping[str, str]]] = OrderedDict()  # run -> (job, parameters)
+        self._warned: set[str] = set()
+
+    def started(
+        self, job_id: str, execution_id: str | None, sent: Mapping[str, str], answer: Mapping[str, Any]
+    ) -> None:
+        """A run this container started: the create answer's echo, and what later listings must show."""
+        if not sent:
+            return  # nothing sent, nothing to compare
+        if execution_id:
+            with self._lock:
+                self._sent[execution_id] = (job_id, sent)
+                while len(self._sent) > READING_SAMPLES:
+                    self._sent.popitem(last=False)
+        self._learn(job_id, "create", reading_of(sent, answer.get("parsedParameters")))
+
+    def listed(self, job_id: str, items: Sequence[Mapping[str, Any]]) -> None:
+        """Learns the list's reading from a run this container started and can compare."""
+        for item in items:
+            with self._lock:
+                known = self._sent.get(_string(item.get("jobExecutionId")))
+            if known is not None and known[0] == job_id:
+                self._learn(job_id, "list", reading_of(known[1], item.get("parsedParameters")))
+                return
+
+    def echoes_all(self, job_id: str) -> bool:
+        with self._lock:
+            return self._learned.get((job_id, "list")) in ("object", "items")
+
+    def first_unverifiable(self, job_id: str) -> bool:
+        """True once per job and container: the first time a check could not identify runs."""
+        with self._lock:
+            if job_id in self._warned:
+                return False
+            self._warned.add(job_id)
+            return True
+
+    def _learn(self, job_id: str, answer: str, reading: str) -> None:
+        with self._lock:
+            changed = self._learned.get((job_id, answer)) != reading
+            self._learned[(job_id, answer)] = reading
+        if changed:
+            log.info("service reading", extra={"jobId": job_id, "answer": answer, "echo": reading})
+
+
+def reading_of(sent: Mapping[str, str], raw: object) -> str:
+    """How an answer echoes what was sent: in full (object, items), only some of it, or nothing."""
+    echoed = echoed_parameters({"parsedParameters": raw})
+    if not echoed:
+        return "none"
+    if not all(echoed.get(name) == value for name, value in sent.items()):
+        return "partial"
+    return "object" if isinstance(raw, dict) else "items"
+
+
+def _string(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
 class ExactlyOnce:
     """Runs one planned execution so that no delivery of its event starts a second run."""
 
@@ -114,39 +244,67 @@ class ExactlyOnce:
         self.wiring = wiring
         self.clocks: Clocks = wiring.clocks
         self.memory = memory or DedupMemory()
+        self.gate = JobGate(self.clocks)
+        self.readings = Readings()
+        # What the lookups of the step this thread is running saw, for that step's one log record.
+        self._trail = threading.local()
 
     def execute(self, step: PlannedExecution, call: Call) -> Outcome:
-        """One planned execution, exactly once: remembered, looked up, or submitted; logged as it ends."""
+        """One planned execution, exactly once; its one log record also says what each lookup saw."""
+        self._trail.lookups = []
+        outcome = self._decide(step, call)
+        return logged(outcome, {"lookups": self._trail.lookups} if self._trail.lookups else None)
+
+    def _decide(self, step: PlannedExecution, call: Call) -> Outcome:
+        """Remembered, looked up, or submitted."""
         seen, known_id = self.memory.submitted(step.dedup_key)
         if seen:
-            return logged(_duplicate(step, known_id))
+            return _duplicate(step, known_id)
         mode = call.dedup_check
-        after_unknown = mode != "off" and self.memory.was_ambiguous(step.dedup_key)
-        # Only a dedupParameter tells which event a run belongs to; without one a check could not tell.
-        if after_unknown or (mode == "always" and step.dedup_parameter is not None):
+        unverified = False
+        if mode == "always" or (mode == "ambiguous" and self.memory.was_ambiguous(step.dedup_key)):
             try:
-                lookup = self._lookup(step, call, by_parameters=after_unknown)
+                lookup = self._lookup(step, call)
             except RequestError as exc:  # the lookup met what the submission would meet: say that
-                return logged(_failed(step, exc.code, exc.message, exc.retryable, status=exc.status))
+                return _failed(step, exc.code, exc.message, exc.retryable, status=exc.status)
             match lookup:
                 case Found():
-                    self.memory.remember(step.dedup_key, lookup.execution_id)
-                    return logged(_duplicate(step, lookup.execution_id))
+                    return _duplicate(step, lookup.candidates[0][0])
                 case Unknown():
-                    message = f"cannot tell whether this event already started a run: {lookup.reason}"
-                    return logged(_failed(step, "unknown-outcome", message, _replay_safe(step, mode)))
+                    refused = self._unverifiable(step, call, lookup)
+                    if refused is not None:
+                        return refused
+                    unverified = True
                 case Absent():
                     pass
                 case _:
                     assert_never(lookup)
-        return logged(self._submit(step, call))
+        return self._submit(step, call, unverified)
 
-    def _submit(self, step: PlannedExecution, call: Call) -> Outcome:
-        request = ExecutionRequest(step.job, step.parameters)
+    def _unverifiable(self, step: PlannedExecution, call: Call, lookup: Unknown) -> Failed | None:
+        """What DATAFLOW_DEDUP_UNVERIFIABLE says when the check cannot prove the run absent: None to submit."""
+        setting = call.settings.dedup_unverifiable
+        if self.readings.first_unverifiable(step.job.job_id):
+            follows = "fails such events (unknown-outcome, kept)" if setting == "fail" else "submits them anyway"
+            log.warning(
+                "the duplicate check cannot identify runs",
+                extra={
+                    "jobId": step.job.job_id,
+                    "route": step.route,
+                    "reason": lookup.reason,
+                    "follows": f"DATAFLOW_DEDUP_UNVERIFIABLE={setting}: this container {follows}",
+                    "hint": UNVERIFIABLE_HINT,
+                },
+            )
+        if setting == "submit":
+            return None
+        message = f"cannot prove this event has no run yet: {lookup.reason}"
+        return _failed(step, "unknown-outcome", message, True, {"dedupUnverifiable": True})
+
+    def _submit(self, step: PlannedExecution, call: Call, unverified: bool) -> Outcome:
         for resend in range(MAX_RESENDS + 1):
             try:
-                submitter = self.wiring.submitter(call.settings)
-                answer = submitter.create_execution(request, deadline=call.deadline, headers=call.headers)
+                answer = self._create(step, call)
             except RequestError as exc:
                 details = {"attempts": exc.attempts, "status": exc.status, "elapsedMs": self._since(call.started)}
                 if not exc.ambiguous:
@@ -162,35 +320,50 @@ class ExactlyOnce:
             if answer.body_lost and call.dedup_check != "off":
                 found = self._settle(step, call)
                 if isinstance(found, Found):
-                    answer = CreateAnswer(
-                        {"jobExecutionId": found.execution_id, "status": found.status}, answer.attempts
-                    )
-            return self._submitted(step, answer, None, call)
+                    answer = _answer(found, answer.attempts)
+            return self._submitted(step, answer, None, call, unverified)
         message = f"the execution stayed absent after {MAX_RESENDS} resends that each lost their answer"
         return _failed(step, "unknown-outcome", message, True)
+
+    def _create(self, step: PlannedExecution, call: Call) -> CreateAnswer:
+        """The create call, inside this job's create turn: its run is remembered before any lookup may see it."""
+        request = ExecutionRequest(step.job, step.parameters)
+        with self.gate.turn(step.job.job_id, "create", call.deadline):
+            try:
+                submitter = self.wiring.submitter(call.settings)
+                answer = submitter.create_execution(request, deadline=call.deadline, headers=call.headers)
+            except RequestError as exc:
+                if exc.ambiguous:
+                    self.memory.mark_ambiguous(step.dedup_key)
+                raise
+            if not answer.dry_run and not answer.body_lost:
+                self.memory.remember(step.dedup_key, answer.execution_id)
+                self.readings.started(step.job.job_id, answer.execution_id, step.parameters, answer.execution)
+        return answer
 
     def _after_unknown(
         self, step: PlannedExecution, call: Call, exc: RequestError, details: Mapping[str, Any]
     ) -> Outcome | None:
         """The outcome after a request that may have run; None when the lookup proved it absent (resend)."""
-        self.memory.mark_ambiguous(step.dedup_key)
         mode = call.dedup_check
         lookup = Unknown("DATAFLOW_DEDUP_CHECK is off") if mode == "off" else self._settle(step, call)
         match lookup:
             case Found():
-                answer = CreateAnswer({"jobExecutionId": lookup.execution_id, "status": lookup.status}, 0)
-                return self._submitted(step, answer, "found by lookup after " + exc.code, call)
+                return self._submitted(step, _answer(lookup, 0), "found by lookup after " + exc.code, call, False)
             case Unknown():
+                # Never resent blindly: a redelivery is checked first, and where it cannot tell either, it
+                # may start the run twice unless the unverifiable setting is fail.
+                safe = mode == "always" and (not lookup.unidentified or call.settings.dedup_unverifiable == "fail")
                 code, message = _unresolved(exc, lookup.reason)
-                return _failed(step, code, message, _replay_safe(step, mode), details, exc.status)
+                return _failed(step, code, message, safe, details, exc.status)
             case Absent():
                 return None
             case _:
                 assert_never(lookup)
 
-    def _submitted(self, step: PlannedExecution, answer: CreateAnswer, reconciled: str | None, call: Call) -> Submitted:
-        if not answer.dry_run:
-            self.memory.remember(step.dedup_key, answer.execution_id)
+    def _submitted(
+        self, step: PlannedExecution, answer: CreateAnswer, reconciled: str | None, call: Call, unverified: bool
+    ) -> Submitted:
         details: dict[str, Any] = {
             "attempts": answer.attempts,
             "dryRun": answer.dry_run,
@@ -200,6 +373,8 @@ class ExactlyOnce:
             details["reconciled"] = reconciled
         if answer.body_lost:
             details["bodyLost"] = True
+        if unverified:
+            details["dedupUnverifiable"] = True
         return Submitted(
             step.route,
             step.job.job_id,
@@ -211,43 +386,79 @@ class ExactlyOnce:
             details,
         )
 
-    def _lookup(self, step: PlannedExecution, call: Call, *, by_parameters: bool) -> Lookup:
-        """Looks for this planned execution among the job's recent ones; raises what the list call met."""
-        # Nothing older than the event can be its run; the window bounds how far back a lookup reads.
-        # (Taking the later bound first keeps year-1 event times from underflowing.)
-        since = max(min(step.time, call.now), call.now - call.settings.dedup_window + CLOCK_TOLERANCE) - CLOCK_TOLERANCE
+    def _lookup(self, step: PlannedExecution, call: Call) -> Lookup:
+        """This event's run among the job's recent ones, claimed for it; raises what the list call met."""
+        job_id = step.job.job_id
         identity = Identity(
             step.parameters,
             step.job.job_condition,
             step.dedup_parameter,
-            since,
-            by_parameters,
+            lookup_since(step, call),
             self.memory.others_than(step.dedup_key),
+            self.readings.echoes_all(job_id),
         )
 
         def list_page(page: int, limit: int) -> dict[str, Any]:
-            return self.wiring.submitter(call.settings).list_executions(
-                step.job.job_id, page=page, limit=limit, deadline=call.deadline, headers=call.headers
+            listing = self.wiring.submitter(call.settings).list_executions(
+                job_id, page=page, limit=limit, deadline=call.deadline, headers=call.headers
             )
+            if isinstance(listing.get("list"), list):
+                self.readings.listed(job_id, listing["list"])
+            return listing
 
-        try:
-            lookup = find(list_page, identity, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES)
-        except RequestError as exc:
-            if exc.status != 404:
-                raise
-            lookup = Absent(0)  # no such job: nothing can have run, and the submission will say so
-        log.info("lookup", extra={"dedupKey": step.dedup_key, "route": step.route, "lookup": _describe(lookup)})
+        with self.gate.turn(job_id, "lookup", call.deadline):
+            try:
+                lookup = self._claimed(
+                    step, find(list_page, identity, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES)
+                )
+            except RequestError as exc:
+                if exc.status != 404:
+                    raise
+                lookup = Absent(0)  # no such job: nothing can have run, and the submission will say so
+        self._trail.lookups.append(_describe(lookup))
         return lookup
+
+    def _claimed(self, step: PlannedExecution, lookup: Lookup) -> Lookup:
+        """A found run becomes this event's only if no other event of this container holds it."""
+        if not isinstance(lookup, Found):
+            return lookup
+        for execution_id, status in lookup.candidates:
+            if self.memory.claim(step.dedup_key, execution_id):
+                return Found(((execution_id, status),), lookup.unidentified)
+        if lookup.unidentified:
+            return Unknown("the matching runs belong to other events; others cannot be identified", lookup.unidentified)
+        return Absent(len(lookup.candidates))
 
     def _settle(self, step: PlannedExecution, call: Call) -> Lookup:
         """A lookup after an unknown outcome: any failure of its own leaves the outcome unknown."""
         try:
-            return self._lookup(step, call, by_parameters=True)
+            return self._lookup(step, call)
         except RequestError as exc:
             return Unknown(f"the lookup failed ({exc})")
 
     def _since(self, started: float) -> float:
         return round((self.clocks.monotonic() - started) * 1000, 1)
+
+
+def lookup_since(step: PlannedExecution, call: Call) -> datetime:
+    """How far back a lookup reads: from the event's time, never before the dedup window.
+
+    A run that carries the dedup key matches exactly whenever it was created, so an event stamped
+    ahead of this container's clock is looked for over the whole window. A run matched by what it
+    does must have been created after the event (clock difference allowed), or it did not see it.
+    """
+    oldest = call.now - call.settings.dedup_window
+    if step.dedup_parameter is not None:
+        start = step.time if step.time <= call.now else oldest
+    else:
+        start = min(step.time, call.now)
+    # (The later bound first keeps year-1 event times from underflowing.)
+    return max(start, oldest) - CLOCK_TOLERANCE
+
+
+def _answer(found: Found, attempts: int) -> CreateAnswer:
+    execution_id, status = found.candidates[0]
+    return CreateAnswer({"jobExecutionId": execution_id, "status": status}, attempts)
 
 
 def _duplicate(step: PlannedExecution, execution_id: str | None) -> Skipped:
@@ -262,35 +473,20 @@ def _failed(
     details: Mapping[str, Any] | None = None,
     status: int | None = None,
 ) -> Failed:
-    return Failed(
-        step.route,
-        step.job.job_id,
-        code,
-        message,
-        retryable,
-        step.source,
-        step.messages,
-        step.dedup_key,
-        status,
-        details,
-    )
+    job_id, key = step.job.job_id, step.dedup_key
+    return Failed(step.route, job_id, code, message, retryable, step.source, step.messages, key, status, details)
 
 
 def _describe(lookup: Lookup) -> str:
     match lookup:
         case Found():
-            return f"found {lookup.execution_id}"
+            return f"found {lookup.candidates[0][0]}"
         case Absent():
             return f"absent ({lookup.examined} executions in the window)"
         case Unknown():
             return f"cannot tell: {lookup.reason}"
         case _:
             assert_never(lookup)
-
-
-def _replay_safe(step: PlannedExecution, mode: DedupCheck) -> bool:
-    """Whether a redelivery of a run that may exist is checked first, in any container."""
-    return mode == "always" and step.dedup_parameter is not None
 
 
 def _unresolved(exc: RequestError, reason: str) -> tuple[str, str]:

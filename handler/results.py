@@ -108,15 +108,16 @@ def failed_entry(outcome: Failed) -> FailedEntry:
     return entry
 
 
-def logged(outcome: Outcome) -> Outcome:
-    """Writes the decision's one log record (entry fields flat, plus the log-only details)."""
+def logged(outcome: Outcome, extra: Mapping[str, Any] | None = None) -> Outcome:
+    """Writes the decision's one log record: entry fields flat, the log-only details, and `extra`."""
+    more = {**outcome.details, **(extra or {})}
     match outcome:
         case Submitted():
-            log.info("submitted", extra={**_flat(submitted_entry(outcome)), **outcome.details})
+            log.info("submitted", extra={**_flat(submitted_entry(outcome)), **more})
         case Skipped():
-            log.info("skipped", extra={**_flat(skipped_entry(outcome)), **outcome.details})
+            log.info("skipped", extra={**_flat(skipped_entry(outcome)), **more})
         case Failed():
-            log.error("failed", extra={**_flat(failed_entry(outcome)), **outcome.details})
+            log.error("failed", extra={**_flat(failed_entry(outcome)), **more})
         case _:
             assert_never(outcome)
     return outcome
@@ -153,9 +154,13 @@ def report(outcomes: Sequence[Outcome], *, from_sqs: bool, dry_run: bool) -> Rep
 
 
 def counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
-    """Every outcome counted, whatever the result's lists kept (metrics and the summary record)."""
-    tally = {"submitted": 0, "skipped": 0, "failed": 0}
+    """Every outcome counted, whatever the result's lists kept (metrics and the summary record).
+
+    `unverifiable` counts the decisions whose duplicate check could not identify the job's runs.
+    """
+    tally = {"submitted": 0, "skipped": 0, "failed": 0, "unverifiable": 0}
     for outcome in outcomes:
+        tally["unverifiable"] += bool(outcome.details.get("dedupUnverifiable"))
         match outcome:
             case Submitted():
                 tally["submitted"] += 1

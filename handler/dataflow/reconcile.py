@@ -1,27 +1,35 @@
-"""Looking an execution up by what it was sent with: the job's recent runs, matched to one planned run."""
+"""Reading a job's executions: which one is this event's run, proven over the whole lookup window."""
 
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import datetime, timedelta
-from itertools import count as count_from
 from typing import Any, Final, Literal
 
 from handler.records import Record
 
-# Executions carry the service's clock and events the source's; both are NTP-synchronised, but the
-# service's createdDate is truncated to the second.
-CLOCK_TOLERANCE = timedelta(seconds=30)
+# Executions carry the service's clock and events the source's, both NTP-synchronised; the service's
+# createdDate is truncated to the second. A run created this long before the event still covers it.
+CLOCK_TOLERANCE = timedelta(seconds=5)
 # Field names seen for name/value items in NCP APIs; the Data Flow docs show none.
 _NAME_FIELDS = ("key", "name", "parameterName", "paramKey", "paramName")
 _VALUE_FIELDS = ("value", "parameterValue", "paramValue")
+# jobCondition fields a service may store in another spelling: compared as it would store them.
+_PATH_FIELDS = frozenset({"nrn", "scriptPath", "logPath"})
 
 Verdict = Literal["ours", "other", "unknown"]
 ListPage = Callable[[int, int], Mapping[str, Any]]
 
 
 class Identity(Record):
-    """What tells our run apart: the parameters sent, the job condition, and the oldest possible start."""
+    """What tells this event's run apart: the parameters sent, the job condition, the oldest possible start.
 
-    __slots__ = ("parameters", "job_condition", "dedup_parameter", "since", "by_parameters", "others")
+    With a `dedup_parameter`, the run carries the event's dedup key and an echo of it decides alone.
+    Without one, a run of the same job condition and parameters created since `since` covers the
+    event: it started after the event happened, so it sees what the event brought.
+    `others` are executions this container started or claimed for other events: never ours.
+    `echo_known` says the service was seen echoing every parameter sent, so an empty echo means none.
+    """
+
+    __slots__ = ("parameters", "job_condition", "dedup_parameter", "since", "others", "echo_known")
 
     def __init__(
         self,
@@ -29,26 +37,25 @@ class Identity(Record):
         job_condition: Mapping[str, Any] | None,
         dedup_parameter: str | None,
         since: datetime,
-        by_parameters: bool = True,
         others: Container[str] = frozenset(),
+        echo_known: bool = False,
     ) -> None:
         self.parameters: Final = parameters
         self.job_condition: Final = job_condition
         self.dedup_parameter: Final = dedup_parameter
         self.since: Final = since
-        # Equal parameters identify a run only right after our own request: two events can render the
-        # same parameters (one key uploaded twice), so a check before submitting trusts dedupParameter alone.
-        self.by_parameters: Final = by_parameters
-        # Executions this container started for other events: never ours, whatever they echo.
         self.others: Final = others
+        self.echo_known: Final = echo_known
 
 
 class Found(Record):
-    __slots__ = ("execution_id", "status")
+    """Runs that are this event's, newest first: the caller claims one (two events never share a run)."""
 
-    def __init__(self, execution_id: str | None, status: str | None) -> None:
-        self.execution_id: Final = execution_id
-        self.status: Final = status
+    __slots__ = ("candidates", "unidentified")
+
+    def __init__(self, candidates: tuple[tuple[str | None, str | None], ...], unidentified: int = 0) -> None:
+        self.candidates: Final = candidates  # (jobExecutionId, status)
+        self.unidentified: Final = unidentified
 
 
 class Absent(Record):
@@ -61,10 +68,13 @@ class Absent(Record):
 
 
 class Unknown(Record):
-    __slots__ = ("reason",)
+    """The answers cannot prove the run absent: `unidentified` runs echo too little, or the window was not covered."""
 
-    def __init__(self, reason: str) -> None:
+    __slots__ = ("reason", "unidentified")
+
+    def __init__(self, reason: str, unidentified: int = 0) -> None:
         self.reason: Final = reason
+        self.unidentified: Final = unidentified
 
 
 Lookup = Found | Absent | Unknown
@@ -89,6 +99,9 @@ def echoed_parameters(item: Mapping[str, Any]) -> dict[str, str] | None:
 
 
 def _text(value: object) -> str:
+    """An echoed value as the string that was sent: a service may store "true" as JSON true."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return value if isinstance(value, str) else "" if value is None else str(value)
 
 
@@ -96,21 +109,40 @@ def verdict(item: Mapping[str, Any], identity: Identity) -> Verdict:
     """Whether an execution is ours, surely another's, or cannot be told from what the service echoes."""
     if item.get("jobExecutionId") in identity.others:
         return "other"
-    condition = item.get("jobCondition")
-    if identity.job_condition and isinstance(condition, dict):
-        for name, value in identity.job_condition.items():
-            if name in condition and condition[name] != value:
-                return "other"
     echoed = echoed_parameters(item)
+    dedup = identity.dedup_parameter
+    if dedup is not None and echoed is not None and dedup in echoed:
+        # The run's own identity: no difference elsewhere in how the service stores things outweighs it.
+        return "ours" if echoed[dedup] == identity.parameters.get(dedup) else "other"
+    if not _same_condition(identity.job_condition, item.get("jobCondition")):
+        return "other"
+    if echoed is None and identity.echo_known:
+        echoed = {}
     if echoed is None:
         return "unknown"
-    if any(name in echoed and echoed[name] != value for name, value in identity.parameters.items()):
+    sent = {name: value for name, value in identity.parameters.items() if name != dedup}
+    if any(name in echoed and echoed[name] != value for name, value in sent.items()):
         return "other"
-    if identity.dedup_parameter is not None and identity.dedup_parameter in echoed:
-        return "ours"
-    if identity.by_parameters and identity.parameters and all(name in echoed for name in identity.parameters):
+    if dedup is None and all(name in echoed for name in sent):
         return "ours"
     return "unknown"
+
+
+def _same_condition(ours: Mapping[str, Any] | None, theirs: object) -> bool:
+    if not ours or not isinstance(theirs, dict):
+        return True
+    return all(_stored(name, value) == _stored(name, theirs[name]) for name, value in ours.items() if name in theirs)
+
+
+def _stored(name: str, value: object) -> object:
+    """A jobCondition value as a service may store it: upper-cased words, paths without a trailing slash."""
+    if name == "workerType" and isinstance(value, str):
+        return value.upper()
+    if name in _PATH_FIELDS and isinstance(value, str):
+        return value.rstrip("/")
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
 
 
 def created(item: Mapping[str, Any]) -> datetime | None:
@@ -124,14 +156,141 @@ def created(item: Mapping[str, Any]) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
-def _items(listing: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    items = listing.get("list")
-    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int) -> Lookup:
+    """Looks through the job's executions created since `identity.since` for ours."""
+    collected = collect(list_page, identity.since, limit=limit, max_pages=max_pages)
+    if isinstance(collected, str):
+        return Unknown(collected)
+    window = [item for item in collected if (date := created(item)) is None or date >= identity.since]
+    verdicts = [(item, verdict(item, identity)) for item in window]
+    unidentified = sum(1 for _, said in verdicts if said == "unknown")
+    ours = sorted(
+        (item for item, said in verdicts if said == "ours"),
+        key=lambda item: created(item) or identity.since,
+        reverse=True,
+    )
+    if ours:
+        return Found(tuple((_string(item, "jobExecutionId"), _string(item, "status")) for item in ours), unidentified)
+    if unidentified:
+        return Unknown(
+            f"{unidentified} execution(s) since {identity.since.isoformat()} cannot be told apart "
+            "(the service echoes too little of their parameters to identify them)",
+            unidentified,
+        )
+    return Absent(len(window))
 
 
-def _count(listing: Mapping[str, Any]) -> int | None:
-    count = listing.get("count")
-    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+def _string(item: Mapping[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return value if isinstance(value, str) else None
+
+
+class _Listing(Record):
+    """One answer of the list call: its items (None without a list), its page size, a proven total."""
+
+    __slots__ = ("items", "size", "total")
+
+    def __init__(self, items: list[Mapping[str, Any]] | None, size: int, total: int | None) -> None:
+        self.items: Final = items
+        self.size: Final = size
+        self.total: Final = total
+
+    @property
+    def short(self) -> bool:
+        return self.items is not None and len(self.items) < self.size
+
+
+def _listing(answer: Mapping[str, Any], asked: int) -> _Listing:
+    """An answer read defensively: what it holds and what it says of the paging."""
+    raw = answer.get("list")
+    items: list[Mapping[str, Any]] | None = (
+        [item for item in raw if isinstance(item, dict)] if isinstance(raw, list) else None
+    )
+    # A service that caps the page size says so in the answer's limit; pages are that long.
+    said = _whole(answer.get("limit"))
+    size = max(said if said is not None and 0 < said < asked else asked, len(items or ()))
+    count = _whole(answer.get("count"))
+    # A count may be the total or this page's length ("number of response results"): only a count
+    # beyond a full page, or beside a short one, is the total.
+    full = items is not None and len(items) == size
+    return _Listing(items, size, count if count is not None and (count > size or not full) else None)
+
+
+def _whole(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        return int(value)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def collect(list_page: ListPage, since: datetime, *, limit: int, max_pages: int) -> list[Mapping[str, Any]] | str:
+    """Every execution that may be newer than `since`, whichever order and paging the service uses.
+
+    Returns the reason instead when coverage of the window cannot be proven within `max_pages`
+    requests: an answer without a list, an empty page before the window was reached, runs pruned
+    while paging, or more pages than allowed.
+    """
+    first = _listing(list_page(0, limit), limit)
+    if first.items is None:
+        return "the list of executions came without a list"
+    if first.short:
+        return list(first.items)
+    newest_first = _newest_first(first.items)
+    if newest_first is False and first.total is not None:
+        return _backwards(list_page, first, first.total, since, limit, max_pages)
+    return _forwards(list_page, first, since, limit, max_pages, newest_first)
+
+
+def _backwards(
+    list_page: ListPage, first: _Listing, total: int, since: datetime, limit: int, max_pages: int
+) -> list[Mapping[str, Any]] | str:
+    """Oldest first with a total: the newest are on the last pages; a prune shifts pages without a gap."""
+    last_page = -(-total // first.size) - 1
+    seen: list[Mapping[str, Any]] = list(first.items or ())
+    requests = 1
+    for page in range(last_page, 0, -1):
+        if requests >= max_pages:
+            return f"{requests} pages of {first.size} executions do not reach back to {since.isoformat()}"
+        listing = _listing(list_page(page, limit), limit)
+        requests += 1
+        if not listing.items:
+            return f"page {page} of the executions was empty before the window was reached (runs pruned?)"
+        seen.extend(listing.items)
+        if _reaches(listing.items, since):
+            return seen
+    return seen
+
+
+def _forwards(
+    list_page: ListPage, first: _Listing, since: datetime, limit: int, max_pages: int, newest_first: bool | None
+) -> list[Mapping[str, Any]] | str:
+    """Page on from page 0 until a short page, a total reached, or (newest first) a page older than `since`."""
+    seen: list[Mapping[str, Any]] = list(first.items or ())
+    last, requests, page = first, 1, 0
+    while not last.short and not (last.total is not None and len(seen) >= last.total):
+        if newest_first and _reaches(last.items or (), since):
+            return seen
+        if requests >= max_pages:
+            return f"{requests} pages of {first.size} executions do not reach back to {since.isoformat()}"
+        page += 1
+        last = _listing(list_page(page, limit), limit)
+        requests += 1
+        if not last.items:
+            if last.items is None:
+                return "the list of executions came without a list"
+            if first.total is not None and len(seen) >= first.total:
+                break
+            return f"page {page} of the executions was empty before the window was reached (runs pruned?)"
+        seen.extend(last.items)
+    if newest_first is not True and requests > 1:
+        # Oldest first (or no order to tell) read forwards: a prune while paging shifts runs past us
+        # unseen. The oldest run being still first after the walk proves that none was pruned (one
+        # request more than max_pages at most).
+        again = _listing(list_page(0, limit), limit)
+        if not again.items or _string(again.items[0], "jobExecutionId") != _string(seen[0], "jobExecutionId"):
+            return "runs were pruned while the executions were paged through"
+    return seen
 
 
 def _newest_first(items: Sequence[Mapping[str, Any]]) -> bool | None:
@@ -144,60 +303,3 @@ def _newest_first(items: Sequence[Mapping[str, Any]]) -> bool | None:
 def _reaches(items: Sequence[Mapping[str, Any]], since: datetime) -> bool:
     """True when the page holds an execution created before `since`: older pages cannot hold ours."""
     return any((date := created(item)) is not None and date < since for item in items)
-
-
-def collect(list_page: ListPage, since: datetime, *, limit: int, max_pages: int) -> list[Mapping[str, Any]] | str:
-    """The executions that may be newer than `since`, whichever order the service lists them in.
-
-    Returns the reason instead when the window cannot be covered within `max_pages` requests.
-    """
-    first = list_page(0, limit)
-    items = _items(first)
-    count = _count(first)
-    total_pages = None if count is None else max(1, -(-count // limit))
-    if total_pages == 1 or (count is None and len(items) < limit):
-        return items
-    newest_first = _newest_first(items)
-    if newest_first is None and total_pages is None:
-        return "the service lists executions without a count or an order"
-    pages: Iterable[int]
-    if newest_first is False and total_pages is not None:
-        # Oldest first: the newest are on the last pages, read backwards until one is too old.
-        pages, last = range(total_pages - 1, 0, -1), []
-    else:
-        pages, last = (count_from(1) if total_pages is None else range(1, total_pages)), items
-    seen, requests = list(items), 1
-    for page in pages:
-        if newest_first is not None and _reaches(last, since):
-            return seen
-        if requests >= max_pages:
-            return f"{requests} pages of {limit} executions do not reach back to {since.isoformat()}"
-        last = _items(list_page(page, limit))
-        requests += 1
-        seen.extend(last)
-        if not last:
-            return seen
-    return seen
-
-
-def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int) -> Lookup:
-    """Looks through the job's executions created since `identity.since` for ours."""
-    collected = collect(list_page, identity.since, limit=limit, max_pages=max_pages)
-    if isinstance(collected, str):
-        return Unknown(collected)
-    window = [item for item in collected if (date := created(item)) is None or date >= identity.since]
-    verdicts = [(item, verdict(item, identity)) for item in window]
-    ours = [item for item, said in verdicts if said == "ours"]
-    if ours:
-        newest = max(ours, key=lambda item: created(item) or identity.since)
-        execution_id, status = newest.get("jobExecutionId"), newest.get("status")
-        return Found(
-            execution_id if isinstance(execution_id, str) else None, status if isinstance(status, str) else None
-        )
-    unknown = sum(1 for _, said in verdicts if said == "unknown")
-    if unknown:
-        return Unknown(
-            f"{unknown} execution(s) since {identity.since.isoformat()} cannot be told apart "
-            "(the service echoes no parameters that identify them; see dedupParameter)"
-        )
-    return Absent(len(window))

@@ -58,4 +58,4 @@ def test_a_refusal_signed_with_an_older_offset_is_re_signed_not_failed(launcher:
         statuses = sorted(request.status or 0 for request in api.received)
     assert result["failed"] == []
     assert sorted(entry["route"] for entry in result["submitted"]) == ["a", "b"]
-    assert statuses == [200, 200, 401, 401]
+    assert statuses == [200, 200, 200, 200, 401, 401]  # two lookups refused, re-signed; two creates

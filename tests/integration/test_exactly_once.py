@@ -94,12 +94,15 @@ def test_one_key_uploaded_twice_is_two_runs_never_a_false_duplicate(
     ] * 2
 
 
-def test_without_a_dedup_parameter_nothing_is_checked_before_submitting(
+def test_without_a_dedup_parameter_a_redelivery_to_a_cold_container_is_covered_by_its_run(
     clock: FakeClock, identifying: dict[str, str], emulator: Emulator
 ) -> None:
     identifying["DATAFLOW_DEDUP_PARAMETER"] = ""
-    run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
-    assert [request.method for request in emulator.received] == ["POST"]
+    first = run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
+    again = run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
+    assert [request.method for request in emulator.received] == ["GET", "POST", "GET"]
+    [skip] = again["skipped"]
+    assert (skip["reason"], skip["jobExecutionId"]) == ("duplicate", first["submitted"][0]["jobExecutionId"])
 
 
 def test_ambiguous_does_not_look_before_a_first_submission(
@@ -251,5 +254,7 @@ def test_a_submission_record_times_the_whole_decision_lookup_included(
     # The lookup takes 1 s and the POST 0.5 s: the record says 1.5 s, not only the POST's share.
     emulator.on_request = lambda request: clock.advance(1.0 if request.method == "GET" else 0.5)
     run(Launcher(Wiring(clock.clocks())), identifying, load_event("s3-put.json"))
-    assert [r["message"] for r in logs.records] == ["lookup", "submitted"]
-    assert logs.records[1]["elapsedMs"] == 1500.0
+    [submitted] = [r for r in logs.records if r["message"] == "submitted"]
+    assert submitted["elapsedMs"] == 1500.0
+    assert submitted["lookups"] == ["absent (0 executions in the window)"]
+    assert [r["message"] for r in logs.records if r["message"] != "service reading"] == ["submitted"]

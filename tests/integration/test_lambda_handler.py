@@ -66,15 +66,18 @@ def test_a_lone_submission_is_one_record_and_anything_else_adds_a_summary(
 ) -> None:
     # A record costs about 0.1 ms of a warm call: a lone submission's own record is its summary.
     app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())
-    [submitted] = logs.records
+    # What the container learned of the service's echo is said once per job, then never again.
+    [reading, submitted] = logs.records
+    assert (reading["message"], reading["jobId"], reading["echo"]) == ("service reading", "gqigvH123456", "object")
     assert submitted["message"] == "submitted"
     assert isinstance(submitted["elapsedMs"], float)  # since the invocation started
+    assert submitted["lookups"] == ["absent (0 executions in the window)"]  # in the decision's record, not its own
     # A lone skip carries no time of its own: the summary says how long the invocation took.
     app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())
-    assert [r["message"] for r in logs.records[1:]] == ["skipped", "invocation finished"]
-    assert isinstance(logs.records[2]["elapsedMs"], float)
+    assert [r["message"] for r in logs.records[2:]] == ["skipped", "invocation finished"]
+    assert isinstance(logs.records[3]["elapsedMs"], float)
     app.lambda_handler(load_event("s3-multi-record.json"), LambdaContextStub())
-    [summary] = [r for r in logs.records[3:] if r["message"] == "invocation finished"]
+    [summary] = [r for r in logs.records[4:] if r["message"] == "invocation finished"]
     assert (summary["submittedCount"], summary["skippedCount"], summary["failedCount"]) == (2, 1, 0)
 
 

@@ -231,7 +231,7 @@ def test_the_caller_header_can_be_turned_off_and_is_never_sent_from_lambda(
 ) -> None:
     ncp.main(ncp_args(live_emulator, DATAFLOW_CALLER_HEADER="false", schedule="nightly"))
     launcher = Launcher(Wiring(Clocks(sleep=lambda _: None)))
-    launcher.invoke(load_event("s3-put.json"), ncp_args(live_emulator), platform="aws")
+    launcher.invoke(load_event("s3-put.json"), ncp_args(live_emulator, DATAFLOW_JOB_ID="OtherJob1"), platform="aws")
     assert len(live_emulator.posts) == 2
     assert all("x-ncp-dataflow-payload" not in request.headers for request in live_emulator.received)
 

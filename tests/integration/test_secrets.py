@@ -89,11 +89,14 @@ def test_keys_come_from_the_secret_once_per_container_and_never_show(
         monkeypatch.setenv("NCLOUD_CREDENTIALS_SECRET", SECRET_ARN)
         monkeypatch.setenv("DATAFLOW_ENDPOINT", api.url)
         monkeypatch.setenv("DATAFLOW_JOB_ID", "gqigvH123456")
+        # Three events, three runs: with equal parameters, a run created after an event covers it.
+        monkeypatch.setenv("DATAFLOW_PARAMETERS", '{"$event": "{key}{schedule}"}')
         results = [
             app.lambda_handler(load_event(name), LambdaContextStub())
             for name in ("s3-put.json", "schedule-classic.json", "scheduler-input.json")
         ]
-        assert [request.verdict for request in api.received] == ["ok"] * 3  # signed with the secret's keys
+        # A lookup and a create per event, all signed with the secret's keys.
+        assert [request.verdict for request in api.received] == ["ok"] * 6
     assert [request["token"] for request in fake.requests] == [TOKEN] * 3  # two "not ready", then the answer
     assert sleeps == [0.1, 0.2]
     assert all(result["submitted"] for result in results)

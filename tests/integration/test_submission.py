@@ -203,19 +203,30 @@ def test_with_the_check_off_an_unknown_outcome_fails_and_is_never_resent(
     assert entry["retryable"] is False
 
 
-def test_an_ambiguous_lookup_fails_as_unknown_outcome_without_a_second_post(
+def test_an_ambiguous_create_that_the_lookup_cannot_settle_fails_without_a_second_post(
     launcher: Launcher, config: dict[str, str], emulator: Emulator
 ) -> None:
-    # No parameters and no dedupParameter: the execution found cannot be told from any other run.
+    # The service echoes no parameters: the execution found cannot be told from any other run.
+    emulator.echo = "none"
     emulator.inject(Fault(status=504, execute=True, method="POST"))
     result = failed_result(launcher, config, load_event("schedule-classic.json"))
-    assert [r.method for r in emulator.received] == ["POST", "GET"]
+    assert [r.method for r in emulator.received] == ["GET", "POST", "GET"]
     assert len(emulator.all_executions()) == 1
     [entry] = result["failed"]
     assert entry["error"].startswith("unknown-outcome: 510: HTTP 504 Endpoint Timeout (gateway code 510)")
     assert "cannot be told apart" in entry["error"]
-    # Without a dedupParameter a redelivery into another container is not checked: not safe to replay.
+    # A redelivery could not tell either, and DATAFLOW_DEDUP_UNVERIFIABLE=submit would start it: not replay-safe.
     assert entry["retryable"] is False
+
+
+def test_an_ambiguous_create_is_settled_by_an_identical_run_created_after_the_event(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    emulator.inject(Fault(status=504, execute=True, method="POST"))
+    result = invoke(launcher, config, load_event("schedule-classic.json"))
+    assert [r.method for r in emulator.received] == ["GET", "POST", "GET"]
+    [execution] = emulator.all_executions()
+    assert result["submitted"][0]["jobExecutionId"] == execution["jobExecutionId"]
 
 
 def test_read_timeout_message_states_the_time_spent(
@@ -263,7 +274,7 @@ def test_clock_skew_is_corrected_once_from_the_gateway_date(
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=lambda: clock.wall() + 600) as api:
         config["DATAFLOW_ENDPOINT"] = api.url
         result = invoke(launcher, config, load_event("schedule-classic.json"))
-        assert [r.status for r in api.received] == [401, 200]
+        assert [(r.method, r.status) for r in api.received] == [("GET", 401), ("GET", 200), ("POST", 200)]
         assert api.received[0].verdict == "rejected: timestamp outside the 5 minute window"
     assert result["submitted"][0]["jobExecutionId"]
 

@@ -63,11 +63,38 @@ def test_a_dedup_parameter_decides_alone_and_other_keys_are_others() -> None:
     ours = identity(parameters={"$input": "x", "$dedup": "K1"}, dedup_parameter="$dedup")
     assert verdict(item("E1", 1, {"$dedup": "K1"}), ours) == "ours"
     assert verdict(item("E2", 1, {"$dedup": "K2"}), ours) == "other"
-    assert verdict(item("E3", 1, {"$input": "x"}), ours) == "unknown"
+    assert verdict(item("E3", 1, {"$input": "x"}), ours) == "unknown"  # the key is not echoed: cannot tell
+    assert verdict(item("E4", 1, {"$input": "y"}), ours) == "other"  # what is echoed already differs
 
 
-def test_before_submitting_equal_parameters_prove_nothing() -> None:
-    assert verdict(item("E1", 1, OURS), identity(by_parameters=False)) == "unknown"
+def test_an_echoed_dedup_key_outweighs_how_the_service_stores_the_rest() -> None:
+    ours = identity(
+        parameters={"$flag": "true", "$dedup": "K1"},
+        dedup_parameter="$dedup",
+        job_condition={"workerType": "default", "scriptPath": "b/scripts/"},
+    )
+    stored = item(
+        "E1", 1, {"$flag": True, "$dedup": "K1"}, jobCondition={"workerType": "DEFAULT", "scriptPath": "b/scripts"}
+    )
+    assert verdict(stored, ours) == "ours"
+    assert verdict(stored | {"parsedParameters": {"$flag": "true", "$dedup": "K2"}}, ours) == "other"
+
+
+def test_without_a_dedup_parameter_an_identical_run_covers_the_event() -> None:
+    # Before submitting too: a run with exactly these parameters, created since the event, saw what it brought.
+    assert verdict(item("E1", 1, OURS), identity()) == "ours"
+
+
+def test_a_stored_spelling_of_the_job_condition_is_the_same_run() -> None:
+    condition = {"workerType": "default", "scriptPath": "b/scripts/", "numWorker": 4}
+    stored = item("E1", 1, OURS, jobCondition={"workerType": "DEFAULT", "scriptPath": "b/scripts", "numWorker": 4})
+    assert verdict(stored, identity(job_condition=condition)) == "ours"
+
+
+def test_an_empty_echo_is_no_parameters_only_where_the_service_echoes_in_full() -> None:
+    nothing_sent = identity(parameters={})
+    assert verdict(item("E1", 1, []), nothing_sent) == "unknown"
+    assert verdict(item("E1", 1, []), identity(parameters={}, echo_known=True)) == "ours"
 
 
 def test_executions_started_here_for_other_events_are_never_ours() -> None:
@@ -83,15 +110,33 @@ def test_a_different_job_condition_is_another_run() -> None:
 class Pages:
     """A listing split in pages the way the API pages it, counting requests."""
 
-    def __init__(self, items: list[dict[str, Any]], *, count: bool = True) -> None:
+    def __init__(
+        self,
+        items: list[dict[str, Any]],
+        *,
+        count: str = "total",
+        cap: int | None = None,
+        prune_after: int | None = None,
+        newest_first: bool = True,
+    ) -> None:
         self.items = items
-        self.count = count
+        self.count = count  # "total", "page" (this page's length), "missing" or "string"
+        self.cap = cap
+        self.prune_after = prune_after  # after serving this page, the oldest run is deleted
+        self.newest_first = newest_first
         self.requests: list[int] = []
 
     def __call__(self, page: int, limit: int) -> Mapping[str, Any]:
         self.requests.append(page)
-        chunk = self.items[page * limit : (page + 1) * limit]
-        return {"list": chunk, "page": page, "limit": limit} | ({"count": len(self.items)} if self.count else {})
+        size = min(limit, self.cap or limit)
+        chunk = self.items[page * size : (page + 1) * size]
+        if page == self.prune_after:
+            self.items.pop(0 if not self.newest_first else -1)
+        counts = {"total": len(self.items), "page": len(chunk), "string": str(len(self.items))}
+        answer: dict[str, Any] = {"list": chunk, "page": page, "limit": size}
+        if self.count in counts:
+            answer["count"] = counts[self.count]
+        return answer
 
 
 def history(count: int, *, newest_first: bool, start: int = -100) -> list[dict[str, Any]]:
@@ -117,15 +162,79 @@ def test_oldest_first_reads_the_last_pages_backwards() -> None:
     assert {entry["jobExecutionId"] for entry in collected} >= {f"E{index}" for index in range(950, 1000)}
 
 
-def test_a_listing_without_count_or_order_cannot_be_covered() -> None:
-    same_time = [item(f"E{index}", 0, {}) for index in range(100)]
-    assert isinstance(collect(Pages(same_time, count=False), SINCE, limit=100, max_pages=3), str)
+def test_a_listing_without_count_or_order_is_read_to_its_short_page() -> None:
+    same_time = [item(f"E{index}", 0, {}) for index in range(150)]
+    pages = Pages(same_time, count="missing")
+    collected = collect(pages, SINCE, limit=100, max_pages=3)
+    assert isinstance(collected, list) and len(collected) == 150
+    assert pages.requests == [0, 1, 0]  # page 0 again: the oldest run is still first, so none was pruned
+
+
+def test_too_many_pages_without_an_order_cannot_be_covered() -> None:
+    same_time = [item(f"E{index}", 0, {}) for index in range(400)]
+    assert isinstance(collect(Pages(same_time, count="missing"), SINCE, limit=100, max_pages=3), str)
+
+
+OURS_KEYED = {"$input": "raw/a.csv", "$dedup": "K1"}
+
+
+def keyed(count: int, *, newest_first: bool) -> list[dict[str, Any]]:
+    """`count` runs of other events, then this event's own run as the newest, in the listing's order."""
+    runs = [
+        item(f"E{index}", index - count, {"$input": f"raw/{index}.csv", "$dedup": f"K{index + 2}"})
+        for index in range(count)
+    ]
+    runs.append(item("MINE", 1, OURS_KEYED))
+    return list(reversed(runs)) if newest_first else runs
+
+
+def keyed_identity() -> Identity:
+    return identity(parameters=OURS_KEYED, dedup_parameter="$dedup", since=SINCE - timedelta(hours=24))
+
+
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [
+        ("oldest first, no count", {"count": "missing", "newest_first": False}),
+        ("oldest first, count as a string", {"count": "string", "newest_first": False}),
+        ("oldest first, count of the page", {"count": "page", "newest_first": False}),
+        ("newest first, count of the page", {"count": "page", "newest_first": True}),
+        ("a limit the service caps", {"cap": 20, "newest_first": False}),
+        ("capped and newest first", {"cap": 20, "newest_first": True}),
+    ],
+)
+def test_a_redelivery_is_found_in_every_listing_shape(shape: str, options: dict[str, Any]) -> None:
+    pages = Pages(keyed(150, newest_first=options["newest_first"]), **options)
+    lookup = find(pages, keyed_identity(), limit=100, max_pages=12)
+    assert lookup == Found((("MINE", "READY"),)), shape
+
+
+def test_runs_pruned_while_paging_oldest_first_cannot_be_proven_absent() -> None:
+    runs = [run for run in keyed(150, newest_first=False) if run["jobExecutionId"] != "MINE"]
+    pages = Pages(runs, count="missing", newest_first=False, prune_after=0)
+    lookup = find(pages, keyed_identity(), limit=100, max_pages=5)
+    assert isinstance(lookup, Unknown) and "pruned" in lookup.reason
+
+
+def test_an_answer_without_a_list_cannot_be_proven_absent() -> None:
+    lookup = find(lambda page, limit: {"count": 0}, keyed_identity(), limit=100, max_pages=5)
+    assert isinstance(lookup, Unknown) and "without a list" in lookup.reason
+
+
+def test_an_empty_page_before_the_window_is_reached_cannot_be_proven_absent() -> None:
+    full = [item(f"E{index}", -index, {"$dedup": f"K{index + 2}"}) for index in range(100)]
+
+    def vanishing(page: int, limit: int) -> Mapping[str, Any]:
+        return {"list": full if page == 0 else [], "limit": limit}
+
+    lookup = find(vanishing, keyed_identity(), limit=100, max_pages=5)
+    assert isinstance(lookup, Unknown) and "empty" in lookup.reason
 
 
 def test_find_reports_found_absent_and_unknown() -> None:
     ours = item("MINE", 5, OURS)
     others = history(5, newest_first=True, start=1)
-    assert find(Pages([ours, *others]), identity(), limit=100, max_pages=3) == Found("MINE", "READY")
+    assert find(Pages([ours, *others]), identity(), limit=100, max_pages=3) == Found((("MINE", "READY"),))
     assert find(Pages(others), identity(), limit=100, max_pages=3) == Absent(5)
     silent = [item("E1", 1, [])]
     lookup = find(Pages(silent), identity(), limit=100, max_pages=3)
