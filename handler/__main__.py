@@ -12,6 +12,7 @@ from typing import Any
 
 from handler.dataflow.signing import Credentials, masked, signed_headers, string_to_sign
 from handler.errors import ConfigError, HandlerError, InvocationFailedError
+from handler.exactly_once import delivery_guarantee
 from handler.results import Report, Result
 from handler.routes import route_warnings
 from handler.settings import config_from, parse_settings
@@ -92,11 +93,13 @@ def validate(args: argparse.Namespace) -> int:
             "source": route.match.source or "object/schedule",
             "jobId": route.job.job_id,
             "warnings": route_warnings(route),
+            "guarantee": delivery_guarantee(route, settings.dedup_check, settings.dedup_unverifiable),
         }
         for route in settings.routes
     ]
     summary = {"valid": True, "endpoint": settings.endpoint, "dryRun": settings.dry_run}
-    _print(summary | {"dedupCheck": settings.dedup_check, "routes": routes})
+    checks = {"dedupCheck": settings.dedup_check, "dedupUnverifiable": settings.dedup_unverifiable}
+    _print(summary | checks | {"routes": routes})
     return 0
 
 

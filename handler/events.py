@@ -318,7 +318,10 @@ def _dispatch(event: dict[str, Any], context: _Context) -> list[Trigger]:
     if context.platform == "ncp":
         if any(name in event for name in _EVENT_MARKERS):
             return [_ncp_flat(event, context)]
-        return [ScheduleTrigger("", _minute(context.now), context.activation_id)]
+        # A cron run's time is its minute; a replay passes the failed run's `time` and so keeps its key.
+        return [
+            ScheduleTrigger("", _optional_time(event, "time", "event", _minute(context.now)), context.activation_id)
+        ]
     names = sorted(str(key).encode("utf-8", "backslashreplace").decode("utf-8") for key in event)
     keys = ", ".join(names[:10]) or "none"
     raise EventError(f"unrecognised event: no known envelope fits its keys ({keys})")

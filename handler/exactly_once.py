@@ -25,7 +25,8 @@ from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.planning import PlannedExecution
 from handler.records import Record
 from handler.results import logged
-from handler.settings import DedupCheck, Settings
+from handler.routes import Route
+from handler.settings import DedupCheck, Settings, Unverifiable
 from handler.wiring import Wiring
 
 log = logging.getLogger(__name__)
@@ -494,3 +495,31 @@ def _unresolved(exc: RequestError, reason: str) -> tuple[str, str]:
     code = exc.code if exc.code in ("unknown-outcome", "bad-response") else "unknown-outcome"
     cause = exc.message if code == exc.code else f"{exc.code}: {exc.message}"
     return code, f"{cause}; not resent, because {reason}"
+
+
+def delivery_guarantee(route: Route, dedup_check: DedupCheck, unverifiable: Unverifiable) -> dict[str, str]:
+    """What a redelivery of an event to `route` can do, for each way the service may echo runs."""
+    if dedup_check == "off":
+        return {"any reading": "never looked up: a lost answer fails as unknown-outcome, a redelivery may start twice"}
+    if dedup_check == "ambiguous":
+        return {
+            "any reading": "a lost answer is looked up before any resend; a redelivery into another container "
+            "is not checked and may start twice"
+        }
+    cannot_tell = (
+        "cannot identify runs: events whose check finds unidentifiable runs fail as unknown-outcome (kept); "
+        "never a second run"
+        if unverifiable == "fail"
+        else "cannot identify runs: the run is started anyway; a redelivery into another container may start twice"
+    )
+    if route.dedup_parameter is not None:
+        return {
+            f"{route.dedup_parameter} echoed": "exactly once: a redelivery is matched by its dedup key, and every "
+            "event (a key uploaded again too) gets its own run",
+            "parameters echoed without it, or nothing": cannot_tell,
+        }
+    return {
+        "parameters echoed (object or name/value)": "exactly once: a run with these parameters created since "
+        "the event covers it; an upload after that run started gets a run of its own",
+        "only some parameters echoed, or nothing": cannot_tell,
+    }

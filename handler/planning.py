@@ -22,7 +22,7 @@ from handler.events import (
 from handler.jobs import JobSpec
 from handler.outcomes import Failed, Skipped
 from handler.records import Record
-from handler.routes import Route
+from handler.routes import MATCH_BUDGET_S, PatternTimeoutError, Route
 from handler.templates import TemplateError
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,12 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo) 
         return [Skipped(None, "folder-marker", {})]
     fired: list[Step] = []
     for route in routes:
-        groups = route.match.object_groups(trigger)
+        try:
+            groups = route.match.object_groups(trigger)
+        except PatternTimeoutError:
+            message = f"match.pattern ran past {MATCH_BUDGET_S:g} s of CPU on this key; rewrite it without nesting"
+            fired.append(Failed(route.name, None, "pattern-timeout", message, False, {}))
+            continue
         if groups is not None:
             fired.append(_planned(route, trigger, groups, zone))
     if fired:

@@ -2,11 +2,13 @@
 
 import fnmatch
 import re
+import signal
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
-from handler.errors import Problems
+from handler.errors import HandlerError, Problems
 from handler.events import ObjectTrigger, ScheduleTrigger
 from handler.jobs import JobSpec, check_job_spec, check_object, check_parameter_name, describe
 from handler.records import Record
@@ -21,7 +23,11 @@ ROUTE_FIELDS = frozenset(
 )
 OBJECT_FILTERS = ("bucket", "prefix", "suffix", "pattern", "events")
 # A pattern with a quantified group that is itself quantified can backtrack exponentially.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}|](?:[^()\\]|\\.)*\)[+*{]")
+
+# CPU seconds a pattern may take on one key; a sane one takes microseconds on the longest (1024 bytes).
+MATCH_BUDGET_S = 0.05
+_CAN_INTERRUPT = hasattr(signal, "setitimer") and hasattr(signal, "SIGVTALRM")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -51,19 +57,27 @@ class Match(Record):
 
     def object_groups(self, trigger: ObjectTrigger) -> dict[str, str] | None:
         """The pattern's named groups when the object matches, else None."""
-        if self.source not in (None, "object") or not self.accepts_event(trigger.event_name):
-            return None
-        if self.bucket is not None and trigger.bucket != self.bucket:
-            return None
-        if self.prefix is not None and not trigger.key.startswith(self.prefix):
-            return None
-        if self.suffix is not None and not trigger.key.endswith(self.suffix):
-            return None
+        tested = self.test_object(trigger)
+        return None if isinstance(tested, Miss) else tested
+
+    def test_object(self, trigger: ObjectTrigger) -> "dict[str, str] | Miss":
+        """The pattern's named groups when the object matches, else the first filter that failed."""
+        if self.source not in (None, "object"):
+            return Miss("source", self.source or "", "object")
+        if not self.accepts_event(trigger.event_name):
+            return Miss("events", ", ".join(self.events), trigger.event_name)
+        for name, wanted, holds in (
+            ("bucket", self.bucket, lambda value: trigger.bucket == value),
+            ("prefix", self.prefix, trigger.key.startswith),
+            ("suffix", self.suffix, trigger.key.endswith),
+        ):
+            if wanted is not None and not holds(wanted):
+                return Miss(name, wanted, trigger.bucket if name == "bucket" else trigger.key)
         if self.pattern is None:
             return {}
-        found = self.pattern.search(trigger.key)
+        found = search_bounded(self.pattern, trigger.key)
         if found is None:
-            return None
+            return Miss("pattern", self.pattern.pattern, trigger.key)
         return {name: value for name, value in found.groupdict().items() if value is not None}
 
     def accepts_event(self, event_name: str) -> bool:
@@ -75,6 +89,43 @@ class Match(Record):
         if self.source not in (None, "schedule"):
             return False
         return self.schedule is None or self.schedule == trigger.schedule
+
+
+class Miss(Record):
+    """The first filter of a route that an event failed: which, what it wanted, what it saw."""
+
+    __slots__ = ("filter", "wanted", "seen")
+
+    def __init__(self, filter: str, wanted: str, seen: str) -> None:  # noqa: A002 - the filter's own name
+        self.filter: Final = filter
+        self.wanted: Final = wanted
+        self.seen: Final = seen
+
+
+class PatternTimeoutError(HandlerError):
+    """A route's pattern ran past its budget on one key (catastrophic backtracking)."""
+
+
+def search_bounded(pattern: re.Pattern[str], text: str, budget: float = MATCH_BUDGET_S) -> re.Match[str] | None:
+    """pattern.search(text), stopped after `budget` CPU seconds: no pattern can hold an invocation.
+
+    The regular expression engine checks for signals while it backtracks, so a virtual-time timer
+    (CPU time, SIGVTALRM: no platform runtime or test tool uses it) interrupts it. Signals reach only
+    the main thread, where both platforms run the handler; elsewhere the search runs unbounded.
+    """
+    if not _CAN_INTERRUPT or threading.current_thread() is not threading.main_thread():
+        return pattern.search(text)
+    previous = signal.signal(signal.SIGVTALRM, _stop_search)
+    signal.setitimer(signal.ITIMER_VIRTUAL, budget)
+    try:
+        return pattern.search(text)
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
+
+
+def _stop_search(signum: int, frame: object) -> None:
+    raise PatternTimeoutError("match.pattern ran past its budget")
 
 
 class Route(Record):
@@ -217,14 +268,9 @@ def route_warnings(route: Route) -> list[str]:
     warnings = []
     if route.match.pattern is not None and _NESTED_QUANTIFIER.search(route.match.pattern.pattern):
         warnings.append(
-            "match.pattern has a quantified group inside a quantifier; it runs on keys of up to 1024 bytes "
-            "and may backtrack catastrophically"
-        )
-    if route.dedup_parameter is None:
-        warnings.append(
-            "no dedupParameter: nothing in a run tells which event started it, so no duplicate check runs "
-            "before submitting (a redelivery into another container can start a second run), and only a "
-            "run with exactly these parameters, started since the request, settles an unknown outcome"
+            "match.pattern has a quantified group inside a quantifier or an alternation under one; on keys of "
+            f"up to 1024 bytes it may backtrack catastrophically: a match is stopped after {MATCH_BUDGET_S:g} s "
+            "of CPU and the event fails for this route (pattern-timeout)"
         )
     return warnings
 

@@ -10,8 +10,10 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import pytest
 from aws_lambda_powertools import Logger
@@ -80,6 +82,37 @@ def kept_result(launcher: Launcher, config: Mapping[str, str], event: Any, **opt
 
 def load_event(name: str) -> Any:
     return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+
+
+def upload(key: str, *, at: float | None = None, etag: str = "", sequencer: str = "") -> dict[str, Any]:
+    """An S3 put of `key` (URL-encoded as S3 does), stamped `at` epoch seconds, one version of the object."""
+    event: dict[str, Any] = load_event("s3-put.json")
+    record = event["Records"][0]
+    if at is not None:
+        record["eventTime"] = datetime.fromtimestamp(at, UTC).isoformat()
+    record["s3"]["object"] |= {"key": quote_plus(key, safe="/"), "eTag": etag or f"etag-{key}"}
+    record["s3"]["object"]["sequencer"] = sequencer or record["s3"]["object"]["sequencer"]
+    return event
+
+
+def sqs_batch(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The events as one SQS batch, message ids m0, m1, ..."""
+    template = load_event("sqs-s3.json")["Records"][0]
+    return {
+        "Records": [
+            template | {"messageId": f"m{index}", "body": json.dumps(event)} for index, event in enumerate(events)
+        ]
+    }
+
+
+def container(clock: FakeClock) -> Launcher:
+    """A fresh warm container (a new process on the platform): its own memory, client and signer."""
+    return Launcher(Wiring(clock.clocks()))
+
+
+def runs_of(api: Emulator, parameter: str = "$input") -> list[str]:
+    """The value of `parameter` in every execution the emulator holds, oldest first."""
+    return [str(execution["parsedParameters"].get(parameter)) for execution in api.all_executions()]
 
 
 @dataclass

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import threading
 
-from emulator.server import Emulator, Received
+from emulator.server import Emulator, Fault, Received
 from handler.launcher import Launcher
-from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, load_event, result_of
+from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, load_event, result_of, sqs_batch, upload
 
 # A barrier that a broken test would otherwise wait on forever: fail in seconds instead.
 WAIT_S = 5.0
@@ -59,3 +59,66 @@ def test_a_refusal_signed_with_an_older_offset_is_re_signed_not_failed(launcher:
     assert result["failed"] == []
     assert sorted(entry["route"] for entry in result["submitted"]) == ["a", "b"]
     assert statuses == [200, 200, 200, 200, 401, 401]  # two lookups refused, re-signed; two creates
+
+
+class SettleTogether:
+    """The two lookups that follow both lost creates leave together: neither has claimed a run when the other lists."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+        self.settles = 0
+        self.together = threading.Barrier(2, timeout=WAIT_S)
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Received) -> None:
+        with self.lock:
+            self.posts += request.method == "POST"
+            settling = request.method == "GET" and self.posts >= 2
+            self.settles += settling
+            first_two = settling and self.settles <= 2
+        if first_two:
+            self.together.wait()
+
+
+def test_two_uploads_of_one_key_whose_answers_were_lost_end_in_two_runs(launcher: Launcher, clock: FakeClock) -> None:
+    # One key uploaded twice in one batch: same parameters, no dedupParameter. Both creates answer 500;
+    # the first ran, the second did not. Both lookups see the one run: only one may take it.
+    race = SettleTogether()
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, on_request=race) as api:
+        api.inject(Fault(status=500, execute=True, method="POST"), Fault(status=500, method="POST"))
+        config = {
+            "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+            "NCLOUD_SECRET_KEY": SECRET_KEY,
+            "DATAFLOW_ENDPOINT": api.url,
+            "DATAFLOW_JOB_ID": "gqigvH123456",
+            "DATAFLOW_PARAMETERS": '{"$input": "{bucket}/{key}"}',
+        }
+        first = upload("in/a.csv", at=clock.wall() - 5, etag="v1", sequencer="01")
+        second = upload("in/a.csv", at=clock.wall() - 4, etag="v2", sequencer="02")
+        result = result_of(launcher, config, sqs_batch([first, second]))
+        executions = api.all_executions()
+    assert result["failed"] == []
+    ids = sorted(entry["jobExecutionId"] for entry in result["submitted"])
+    assert ids == sorted(execution["jobExecutionId"] for execution in executions)
+    assert len(set(ids)) == 2
+
+
+def test_a_lookup_never_sees_a_siblings_run_before_it_is_remembered(launcher: Launcher, clock: FakeClock) -> None:
+    # Nothing echoed, a dedupParameter, and fail: a sibling's run that a lookup cannot tell apart would
+    # fail a new event. The first lookup is held: without the job's turns, siblings would create meanwhile.
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, echo="none") as api:
+        api.inject(Fault(hold=0.3, method="GET"))
+        config = {
+            "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+            "NCLOUD_SECRET_KEY": SECRET_KEY,
+            "DATAFLOW_ENDPOINT": api.url,
+            "DATAFLOW_JOB_ID": "gqigvH123456",
+            "DATAFLOW_PARAMETERS": '{"$input": "{bucket}/{key}"}',
+            "DATAFLOW_DEDUP_PARAMETER": "$dedup",
+            "DATAFLOW_DEDUP_UNVERIFIABLE": "fail",
+        }
+        batch = sqs_batch([upload(f"in/{index}.csv", at=clock.wall()) for index in range(20)])
+        result = result_of(launcher, config, batch)
+        assert len(api.all_executions()) == 20
+    assert result["failed"] == []
+    assert len(result["submitted"]) == 20

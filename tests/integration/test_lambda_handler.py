@@ -152,6 +152,29 @@ def test_emf_metrics_count_every_outcome(lambda_env: Emulator, capsys: pytest.Ca
     [blob] = blobs
     assert blob["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DataflowLauncher"
     assert (blob["Submitted"], blob["Skipped"], blob["Failed"]) == ([2.0], [1.0], [0.0])
+    assert blob["DedupUnverifiable"] == [0.0]
+
+
+def test_emf_metrics_count_what_the_result_lists_leave_out(
+    lambda_env: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = load_event("sqs-s3.json")["Records"][1]  # its body is not JSON
+    batch = {"Records": [broken | {"messageId": f"m{index}"} for index in range(130)]}
+    result = app.lambda_handler(batch, LambdaContextStub())
+    assert (len(result["failed"]), result["omitted"], len(result["batchItemFailures"])) == (100, {"failed": 30}, 130)
+    [blob] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert blob["Failed"] == [130.0]
+
+
+def test_emf_metrics_count_checks_that_cannot_identify_runs(
+    lambda_env: Emulator, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lambda_env.echo = "none"
+    app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())  # an empty window: nothing to identify
+    monkeypatch.setattr(app, "launcher", Launcher(Wiring(SleeplessClock().clocks())))  # a second container
+    app.lambda_handler(load_event("s3-multi-record.json"), LambdaContextStub())
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [blob["DedupUnverifiable"] for blob in blobs] == [[0.0], [2.0]]
 
 
 def test_event_id_is_the_event_s_own_id_and_empty_when_it_has_none(

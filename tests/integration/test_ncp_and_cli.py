@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import requests
 
-from emulator.server import Emulator
+from emulator.server import Emulator, Fault
 from handler import ncp
 from handler.clocks import Clocks
-from handler.errors import ConfigError
+from handler.errors import ConfigError, InvocationFailedError
 from handler.launcher import Launcher
 from handler.wiring import Wiring
 from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, JsonLines, load_event
@@ -81,6 +81,30 @@ def test_a_cron_run_carries_only_configuration(ncp_launcher: Launcher, live_emul
     [entry] = result["submitted"]
     assert entry["source"]["kind"] == "schedule"
     assert entry["source"]["schedule"] == ""
+    assert len(live_emulator.all_executions()) == 1
+
+
+def test_a_failed_cron_run_replayed_with_its_time_keeps_its_dedup_key(
+    monkeypatch: pytest.MonkeyPatch, live_emulator: Emulator
+) -> None:
+    now = [1_795_824_030.0]  # 00:00:30: the cron run's minute is 00:00
+    monkeypatch.setattr(ncp, "launcher", Launcher(Wiring(Clocks(wall=lambda: now[0], sleep=lambda _: None))))
+    live_emulator.clock = lambda: now[0]
+    # The run starts, its answer says 500, and the lookup after it fails: the outcome stays unknown.
+    live_emulator.inject(Fault(status=500, execute=True, method="POST"))
+    live_emulator.on_request = lambda request: (
+        live_emulator.inject(Fault(status=503, method="GET", times=4)) if request.method == "POST" else None
+    )
+    with pytest.raises(InvocationFailedError) as failure:
+        ncp.main(ncp_args(live_emulator))
+    [failed] = failure.value.result["failed"]
+    assert failed["source"]["time"] == "2026-11-28T00:00:00+00:00"
+    live_emulator.on_request = None
+    now[0] += 300  # replayed five minutes later, in a cold container, with the failed run's time
+    monkeypatch.setattr(ncp, "launcher", Launcher(Wiring(Clocks(wall=lambda: now[0], sleep=lambda _: None))))
+    replayed = ncp.main(ncp_args(live_emulator, time=failed["source"]["time"]))
+    [skip] = replayed["skipped"]
+    assert (skip["reason"], skip["dedupKey"]) == ("duplicate", failed["dedupKey"])
     assert len(live_emulator.all_executions()) == 1
 
 
@@ -171,9 +195,14 @@ def test_cli_validate_lists_every_problem() -> None:
     assert "DATAFLOW_JOB_ID: must be 1-64 letters" in done.stderr
     good = cli("validate", env={"DATAFLOW_JOB_ID": "J", "DATAFLOW_DRY_RUN": "true", "DATAFLOW_DEDUP_PARAMETER": "$d"})
     assert good.returncode == 0
-    assert json.loads(good.stdout)["routes"] == [
-        {"name": "default", "source": "object/schedule", "jobId": "J", "warnings": []}
-    ]
+    [default] = json.loads(good.stdout)["routes"]
+    assert (default["name"], default["source"], default["jobId"], default["warnings"]) == (
+        "default",
+        "object/schedule",
+        "J",
+        [],
+    )
+    assert default["guarantee"]["$d echoed"].startswith("exactly once: a redelivery is matched by its dedup key")
 
 
 def test_cli_validate_shows_effective_sources_and_warnings() -> None:
@@ -186,9 +215,39 @@ def test_cli_validate_shows_effective_sources_and_warnings() -> None:
     raw, plain = json.loads(done.stdout)["routes"]
     assert raw["source"] == "object"
     assert [warning.split(";")[0] for warning in raw["warnings"]] == [
-        "match.pattern has a quantified group inside a quantifier"
+        "match.pattern has a quantified group inside a quantifier or an alternation under one"
     ]
-    assert plain["warnings"][0].startswith("no dedupParameter: nothing in a run tells which event started it")
+    assert plain["warnings"] == []
+    assert plain["guarantee"] == {
+        "parameters echoed (object or name/value)": "exactly once: a run with these parameters created since the "
+        "event covers it; an upload after that run started gets a run of its own",
+        "only some parameters echoed, or nothing": "cannot identify runs: the run is started anyway; a redelivery "
+        "into another container may start twice",
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (None, "cannot read the event file"),
+        ('{"Records": [}', "is not JSON: Expecting value at line 1 column 14"),
+        (b"\xff\xfe", "is not UTF-8 text"),
+    ],
+    ids=["missing", "malformed", "not-text"],
+)
+def test_cli_invoke_says_in_one_line_what_is_wrong_with_the_event_file(
+    tmp_path: Path, content: str | bytes | None, said: str
+) -> None:
+    path = tmp_path / "event.json"
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    elif content is not None:
+        path.write_bytes(content)
+    done = cli("invoke", str(path), env={"DATAFLOW_JOB_ID": "J", "DATAFLOW_DRY_RUN": "true"})
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: ") and said in line
+    assert "Traceback" not in done.stderr
 
 
 def test_cli_sign_prints_the_known_answer() -> None:

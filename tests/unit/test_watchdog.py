@@ -47,3 +47,51 @@ def test_a_later_deadline_does_not_wake_the_watchdog_thread() -> None:
     assert condition.notified == 0
     dog._arm(AttemptWatch(), now + 300)
     assert condition.notified == 1
+
+
+class Tunnelled:
+    """What urllib3 puts on a connection through an HTTPS proxy: an SSLTransport, with no shutdown()."""
+
+    def __init__(self, inner: object) -> None:
+        self.socket = inner
+
+
+class Connection:
+    def __init__(self, sock: object) -> None:
+        self.sock = sock
+
+
+def test_a_tunnelled_connection_is_cut_at_its_os_socket() -> None:
+    import socket
+
+    left, right = socket.socketpair()
+    with left, right:
+        watch = AttemptWatch()
+        watch.connection = Connection(Tunnelled(left))  # type: ignore[assignment]
+        watch.cut()
+        assert left.recv(1) == b""  # shut down: a blocked recv() in another thread would wake now
+
+
+class Flagged(AttemptWatch):
+    """Tells the test when the watchdog cut it off; `explode` makes the cut fail as SSLTransport's did."""
+
+    def __init__(self, explode: bool = False) -> None:
+        super().__init__()
+        self.explode = explode
+        self.done = threading.Event()
+
+    def cut(self) -> None:
+        self.cut_off = True
+        self.done.set()
+        if self.explode:
+            raise AttributeError("'SSLTransport' object has no attribute 'shutdown'")
+
+
+def test_a_connection_that_cannot_be_cut_leaves_the_watchdog_running() -> None:
+    dog = Watchdog()
+    broken, later = Flagged(explode=True), Flagged()
+    dog._arm(broken, time.monotonic())  # due at once
+    assert broken.done.wait(10)
+    dog._arm(later, time.monotonic())  # the next attempt of the warm container, due at once too
+    assert later.done.wait(10)
+    assert dog._thread is not None and dog._thread.is_alive()

@@ -230,3 +230,21 @@ def test_duplicate_route_names_are_rejected() -> None:
     problems = Problems()
     check_routes([{"name": "a", "jobId": "J"}, {"name": "a", "jobId": "K"}], "DATAFLOW_ROUTES", problems)
     assert [str(p) for p in problems.items] == ["DATAFLOW_ROUTES[a]: route names must be unique"]
+
+
+def test_a_pattern_that_backtracks_catastrophically_is_stopped_and_fails_its_route_only() -> None:
+    import time
+
+    from handler.routes import route_warnings
+
+    table = routes(
+        {"name": "hang", "match": {"pattern": "^(a|aa)+$"}, "jobId": "J1"},
+        {"name": "fine", "match": {"prefix": "a"}, "jobId": "J2"},
+    )
+    [hang, _] = table
+    assert route_warnings(hang)[0].startswith("match.pattern has a quantified group inside a quantifier")
+    started = time.process_time()
+    failed, planned = fire(obj("a" * 60 + "b"), table, UTC)  # unbounded, this takes longer than the universe
+    assert time.process_time() - started < 1.0
+    assert isinstance(failed, Failed) and (failed.route, failed.code) == ("hang", "pattern-timeout")
+    assert isinstance(planned, PlannedExecution) and planned.route == "fine"
