@@ -132,30 +132,31 @@ def run_soak(api: Emulator, clock: list[float], config: dict[str, str], seed: in
     return soak
 
 
+# The default configuration (no dedupParameter, DATAFLOW_DEDUP_CHECK=always, DATAFLOW_DEDUP_UNVERIFIABLE=submit)
+# in each reading of the service, and once more refusing what it cannot prove new.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "object echo": {"echo": "object"},
+    "name/value echo, oldest first": {"echo": "list", "newest_first": False},
+    "only the declared parameter echoed": {"echo": "list", "echo_only": frozenset({"$input"})},
+    "no echo": {"echo": "none"},
+    "no echo, DATAFLOW_DEDUP_UNVERIFIABLE=fail": {"echo": "none", "unverifiable": "fail"},
+}
+
+
 @pytest.mark.soak
-@pytest.mark.parametrize(
-    ("reading", "echo", "echo_only", "dedup_parameter", "newest_first"),
-    [
-        ("object echo", "object", None, "$dedup", True),
-        ("name/value echo, oldest first", "list", None, "$dedup", False),
-        ("no echo, dedupParameter", "none", None, "$dedup", True),
-        ("only the declared dedupParameter echoed", "list", frozenset({"$dedup"}), "$dedup", True),
-    ],
-)
-def test_soak_no_duplicates_no_silent_losses(
-    reading: str, echo: str, echo_only: frozenset[str] | None, dedup_parameter: str, newest_first: bool
-) -> None:
+@pytest.mark.parametrize("reading", list(VARIANTS), ids=list(VARIANTS))
+def test_soak_no_duplicates_no_silent_losses(reading: str) -> None:
+    options = dict(VARIANTS[reading])
+    unverifiable = str(options.pop("unverifiable", "submit"))
     clock = [NOW]
-    route = ROUTE | {"dedupParameter": dedup_parameter}
-    with Emulator(
-        {ACCESS_KEY: SECRET_KEY}, clock=lambda: clock[0], echo=echo, echo_only=echo_only, newest_first=newest_first
-    ) as api:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=lambda: clock[0], **options) as api:
         config = {
             "NCLOUD_ACCESS_KEY": ACCESS_KEY,
             "NCLOUD_SECRET_KEY": SECRET_KEY,
             "DATAFLOW_ENDPOINT": api.url,
-            "DATAFLOW_ROUTES": json.dumps([route]),
+            "DATAFLOW_ROUTES": json.dumps([ROUTE]),
             "DATAFLOW_READ_TIMEOUT": "2",
+            "DATAFLOW_DEDUP_UNVERIFIABLE": unverifiable,
         }
         soak = run_soak(api, clock, config, seed=7)
         runs = Counter(item["parsedParameters"]["$input"] for item in api.all_executions())
@@ -169,5 +170,8 @@ def test_soak_no_duplicates_no_silent_losses(
         f"duplicates {duplicates}, lost {len(lost)}, ended failed {len(soak.ended_failed)} "
         f"({len(never_ran)} of them never ran)"
     )
-    assert duplicates == 0
     assert not lost, f"events with no execution that did not end failed: {sorted(lost)[:10]}"
+    if options["echo"] != "none" or unverifiable == "fail":
+        assert duplicates == 0
+    if unverifiable == "submit":
+        assert len(soak.ended_failed) <= EVENTS * 0.02
