@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final, assert_never
 
+from handler import coalescing
 from handler.clocks import Clocks
 from handler.dataflow.client import CreateAnswer, ExecutionRequest
 from handler.dataflow.reconcile import (
@@ -15,14 +16,16 @@ from handler.dataflow.reconcile import (
     Absent,
     Found,
     Identity,
+    ListPage,
     Lookup,
     Unknown,
+    collect,
     echoed_parameters,
     find,
 )
 from handler.errors import RequestError
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
-from handler.planning import PlannedExecution
+from handler.planning import CoalescedPlan, Member, PlannedExecution
 from handler.records import Record
 from handler.results import logged
 from handler.routes import Route
@@ -37,6 +40,8 @@ LOOKUP_PAGE_SIZE = 100
 LOOKUP_MAX_PAGES = 5
 # Runs whose parameters this container remembers, to learn how the list echoes them.
 READING_SAMPLES = 64
+# Execution statuses of runs still going: what maxRunning counts.
+GOING = frozenset({"READY", "RUNNING"})
 # A wait for the job's turn wakes this often to check the invocation's deadline.
 GATE_POLL_S = 0.5
 UNVERIFIABLE_HINT = (
@@ -173,6 +178,45 @@ class JobGate:
             self._turns[job_id] = (kind, (held[1] if held else 0) + 1)
 
 
+class RunningGuard:
+    """Per job, the runs admitted under maxRunning whose create has not ended yet: no listing shows them.
+
+    Admission happens inside the job's lookup turn, and creates never overlap it: a listing shows
+    every run created before it, and `pending` every run admitted but not yet created.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, int] = {}
+
+    def admit(self, job_id: str, running: int, limit: int) -> bool:
+        with self._lock:
+            pending = self._pending.get(job_id, 0)
+            if running + pending >= limit:
+                return False
+            self._pending[job_id] = pending + 1
+            return True
+
+    def release(self, job_id: str) -> None:
+        with self._lock:
+            left = self._pending.get(job_id, 0) - 1
+            if left > 0:
+                self._pending[job_id] = left
+            else:
+                self._pending.pop(job_id, None)
+
+
+class Looked(Record):
+    """A lookup's verdict, the job's executions READY or RUNNING in what it read, and whether to start."""
+
+    __slots__ = ("lookup", "running", "admitted")
+
+    def __init__(self, lookup: Lookup, running: int, admitted: bool) -> None:
+        self.lookup: Final = lookup
+        self.running: Final = running
+        self.admitted: Final = admitted
+
+
 class Readings:
     """What this container learned of how the service echoes each job's parameters; logged when it changes."""
 
@@ -247,60 +291,129 @@ class ExactlyOnce:
         self.memory = memory or DedupMemory()
         self.gate = JobGate(self.clocks)
         self.readings = Readings()
+        self.guard = RunningGuard()
         # What the lookups of the step this thread is running saw, for that step's one log record.
         self._trail = threading.local()
 
     def execute(self, step: PlannedExecution, call: Call) -> Outcome:
         """One planned execution, exactly once; its one log record also says what each lookup saw."""
-        self._trail.lookups = []
-        outcome = self._decide(step, call)
+        self._trail.lookups, self._trail.slot = [], None
+        try:
+            outcome = self._decide(step, call)
+        finally:
+            self._release()  # a slot under maxRunning that no create took (a duplicate, a refusal)
         return logged(outcome, {"lookups": self._trail.lookups} if self._trail.lookups else None)
 
+    def _release(self) -> None:
+        if self._trail.slot is not None:
+            self.guard.release(self._trail.slot)
+            self._trail.slot = None
+
     def _decide(self, step: PlannedExecution, call: Call) -> Outcome:
-        """Remembered, looked up, or submitted."""
+        """Remembered, looked up (and admitted under maxRunning), or submitted."""
         seen, known_id = self.memory.submitted(step.dedup_key)
         if seen:
             return _duplicate(step, known_id)
         mode = call.dedup_check
+        checks = not step.members and (
+            mode == "always" or (mode == "ambiguous" and self.memory.was_ambiguous(step.dedup_key))
+        )
         unverified = False
-        if mode == "always" or (mode == "ambiguous" and self.memory.was_ambiguous(step.dedup_key)):
+        if checks or step.max_running is not None:
             try:
-                lookup = self._lookup(step, call)
+                looked = self._lookup(step, call, admit=True)
             except RequestError as exc:  # the lookup met what the submission would meet: say that
                 return _failed(step, exc.code, exc.message, exc.retryable, status=exc.status)
-            match lookup:
-                case Found():
-                    return _duplicate(step, lookup.candidates[0][0])
-                case Unknown():
-                    refused = self._unverifiable(step, call, lookup)
-                    if refused is not None:
-                        return refused
-                    unverified = True
-                case Absent():
-                    pass
-                case _:
-                    assert_never(lookup)
+            decided = self._judged(step, call, looked) if checks else None
+            if decided is not None:
+                return decided
+            unverified = checks and isinstance(looked.lookup, Unknown)
+            if not looked.admitted:
+                message = f"the job has {looked.running} executions READY or RUNNING (maxRunning {step.max_running})"
+                return _failed(step, "deferred", message, True, {"running": looked.running})
         return self._submit(step, call, unverified)
+
+    def _judged(self, step: PlannedExecution, call: Call, looked: "Looked") -> Outcome | None:
+        """The outcome a lookup decides before any submission: None to go on and submit."""
+        lookup = looked.lookup
+        match lookup:
+            case Found():
+                return _duplicate(step, lookup.candidates[0][0])
+            case Unknown():
+                return self._unverifiable(step, call, lookup)
+            case Absent():
+                return None
+            case _:
+                assert_never(lookup)
 
     def _unverifiable(self, step: PlannedExecution, call: Call, lookup: Unknown) -> Failed | None:
         """What DATAFLOW_DEDUP_UNVERIFIABLE says when the check cannot prove the run absent: None to submit."""
+        if not self._refuses(step.job.job_id, step.route, call, lookup.reason):
+            return None
+        message = f"cannot prove this event has no run yet: {lookup.reason}"
+        return _failed(step, "unknown-outcome", message, True, {"dedupUnverifiable": True})
+
+    def _refuses(self, job_id: str, route: str | None, call: Call, reason: str) -> bool:
+        """Warns once per job and container that runs cannot be identified; True when the setting is fail."""
         setting = call.settings.dedup_unverifiable
-        if self.readings.first_unverifiable(step.job.job_id):
+        if self.readings.first_unverifiable(job_id):
             follows = "fails such events (unknown-outcome, kept)" if setting == "fail" else "submits them anyway"
             log.warning(
                 "the duplicate check cannot identify runs",
                 extra={
-                    "jobId": step.job.job_id,
-                    "route": step.route,
-                    "reason": lookup.reason,
+                    "jobId": job_id,
+                    "route": route,
+                    "reason": reason,
                     "follows": f"DATAFLOW_DEDUP_UNVERIFIABLE={setting}: this container {follows}",
                     "hint": UNVERIFIABLE_HINT,
                 },
             )
-        if setting == "submit":
-            return None
-        message = f"cannot prove this event has no run yet: {lookup.reason}"
-        return _failed(step, "unknown-outcome", message, True, {"dedupUnverifiable": True})
+        return setting == "fail"
+
+    def expand(self, plan: CoalescedPlan, call: Call) -> list[PlannedExecution | Skipped | Failed]:
+        """A coalescing route's objects: each one a run already covers skipped, the others in groups."""
+        known = {member.file_key: self.memory.submitted(member.file_key) for member in plan.members}
+        runs = {file_key: run for file_key, (seen, run) in known.items() if seen}
+        decided: list[PlannedExecution | Skipped | Failed] = list(coalescing.remembered(plan, runs))
+        rest = [member for member in plan.members if member.file_key not in runs]
+        if rest and call.dedup_check == "always":
+            rest, more = self._uncovered(CoalescedPlan(plan.route, tuple(rest)), call)
+            decided += more
+        return decided + coalescing.groups(plan, rest, call.settings.zone)
+
+    def _uncovered(self, plan: CoalescedPlan, call: Call) -> tuple[list[Member], list[Skipped | Failed]]:
+        """The objects no run covers yet, and what was decided of the others."""
+        try:
+            cover = self._coverage(plan, call)
+        except RequestError as exc:
+            return [], list(coalescing.failed(plan, exc.code, exc.message, exc.retryable))
+        for file_key, run in cover.covered.items():
+            self.memory.remember(file_key, run)
+        decided: list[Skipped | Failed] = list(coalescing.remembered(plan, cover.covered))
+        refused = bool(cover.unknown) and self._refuses(plan.route.job.job_id, plan.route.name, call, cover.reason)
+        if refused:
+            unsure = CoalescedPlan(plan.route, tuple(m for m in plan.members if m.file_key in cover.unknown))
+            message = f"cannot prove these objects have no run yet: {cover.reason}"
+            decided += coalescing.failed(unsure, "unknown-outcome", message, True)
+        left = [
+            member
+            for member in plan.members
+            if member.file_key not in cover.covered and not (refused and member.file_key in cover.unknown)
+        ]
+        return left, decided
+
+    def _coverage(self, plan: CoalescedPlan, call: Call) -> "coalescing.Coverage":
+        """Which of the plan's objects existing runs cover: one listing for them all, in the job's lookup turn."""
+        job_id = plan.route.job.job_id
+        oldest = call.now - call.settings.dedup_window
+        since = max(min(*(member.time for member in plan.members), call.now), oldest) - CLOCK_TOLERANCE
+        with self.gate.turn(job_id, "lookup", call.deadline):
+            collected = collect(
+                self._pages(job_id, call, {}), since, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES
+            )
+        if isinstance(collected, str):
+            return coalescing.Coverage({}, frozenset(member.file_key for member in plan.members), collected)
+        return coalescing.coverage(collected, plan, CLOCK_TOLERANCE)
 
     def _submit(self, step: PlannedExecution, call: Call, unverified: bool) -> Outcome:
         for resend in range(MAX_RESENDS + 1):
@@ -337,10 +450,18 @@ class ExactlyOnce:
                 if exc.ambiguous:
                     self.memory.mark_ambiguous(step.dedup_key)
                 raise
+            finally:
+                self._release()
             if not answer.dry_run and not answer.body_lost:
-                self.memory.remember(step.dedup_key, answer.execution_id)
+                self._remember(step, answer.execution_id)
                 self.readings.started(step.job.job_id, answer.execution_id, step.parameters, answer.execution)
         return answer
+
+    def _remember(self, step: PlannedExecution, execution_id: str | None) -> None:
+        """The run, for its event; for a coalesced group, for each object it names too."""
+        self.memory.remember(step.dedup_key, execution_id)
+        for member in step.members:
+            self.memory.remember(member.file_key, execution_id)
 
     def _after_unknown(
         self, step: PlannedExecution, call: Call, exc: RequestError, details: Mapping[str, Any]
@@ -350,6 +471,7 @@ class ExactlyOnce:
         lookup = Unknown("DATAFLOW_DEDUP_CHECK is off") if mode == "off" else self._settle(step, call)
         match lookup:
             case Found():
+                self._remember(step, lookup.candidates[0][0])
                 return self._submitted(step, _answer(lookup, 0), "found by lookup after " + exc.code, call, False)
             case Unknown():
                 # Never resent blindly: a redelivery is checked first, and where it cannot tell either, it
@@ -385,10 +507,13 @@ class ExactlyOnce:
             step.source,
             step.messages,
             details,
+            tuple(member.key for member in step.members),
+            step.closed,
         )
 
-    def _lookup(self, step: PlannedExecution, call: Call) -> Lookup:
-        """This event's run among the job's recent ones, claimed for it; raises what the list call met."""
+    def _lookup(self, step: PlannedExecution, call: Call, *, admit: bool = False) -> "Looked":
+        """This event's run among the job's recent ones, claimed for it; and, under maxRunning, whether it
+        may start: counted from the same listing, inside the job's lookup turn. Raises what the list call met."""
         job_id = step.job.job_id
         identity = Identity(
             step.parameters,
@@ -398,26 +523,40 @@ class ExactlyOnce:
             self.memory.others_than(step.dedup_key),
             self.readings.echoes_all(job_id),
         )
+        statuses: dict[str, str] = {}
+        with self.gate.turn(job_id, "lookup", call.deadline):
+            try:
+                found = find(
+                    self._pages(job_id, call, statuses), identity, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES
+                )
+                lookup = self._claimed(step, found)
+            except RequestError as exc:
+                if exc.status != 404:
+                    raise
+                lookup = Absent(0)  # no such job: nothing can have run, and the submission will say so
+            running = sum(1 for status in statuses.values() if status in GOING)
+            admitted = not admit or step.max_running is None or self.guard.admit(job_id, running, step.max_running)
+            if admit and step.max_running is not None and admitted:
+                self._trail.slot = job_id
+        self._trail.lookups.append(_describe(lookup))
+        return Looked(lookup, running, admitted)
+
+    def _pages(self, job_id: str, call: Call, statuses: dict[str, str]) -> ListPage:
+        """The list call, page by page, remembering each execution's status and what the list echoes."""
 
         def list_page(page: int, limit: int) -> dict[str, Any]:
             listing = self.wiring.submitter(call.settings).list_executions(
                 job_id, page=page, limit=limit, deadline=call.deadline, headers=call.headers
             )
-            if isinstance(listing.get("list"), list):
-                self.readings.listed(job_id, listing["list"])
+            items = listing.get("list")
+            if isinstance(items, list):
+                self.readings.listed(job_id, items)
+                for item in items:
+                    if isinstance(item, dict) and isinstance(item.get("jobExecutionId"), str):
+                        statuses[item["jobExecutionId"]] = str(item.get("status"))
             return listing
 
-        with self.gate.turn(job_id, "lookup", call.deadline):
-            try:
-                lookup = self._claimed(
-                    step, find(list_page, identity, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES)
-                )
-            except RequestError as exc:
-                if exc.status != 404:
-                    raise
-                lookup = Absent(0)  # no such job: nothing can have run, and the submission will say so
-        self._trail.lookups.append(_describe(lookup))
-        return lookup
+        return list_page
 
     def _claimed(self, step: PlannedExecution, lookup: Lookup) -> Lookup:
         """A found run becomes this event's only if no other event of this container holds it."""
@@ -433,7 +572,7 @@ class ExactlyOnce:
     def _settle(self, step: PlannedExecution, call: Call) -> Lookup:
         """A lookup after an unknown outcome: any failure of its own leaves the outcome unknown."""
         try:
-            return self._lookup(step, call)
+            return self._lookup(step, call).lookup
         except RequestError as exc:
             return Unknown(f"the lookup failed ({exc})")
 

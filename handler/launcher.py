@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from handler.errors import ConfigError
 from handler.events import Platform, normalise
 from handler.exactly_once import Call, DedupMemory, ExactlyOnce
-from handler.outcomes import Failed, Outcome, Submitted
-from handler.planning import PlannedExecution, Step, plan
+from handler.outcomes import Failed, Outcome, Skipped, Submitted
+from handler.planning import CoalescedPlan, PlannedExecution, Step, plan
 from handler.results import Report, counts, logged, report
 from handler.settings import Settings, load_settings
 from handler.wiring import Wiring
@@ -81,18 +81,19 @@ class Launcher:
 
     def _execute(self, steps: Sequence[Step], call: Call) -> list[Outcome]:
         """Every step's outcome in step order; planned executions run concurrently when there are several."""
+        ready = self._expanded(steps, call)
         outcomes: list[Outcome | None] = [
-            None if isinstance(step, PlannedExecution) else logged(step) for step in steps
+            None if isinstance(step, PlannedExecution) else logged(step) for step in ready
         ]
         groups: dict[str, list[int]] = {}
-        for index, step in enumerate(steps):
+        for index, step in enumerate(ready):
             if isinstance(step, PlannedExecution):
                 # Two deliveries of one event in one batch run one after the other: the second sees the first.
                 groups.setdefault(step.dedup_key, []).append(index)
 
         def work(indexes: list[int]) -> None:
             for index in indexes:
-                step = steps[index]
+                step = ready[index]
                 if isinstance(step, PlannedExecution):
                     outcomes[index] = self._guarded(step, call)
 
@@ -104,6 +105,16 @@ class Launcher:
             for future in [pool.submit(work, indexes) for indexes in groups.values()]:
                 future.result()
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def _expanded(self, steps: Sequence[Step], call: Call) -> list[PlannedExecution | Skipped | Failed]:
+        """The steps with each coalescing route's objects grouped into runs (those already run skipped)."""
+        ready: list[PlannedExecution | Skipped | Failed] = []
+        for step in steps:
+            if isinstance(step, CoalescedPlan):
+                ready.extend(self.exactly_once.expand(step, call))
+            else:
+                ready.append(step)
+        return ready
 
     def _guarded(self, step: PlannedExecution, call: Call) -> Outcome:
         """The step's outcome; a defect of ours fails this step alone, kept, instead of escaping mid-batch."""

@@ -19,6 +19,8 @@ class Submitted(Record):
         "source",
         "messages",
         "details",
+        "objects",
+        "closed",
     )
 
     def __init__(
@@ -31,6 +33,8 @@ class Submitted(Record):
         source: EventSource,
         messages: tuple[str, ...] = (),
         details: Mapping[str, Any] | None = None,
+        objects: tuple[str, ...] = (),
+        closed: str | None = None,
     ) -> None:
         self.route: Final = route
         self.job_id: Final = job_id
@@ -42,6 +46,9 @@ class Submitted(Record):
         self.messages: Final = messages
         # Log-only facts (attempts, elapsedMs, reconciled, bodyLost): never part of the result entry.
         self.details: Final = details or {}
+        # A coalesced run: the keys of the objects it names, and why its group closed (size, bytes, end of batch).
+        self.objects: Final = objects
+        self.closed: Final = closed
 
 
 class Skipped(Record):

@@ -35,7 +35,19 @@ class PlannedExecution(Record):
     `time` is the event's time: no execution of this event can have been created before it.
     """
 
-    __slots__ = ("route", "job", "parameters", "dedup_key", "time", "dedup_parameter", "source", "messages")
+    __slots__ = (
+        "route",
+        "job",
+        "parameters",
+        "dedup_key",
+        "time",
+        "dedup_parameter",
+        "source",
+        "messages",
+        "max_running",
+        "members",
+        "closed",
+    )
 
     def __init__(
         self,
@@ -47,6 +59,9 @@ class PlannedExecution(Record):
         dedup_parameter: str | None = None,
         source: EventSource | None = None,
         messages: tuple[str, ...] = (),
+        max_running: int | None = None,
+        members: tuple["Member", ...] = (),
+        closed: str | None = None,
     ) -> None:
         self.route: Final = route
         self.job: Final = job
@@ -56,25 +71,77 @@ class PlannedExecution(Record):
         self.dedup_parameter: Final = dedup_parameter
         self.source: Final[EventSource] = source or {}
         self.messages: Final = messages
+        self.max_running: Final = max_running
+        # A coalesced group: the objects it stands for (each remembered as run by it), and why it closed.
+        self.members: Final = members
+        self.closed: Final = closed
 
 
-Step = PlannedExecution | Skipped | Failed
+class Member(Record):
+    """One object that a coalescing route fired: what it joins into the group, and its own identity."""
+
+    __slots__ = ("route", "bucket", "key", "time", "file_key", "source", "messages")
+
+    def __init__(
+        self,
+        route: Route,
+        bucket: str,
+        key: str,
+        time: datetime,
+        file_key: str,
+        source: EventSource | None = None,
+        messages: tuple[str, ...] = (),
+    ) -> None:
+        self.route: Final = route
+        self.bucket: Final = bucket
+        self.key: Final = key
+        self.time: Final = time
+        self.file_key: Final = file_key
+        self.source: Final[EventSource] = source or {}
+        self.messages: Final = messages
+
+
+class CoalescedPlan(Record):
+    """The objects of one invocation that one coalescing route fired in one bucket, still to be grouped."""
+
+    __slots__ = ("route", "members")
+
+    def __init__(self, route: Route, members: tuple[Member, ...]) -> None:
+        self.route: Final = route
+        self.members: Final = members
+
+
+Fired = PlannedExecution | Member | Skipped | Failed
+Step = PlannedExecution | CoalescedPlan | Skipped | Failed
 
 
 def plan(batch: Batch, routes: Sequence[Route], zone: tzinfo, expired: Callable[[], bool]) -> list[Step]:
     """Every (event, route) pair of the batch in delivery order: planned, or already decided.
 
-    `expired` says the invocation's time ran out: what is not yet routed then fails retryable.
+    The objects a coalescing route fires become one CoalescedPlan per route and bucket, where its
+    first object stood. `expired` says the invocation's time ran out: what is not yet routed then
+    fails retryable.
     """
-    steps: list[Step] = []
+    placed: list[Step | tuple[str, str]] = []  # a (route, bucket) pair holds a coalesced plan's place
+    gathered: dict[tuple[str, str], list[Member]] = {}
     for delivery in batch.deliveries:
         messages = () if delivery.message_id is None else (delivery.message_id,)
         for trigger in delivery.triggers:
             source = trigger.source()
             if delivery.message_id is not None:
                 source["messageId"] = delivery.message_id
-            steps.extend(_steps(trigger, routes, zone, expired, source, messages))
-    return steps
+            for fired in _steps(trigger, routes, zone, expired, source, messages):
+                if not isinstance(fired, Member):
+                    placed.append(fired)
+                    continue
+                place = (fired.route.name, fired.bucket)
+                if place not in gathered:
+                    placed.append(place)
+                gathered.setdefault(place, []).append(fired)
+    return [
+        CoalescedPlan(gathered[step][0].route, tuple(gathered[step])) if isinstance(step, tuple) else step
+        for step in placed
+    ]
 
 
 def _steps(
@@ -84,7 +151,7 @@ def _steps(
     expired: Callable[[], bool],
     source: EventSource,
     messages: tuple[str, ...],
-) -> list[Step]:
+) -> list[Fired]:
     match trigger:
         case BadEvent():
             return [Failed(None, None, "bad-event", trigger.reason, False, source, messages)]
@@ -99,13 +166,23 @@ def _steps(
             assert_never(trigger)
 
 
-def _placed(step: Step, source: EventSource, messages: tuple[str, ...]) -> Step:
+def _placed(step: Fired, source: EventSource, messages: tuple[str, ...]) -> Fired:
     """The step with the event's source and deliveries, which `fire` leaves for its caller."""
     match step:
         case PlannedExecution():
             return PlannedExecution(
-                step.route, step.job, step.parameters, step.dedup_key, step.time, step.dedup_parameter, source, messages
+                step.route,
+                step.job,
+                step.parameters,
+                step.dedup_key,
+                step.time,
+                step.dedup_parameter,
+                source,
+                messages,
+                step.max_running,
             )
+        case Member():
+            return Member(step.route, step.bucket, step.key, step.time, step.file_key, source, messages)
         case Skipped():
             return Skipped(step.route, step.reason, source, messages)
         case Failed():
@@ -114,13 +191,13 @@ def _placed(step: Step, source: EventSource, messages: tuple[str, ...]) -> Step:
             assert_never(step)
 
 
-def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Step]:
+def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Fired]:
     """Every route the trigger fires, or exactly one skip (or failure) saying why none fired."""
     match trigger:
         case ObjectTrigger():
             return _fire_object(trigger, routes, zone)
         case ScheduleTrigger():
-            fired: list[Step] = [
+            fired: list[Fired] = [
                 _planned(route, trigger, {}, zone) for route in routes if route.match.accepts_schedule(trigger)
             ]
             if not fired:
@@ -141,10 +218,10 @@ def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo) -> lis
             assert_never(trigger)
 
 
-def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Step]:
+def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Fired]:
     if trigger.key.endswith("/") and not trigger.size:
         return [Skipped(None, "folder-marker", {})]
-    fired: list[Step] = []
+    fired: list[Fired] = []
     for route in routes:
         try:
             groups = route.match.object_groups(trigger)
@@ -152,7 +229,10 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo) 
             message = f"match.pattern ran past {MATCH_BUDGET_S:g} s of CPU on this key; rewrite it without nesting"
             fired.append(Failed(route.name, None, "pattern-timeout", message, False, {}))
             continue
-        if groups is not None:
+        if groups is not None and route.coalesce is not None:
+            file_key = dedup_key(route.name, route.job, {}, trigger.identity())
+            fired.append(Member(route, trigger.bucket, trigger.key, trigger.time, file_key))
+        elif groups is not None:
             fired.append(_planned(route, trigger, groups, zone))
     if fired:
         return fired
@@ -174,7 +254,9 @@ def _planned(
     key = dedup_key(route.name, route.job, parameters, trigger.identity())
     if route.dedup_parameter is not None:
         parameters[route.dedup_parameter] = key
-    return PlannedExecution(route.name, route.job, parameters, key, trigger.time, route.dedup_parameter)
+    return PlannedExecution(
+        route.name, route.job, parameters, key, trigger.time, route.dedup_parameter, max_running=route.max_running
+    )
 
 
 def dedup_key(route: str | None, job: JobSpec, parameters: Mapping[str, str], identity: Sequence[object]) -> str:

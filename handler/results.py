@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 
 # Entries kept per list in the result; the log has every one, and batchItemFailures is never cut.
 MAX_RESULT_ENTRIES = 100
+# A coalesced run's entry names its files up to this many; past it, it counts them (the log names all).
+KEYS_IN_RESULT = 20
 
 
 @final
@@ -22,6 +24,9 @@ class SubmittedEntry(TypedDict):
     status: str | None
     dedupKey: str
     source: EventSource
+    objects: NotRequired[int]
+    closed: NotRequired[str | None]
+    keys: NotRequired[list[str]]
 
 
 @final
@@ -76,7 +81,7 @@ class Report(Record):
 
 
 def submitted_entry(outcome: Submitted) -> SubmittedEntry:
-    return {
+    entry: SubmittedEntry = {
         "route": outcome.route,
         "jobId": outcome.job_id,
         "jobExecutionId": outcome.execution_id,
@@ -84,6 +89,12 @@ def submitted_entry(outcome: Submitted) -> SubmittedEntry:
         "dedupKey": outcome.dedup_key,
         "source": outcome.source,
     }
+    if outcome.objects:
+        entry["objects"] = len(outcome.objects)
+        entry["closed"] = outcome.closed
+        if len(outcome.objects) <= KEYS_IN_RESULT:
+            entry["keys"] = list(outcome.objects)
+    return entry
 
 
 def skipped_entry(outcome: Skipped) -> SkippedEntry:
@@ -113,7 +124,8 @@ def logged(outcome: Outcome, extra: Mapping[str, Any] | None = None) -> Outcome:
     more = {**outcome.details, **(extra or {})}
     match outcome:
         case Submitted():
-            log.info("submitted", extra={**_flat(submitted_entry(outcome)), **more})
+            every = {"keys": list(outcome.objects)} if outcome.objects else {}
+            log.info("submitted", extra={**_flat(submitted_entry(outcome)), **every, **more})
         case Skipped():
             log.info("skipped", extra={**_flat(skipped_entry(outcome)), **more})
         case Failed():

@@ -9,18 +9,41 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from handler.errors import HandlerError, Problems
-from handler.events import ObjectTrigger, ScheduleTrigger
+from handler.events import MAX_KEY_BYTES, ObjectTrigger, ScheduleTrigger
 from handler.jobs import JobSpec, check_job_spec, check_object, check_parameter_name, describe
 from handler.records import Record
-from handler.templates import COMMON_FIELDS, OBJECT_FIELDS, SCHEDULE_FIELDS, Template, TemplateError, parse_template
+from handler.templates import (
+    COMMON_FIELDS,
+    GROUP_FIELDS,
+    OBJECT_FIELDS,
+    SCHEDULE_FIELDS,
+    Template,
+    TemplateError,
+    parse_template,
+)
 
 MatchSource = Literal["object", "schedule", "direct"]
 SOURCES: tuple[MatchSource, ...] = ("object", "schedule", "direct")
 DEFAULT_EVENTS = ("ObjectCreated:*",)
 MATCH_FIELDS = frozenset({"source", "bucket", "prefix", "suffix", "pattern", "events", "schedule"})
 ROUTE_FIELDS = frozenset(
-    {"name", "match", "jobId", "workflowId", "triggerId", "jobCondition", "parameters", "dedupParameter"}
+    {
+        "name",
+        "match",
+        "jobId",
+        "workflowId",
+        "triggerId",
+        "jobCondition",
+        "parameters",
+        "dedupParameter",
+        "coalesce",
+        "maxRunning",
+    }
 )
+COALESCE_FIELDS = frozenset({"parameter", "separator", "maxObjects", "maxBytes"})
+MAX_OBJECTS = 100
+# A parameter value beyond this many UTF-8 bytes would crowd the 1 MB request limits of both platforms.
+MAX_BYTES_LIMIT = 262_144
 OBJECT_FILTERS = ("bucket", "prefix", "suffix", "pattern", "events")
 # A pattern with a quantified group that is itself quantified can backtrack exponentially.
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}|](?:[^()\\]|\\.)*\)[+*{]")
@@ -128,8 +151,22 @@ def _stop_search(signum: int, frame: object) -> None:
     raise PatternTimeoutError("match.pattern ran past its budget")
 
 
+class Coalesce(Record):
+    """The objects of one invocation that match a route become one run per group, their keys joined."""
+
+    __slots__ = ("parameter", "separator", "max_objects", "max_bytes")
+
+    def __init__(
+        self, parameter: str, separator: str = ",", max_objects: int = MAX_OBJECTS, max_bytes: int | None = None
+    ) -> None:
+        self.parameter: Final = parameter
+        self.separator: Final = separator
+        self.max_objects: Final = max_objects
+        self.max_bytes: Final = max_bytes
+
+
 class Route(Record):
-    __slots__ = ("name", "match", "job", "parameters", "dedup_parameter")
+    __slots__ = ("name", "match", "job", "parameters", "dedup_parameter", "coalesce", "max_running")
 
     def __init__(
         self,
@@ -138,15 +175,20 @@ class Route(Record):
         job: JobSpec,
         parameters: tuple[tuple[str, Template], ...] = (),
         dedup_parameter: str | None = None,
+        coalesce: Coalesce | None = None,
+        max_running: int | None = None,
     ) -> None:
         self.name: Final = name
         self.match: Final = match
         self.job: Final = job
         self.parameters: Final = parameters
         self.dedup_parameter: Final = dedup_parameter
+        self.coalesce: Final = coalesce
+        # At this many executions READY or RUNNING, a new one is deferred (failed retryable, kept).
+        self.max_running: Final = max_running
 
 
-def _available_fields(source: MatchSource | None) -> frozenset[str]:
+def available_fields(source: MatchSource | None) -> frozenset[str]:
     if source == "object":
         return COMMON_FIELDS | OBJECT_FIELDS
     if source == "schedule":
@@ -157,14 +199,21 @@ def _available_fields(source: MatchSource | None) -> frozenset[str]:
 
 
 def check_templates(
-    raw: object, where: str, source: MatchSource | None, groups: frozenset[str], problems: Problems
+    raw: object,
+    where: str,
+    source: MatchSource | None,
+    fields: tuple[frozenset[str], frozenset[str]],
+    problems: Problems,
 ) -> tuple[tuple[str, Template], ...]:
-    """Parses parameter templates and checks every placeholder is one the route's source provides."""
+    """Parses parameter templates; every placeholder must be one the route provides.
+
+    `fields` are the placeholder names and the pattern's group names the route's events provide.
+    """
     if not isinstance(raw, dict):
         problems.add(where, f"must be a JSON object of strings, got {describe(raw)}")
         return ()
     out: list[tuple[str, Template]] = []
-    available = _available_fields(source)
+    available, groups = fields
     for name, text in raw.items():
         at = f"{where}.{name}"
         if not name:
@@ -178,12 +227,34 @@ def check_templates(
         except TemplateError as exc:
             problems.add(at, str(exc))
             continue
-        for field in sorted(template.fields - available):
-            problems.add(at, f"{{{field}}} is not available for match.source {source or 'object/schedule'}")
-        for group in sorted(template.match_groups - groups):
-            problems.add(at, f"{{match.{group}}} is not a named group of match.pattern")
+        _check_placeholders(template, at, source, available, groups, problems)
         out.append((name, template))
     return tuple(out)
+
+
+def _check_placeholders(
+    template: Template,
+    at: str,
+    source: MatchSource | None,
+    available: frozenset[str],
+    groups: frozenset[str],
+    problems: Problems,
+) -> None:
+    coalescing = available == GROUP_FIELDS
+    for field in sorted(template.fields - available):
+        if coalescing:
+            problems.add(
+                at,
+                f"{{{field}}} differs between the objects of a group; a coalesced run may use only "
+                "{bucket}, {route}, {count} and {time...}",
+            )
+        else:
+            problems.add(at, f"{{{field}}} is not available for match.source {source or 'object/schedule'}")
+    for group in sorted(template.match_groups - groups):
+        if coalescing:
+            problems.add(at, f"{{match.{group}}} differs between the objects of a group")
+        else:
+            problems.add(at, f"{{match.{group}}} is not a named group of match.pattern")
 
 
 def _optional_text(raw: Mapping[str, Any], name: str, where: str, problems: Problems) -> str | None:
@@ -245,11 +316,54 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
     job = check_job_spec(raw, where, problems)
     groups = frozenset(match.pattern.groupindex) if match and match.pattern else frozenset()
     source = match.source if match else None
-    parameters = check_templates(raw.get("parameters", {}), f"{where}.parameters", source, groups, problems)
+    coalesce = _check_coalesce(raw, where, source, problems)
+    fields = (GROUP_FIELDS, frozenset()) if coalesce is not None else (available_fields(source), groups)
+    parameters = check_templates(raw.get("parameters", {}), f"{where}.parameters", source, fields, problems)
     dedup_parameter = check_dedup_parameter(raw.get("dedupParameter"), f"{where}.dedupParameter", parameters, problems)
+    if coalesce is not None and dedup_parameter is not None:
+        problems.add(
+            f"{where}.dedupParameter",
+            "cannot go with coalesce: a group's key changes with the batch; its runs are recognised by the files "
+            "they name",
+        )
+    if coalesce is not None and any(existing == coalesce.parameter for existing, _ in parameters):
+        problems.add(f"{where}.coalesce.parameter", f"{coalesce.parameter} is also one of the route's parameters")
+    max_running = _check_count(raw, "maxRunning", where, problems)
     if len(problems.items) != before or match is None or job is None or not isinstance(name, str):
         return None
-    return Route(name, match, job, parameters, dedup_parameter)
+    return Route(name, match, job, parameters, dedup_parameter, coalesce, max_running)
+
+
+def _check_count(raw: Mapping[str, Any], name: str, where: str, problems: Problems, low: int = 1) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        problems.add(f"{where}.{name}", f"must be an integer of at least {low}, got {describe(value)}")
+        return None
+    return value
+
+
+def _check_coalesce(
+    raw: Mapping[str, Any], where: str, source: MatchSource | None, problems: Problems
+) -> Coalesce | None:
+    at = f"{where}.coalesce"
+    spec = check_object(raw["coalesce"], at, COALESCE_FIELDS, problems, "coalesce ") if "coalesce" in raw else None
+    if spec is None:
+        return None
+    if source not in (None, "object"):
+        problems.add(at, f"only for object routes (match.source is {source})")
+    parameter = check_parameter_name(spec.get("parameter"), f"{at}.parameter", problems)
+    separator = spec.get("separator", ",")
+    if not isinstance(separator, str) or not separator:
+        problems.add(f"{at}.separator", f"must be a non-empty string, got {describe(separator)}")
+    max_objects = _check_count(spec, "maxObjects", at, problems) or MAX_OBJECTS
+    max_bytes = _check_count(spec, "maxBytes", at, problems, low=MAX_KEY_BYTES)
+    if max_bytes is not None and max_bytes > MAX_BYTES_LIMIT:
+        problems.add(f"{at}.maxBytes", f"must be at most {MAX_BYTES_LIMIT} (request size limits), got {max_bytes}")
+    if parameter is None or not isinstance(separator, str) or not separator:
+        return None
+    return Coalesce(parameter, separator, max_objects, max_bytes)
 
 
 def check_dedup_parameter(

@@ -13,7 +13,7 @@ from handler.dataflow.signing import Credentials
 from handler.errors import ConfigError, Problems
 from handler.jobs import check_job_spec, describe
 from handler.records import Record
-from handler.routes import Match, Route, check_dedup_parameter, check_routes, check_templates
+from handler.routes import Match, Route, available_fields, check_dedup_parameter, check_routes, check_templates
 
 DEFAULT_ENDPOINT = "https://dataflow.apigw.ntruss.com"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -293,9 +293,9 @@ def _default_route(config: Mapping[str, str], problems: Problems) -> tuple[Route
     }
     job = check_job_spec(raw, "default", problems, locations)
     parameters_raw = _json(config, "DATAFLOW_PARAMETERS", problems)
-    parameters = check_templates(
-        {} if parameters_raw is None else parameters_raw, "DATAFLOW_PARAMETERS", None, frozenset(), problems
-    )
+    raw_parameters = {} if parameters_raw is None else parameters_raw
+    fields = (available_fields(None), frozenset[str]())
+    parameters = check_templates(raw_parameters, "DATAFLOW_PARAMETERS", None, fields, problems)
     dedup_parameter = check_dedup_parameter(
         _value(config, "DATAFLOW_DEDUP_PARAMETER"), "DATAFLOW_DEDUP_PARAMETER", parameters, problems
     )

@@ -13,7 +13,9 @@ OBJECT_FIELDS = frozenset(
 )
 SCHEDULE_FIELDS = frozenset({"schedule"})
 COMMON_FIELDS = frozenset({"event_id", "route"})
-ALL_FIELDS = OBJECT_FIELDS | SCHEDULE_FIELDS | COMMON_FIELDS
+# What the objects of one coalesced group share (with {time...}, the newest object's time).
+GROUP_FIELDS = frozenset({"bucket", "route", "count"})
+ALL_FIELDS = OBJECT_FIELDS | SCHEDULE_FIELDS | COMMON_FIELDS | GROUP_FIELDS
 
 _TIME = re.compile(r"time(?:(?P<sign>[+-])(?P<amount>\d{1,6})(?P<unit>[dhm]))?(?::(?P<format>.*))?", re.S)
 _MATCH = re.compile(r"match\.(?P<group>[A-Za-z_][A-Za-z0-9_]*)")

@@ -114,7 +114,7 @@ def verdict(item: Mapping[str, Any], identity: Identity) -> Verdict:
     if dedup is not None and echoed is not None and dedup in echoed:
         # The run's own identity: no difference elsewhere in how the service stores things outweighs it.
         return "ours" if echoed[dedup] == identity.parameters.get(dedup) else "other"
-    if not _same_condition(identity.job_condition, item.get("jobCondition")):
+    if not same_condition(identity.job_condition, item.get("jobCondition")):
         return "other"
     if echoed is None and identity.echo_known:
         echoed = {}
@@ -128,7 +128,7 @@ def verdict(item: Mapping[str, Any], identity: Identity) -> Verdict:
     return "unknown"
 
 
-def _same_condition(ours: Mapping[str, Any] | None, theirs: object) -> bool:
+def same_condition(ours: Mapping[str, Any] | None, theirs: object) -> bool:
     if not ours or not isinstance(theirs, dict):
         return True
     return all(_stored(name, value) == _stored(name, theirs[name]) for name, value in ours.items() if name in theirs)

@@ -1,0 +1,160 @@
+"""Coalescing: a route's objects of one invocation into groups, each one run naming its files."""
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta, tzinfo
+from typing import Any, Final
+
+from handler.dataflow.reconcile import created, echoed_parameters, same_condition
+from handler.events import EventSource
+from handler.outcomes import Failed, Skipped
+from handler.planning import CoalescedPlan, Member, PlannedExecution, dedup_key
+from handler.records import Record
+from handler.routes import Coalesce
+from handler.templates import TemplateError
+
+
+class Coverage(Record):
+    """Which objects existing runs already cover (file key -> run id), which the answers cannot tell, and why."""
+
+    __slots__ = ("covered", "unknown", "reason")
+
+    def __init__(self, covered: Mapping[str, str | None], unknown: frozenset[str], reason: str = "") -> None:
+        self.covered: Final = covered
+        self.unknown: Final = unknown
+        self.reason: Final = reason
+
+
+def coverage(items: Sequence[Mapping[str, Any]], plan: CoalescedPlan, tolerance: timedelta) -> Coverage:
+    """A run of the job that names an object in its coalesce parameter, created since the object's
+    event, covers it (it saw the object); a run that echoes nothing of that parameter may cover any
+    object older than itself, and so leaves those unknown."""
+    spec = _spec(plan)
+    covered: dict[str, str | None] = {}
+    maybe: set[str] = set()
+    for item in items:
+        if not same_condition(plan.route.job.job_condition, item.get("jobCondition")):
+            continue
+        when = created(item)
+        echoed = echoed_parameters(item)
+        joined = None if echoed is None else echoed.get(spec.parameter)
+        named = None if joined is None else set(joined.split(spec.separator))
+        for member in plan.members:
+            if when is not None and when < member.time - tolerance:
+                continue
+            if named is None:
+                maybe.add(member.file_key)
+            elif member.key in named and member.file_key not in covered:
+                execution_id = item.get("jobExecutionId")
+                covered[member.file_key] = execution_id if isinstance(execution_id, str) else None
+    unknown = frozenset(maybe - covered.keys())
+    why = f"{len(unknown)} object(s) may be covered by runs that echo nothing of {spec.parameter}" if unknown else ""
+    return Coverage(covered, unknown, why)
+
+
+def groups(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo) -> list[PlannedExecution | Failed]:
+    """The members in arrival order, cut into groups of at most maxObjects and maxBytes in the parameter."""
+    spec = _spec(plan)
+    out: list[PlannedExecution | Failed] = []
+    current: list[Member] = []
+    size = 0
+    for member in members:
+        if spec.separator in member.key:
+            message = f"the key contains the coalesce separator {spec.separator!r}; choose another separator"
+            out.append(
+                Failed(
+                    plan.route.name,
+                    plan.route.job.job_id,
+                    "bad-event",
+                    message,
+                    False,
+                    member.source,
+                    member.messages,
+                    member.file_key,
+                )
+            )
+            continue
+        added = len(member.key.encode("utf-8")) + (len(spec.separator.encode("utf-8")) if current else 0)
+        if current and spec.max_bytes is not None and size + added > spec.max_bytes:
+            out.append(group(plan, current, zone, "bytes"))
+            current, size, added = [], 0, len(member.key.encode("utf-8"))
+        current.append(member)
+        size += added
+        if len(current) == spec.max_objects:
+            out.append(group(plan, current, zone, "size"))
+            current, size = [], 0
+    if current:
+        out.append(group(plan, current, zone, "end of batch"))
+    return out
+
+
+def group(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo, closed: str) -> PlannedExecution | Failed:
+    """One group's planned execution: the keys joined, the other parameters rendered from what it shares."""
+    route, spec = plan.route, _spec(plan)
+    newest = max(member.time for member in members)
+    values = {"bucket": members[0].bucket, "route": route.name, "count": str(len(members))}
+    parameters: dict[str, str] = {}
+    for name, template in route.parameters:
+        try:
+            parameters[name] = template.render(values, {}, newest, zone)
+        except TemplateError as exc:
+            return Failed(
+                route.name,
+                route.job.job_id,
+                "bad-event",
+                f"parameters.{name}: {exc}",
+                False,
+                _source(members),
+                _messages(members),
+            )
+    parameters[spec.parameter] = spec.separator.join(member.key for member in members)
+    key = dedup_key(route.name, route.job, {}, sorted(member.file_key for member in members))
+    return PlannedExecution(
+        route.name,
+        route.job,
+        parameters,
+        key,
+        min(member.time for member in members),
+        None,
+        _source(members),
+        _messages(members),
+        route.max_running,
+        tuple(members),
+        closed,
+    )
+
+
+def remembered(plan: CoalescedPlan, known: Mapping[str, str | None], reason: str = "duplicate") -> list[Skipped]:
+    """Each object an earlier run already covers, skipped with that run's id."""
+    return [
+        Skipped(plan.route.name, reason, member.source, member.messages, member.file_key, known[member.file_key])
+        for member in plan.members
+        if member.file_key in known
+    ]
+
+
+def failed(plan: CoalescedPlan, code: str, message: str, retryable: bool) -> list[Failed]:
+    """Each of the plan's objects failed alike (its own messages kept)."""
+    job_id = plan.route.job.job_id
+    return [
+        Failed(plan.route.name, job_id, code, message, retryable, member.source, member.messages, member.file_key)
+        for member in plan.members
+    ]
+
+
+def _source(members: Sequence[Member]) -> EventSource:
+    first = members[0].source
+    source: EventSource = {"kind": "object", "bucket": members[0].bucket, "key": members[0].key}
+    if "eventName" in first:
+        source["eventName"] = first["eventName"]
+    return source
+
+
+def _messages(members: Sequence[Member]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(message for member in members for message in member.messages))
+
+
+def _spec(plan: CoalescedPlan) -> Coalesce:
+    spec = plan.route.coalesce
+    if spec is None:  # a CoalescedPlan is made only for a coalescing route
+        raise TypeError(f"route {plan.route.name} does not coalesce")
+    return spec
