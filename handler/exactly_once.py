@@ -189,13 +189,14 @@ class RunningGuard:
         self._lock = threading.Lock()
         self._pending: dict[str, int] = {}
 
-    def admit(self, job_id: str, running: int, limit: int) -> bool:
+    def admit(self, job_id: str, running: int, limit: int) -> tuple[bool, int]:
+        """Whether one more may start, and how many runs are going or starting (the listing's and ours)."""
         with self._lock:
-            pending = self._pending.get(job_id, 0)
-            if running + pending >= limit:
-                return False
-            self._pending[job_id] = pending + 1
-            return True
+            going = running + self._pending.get(job_id, 0)
+            if going >= limit:
+                return False, going
+            self._pending[job_id] = going - running + 1
+            return True, going
 
     def release(self, job_id: str) -> None:
         with self._lock:
@@ -329,7 +330,7 @@ class ExactlyOnce:
                 return decided
             unverified = checks and isinstance(looked.lookup, Unknown)
             if not looked.admitted:
-                message = f"the job has {looked.running} executions READY or RUNNING (maxRunning {step.max_running})"
+                message = f"the job has {looked.running} executions READY, RUNNING or starting (maxRunning {step.max_running})"
                 return _failed(step, "deferred", message, True, {"running": looked.running})
         return self._submit(step, call, unverified)
 
@@ -534,10 +535,10 @@ class ExactlyOnce:
                 if exc.status != 404:
                     raise
                 lookup = Absent(0)  # no such job: nothing can have run, and the submission will say so
-            running = sum(1 for status in statuses.values() if status in GOING)
-            admitted = not admit or step.max_running is None or self.guard.admit(job_id, running, step.max_running)
-            if admit and step.max_running is not None and admitted:
-                self._trail.slot = job_id
+            running, admitted = sum(1 for status in statuses.values() if status in GOING), True
+            if admit and step.max_running is not None:
+                admitted, running = self.guard.admit(job_id, running, step.max_running)
+                self._trail.slot = job_id if admitted else None
         self._trail.lookups.append(_describe(lookup))
         return Looked(lookup, running, admitted)
 

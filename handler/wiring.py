@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from handler.clocks import Clocks
 from handler.dataflow.client import CreateAnswer, DataflowClient, ExecutionRequest, describe_prepared
+from handler.dataflow.pacing import RateLimit
 from handler.dataflow.retry import RetryPolicy
 from handler.dataflow.signing import NcpSignatureV2
 from handler.settings import Settings
@@ -78,6 +79,7 @@ class Wiring:
         self._threads = threading.local()
         self._lock = threading.Lock()
         self._auth: tuple[Settings, NcpSignatureV2] | None = None
+        self._pace: tuple[float, RateLimit] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
 
@@ -87,6 +89,15 @@ class Wiring:
             if self._auth is None or self._auth[0] is not settings:
                 self._auth = (settings, NcpSignatureV2(settings.credentials, self.clocks.wall))
             return self._auth[1]
+
+    def pace(self, settings: Settings) -> RateLimit | None:
+        """The container's one rate limit at DATAFLOW_RATE_LIMIT: every thread and invocation shares it."""
+        if settings.rate_limit is None:
+            return None
+        with self._lock:
+            if self._pace is None or self._pace[0] != settings.rate_limit:
+                self._pace = (settings.rate_limit, RateLimit(settings.rate_limit, self.clocks))
+            return self._pace[1]
 
     def submitter(self, settings: Settings) -> Submitter:
         """This thread's submitter: a requests.Session is not thread-safe, so each worker has its own."""
@@ -101,6 +112,7 @@ class Wiring:
             policy=RetryPolicy(attempts=settings.max_attempts),
             clocks=self.clocks,
             auth=self.signer(settings),
+            pace=self.pace(settings),
         )
         sent = self.connect(settings, client)
         submitter = DryRunSubmitter(client, settings.credentials.placeholder) if settings.dry_run else sent

@@ -18,6 +18,7 @@ from requests.utils import get_environ_proxies
 from urllib3.exceptions import NameResolutionError
 
 from handler.clocks import Clocks
+from handler.dataflow.pacing import RateLimit
 from handler.dataflow.retry import RetryPolicy
 from handler.dataflow.signing import Credentials, NcpSignatureV2, masked
 from handler.dataflow.transport import WATCHDOG, AttemptWatch, WatchedAdapter
@@ -181,6 +182,7 @@ class DataflowClient:
         policy: RetryPolicy | None = None,
         clocks: Clocks | None = None,
         auth: NcpSignatureV2 | None = None,
+        pace: RateLimit | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.https = self.endpoint.startswith("https:")
@@ -190,6 +192,8 @@ class DataflowClient:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.policy = policy or RetryPolicy()
+        # The container's rate limit (DATAFLOW_RATE_LIMIT), shared by the clients of all its threads.
+        self.pace = pace
         self.session = requests.Session()
         adapter = WatchedAdapter()
         self.session.mount("https://", adapter)
@@ -295,6 +299,8 @@ class DataflowClient:
             attempt += 1
             offset = self.auth.offset
             try:
+                if self.pace is not None:
+                    self.pace.wait(deadline)
                 answer = self._attempt(self.prepare(method, path, query, body, headers, offset), remaining)
             except RequestError as failure:
                 failure.attempts = attempt

@@ -1,0 +1,234 @@
+"""At scale: coalescing many objects into few runs, the gateway's rate limits, a busy job's guard."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from emulator.server import Emulator, Fault
+from handler.errors import ConfigError
+from handler.settings import parse_settings
+from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, container, result_of, sqs_batch, upload
+
+JOB = "CoalesceJob1"
+
+
+def coalescing(api: Emulator, **spec: Any) -> dict[str, str]:
+    route = {
+        "name": "batch",
+        "match": {"source": "object", "prefix": "in/"},
+        "jobId": JOB,
+        "coalesce": {"parameter": "$files", **spec},
+        "parameters": {"$count": "{count}", "$bucket": "{bucket}"},
+    }
+    return {
+        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+        "NCLOUD_SECRET_KEY": SECRET_KEY,
+        "DATAFLOW_ENDPOINT": api.url,
+        "DATAFLOW_ROUTES": json.dumps([route]),
+    }
+
+
+@pytest.fixture
+def api(clock: FakeClock) -> Iterator[Emulator]:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as emulator:
+        yield emulator
+
+
+def files(count: int, clock: FakeClock, start: int = 0) -> list[dict[str, Any]]:
+    return [upload(f"in/part-{index:04d}.csv", at=clock.wall() - 60) for index in range(start, start + count)]
+
+
+def runs(api: Emulator) -> list[list[str]]:
+    return [execution["parsedParameters"]["$files"].split(",") for execution in api.all_executions()]
+
+
+def test_the_objects_of_one_batch_become_runs_of_at_most_max_objects(clock: FakeClock, api: Emulator) -> None:
+    result = result_of(container(clock), coalescing(api, maxObjects=4), sqs_batch(files(10, clock)))
+    assert sorted(len(group) for group in runs(api)) == [2, 4, 4]  # submitted concurrently, in any order
+    assert [(entry["objects"], entry["closed"]) for entry in result["submitted"]] == [
+        (4, "size"),
+        (4, "size"),
+        (2, "end of batch"),
+    ]
+    assert result["submitted"][0]["keys"] == [f"in/part-{index:04d}.csv" for index in range(4)]
+    assert sorted(execution["parsedParameters"]["$count"] for execution in api.all_executions()) == ["2", "4", "4"]
+    assert result["batchItemFailures"] == []
+
+
+def test_a_group_closes_before_its_parameter_passes_max_bytes(clock: FakeClock, api: Emulator) -> None:
+    # Each key is 17 bytes; with the separator, three take 53 bytes.
+    result = result_of(container(clock), coalescing(api, maxBytes=1024, maxObjects=100), sqs_batch(files(3, clock)))
+    assert [len(group) for group in runs(api)] == [3]
+    api.executions.clear()
+    long_keys = [upload(f"in/{'x' * 500}-{index}.csv", at=clock.wall()) for index in range(3)]
+    result = result_of(container(clock), coalescing(api, maxBytes=1024), sqs_batch(long_keys))
+    assert sorted(len(group) for group in runs(api)) == [1, 2]
+    assert [entry["closed"] for entry in result["submitted"]] == ["bytes", "end of batch"]
+    assert all(len(",".join(group).encode()) <= 1024 for group in runs(api))
+
+
+def test_each_coalescing_route_groups_its_own_objects(clock: FakeClock, api: Emulator) -> None:
+    routes = [
+        {"name": "csv", "match": {"suffix": ".csv"}, "jobId": "CsvJob1", "coalesce": {"parameter": "$files"}},
+        {"name": "all", "match": {"prefix": "in/"}, "jobId": "AllJob1", "coalesce": {"parameter": "$files"}},
+    ]
+    batch = sqs_batch([*files(3, clock), upload("in/readme.txt", at=clock.wall())])
+    config = coalescing(api) | {"DATAFLOW_ROUTES": json.dumps(routes)}
+    result = result_of(container(clock), config, batch)
+    assert sorted((entry["route"], entry["objects"]) for entry in result["submitted"]) == [("all", 4), ("csv", 3)]
+
+
+def test_a_per_object_placeholder_in_a_coalescing_route_is_refused_naming_it() -> None:
+    route = {
+        "name": "batch",
+        "match": {"source": "object", "pattern": "^in/(?P<table>[a-z]+)/"},
+        "jobId": JOB,
+        "coalesce": {"parameter": "$files"},
+        "parameters": {"$key": "{key}", "$table": "{match.table}", "$n": "{count}", "$day": "{time:%Y-%m-%d}"},
+    }
+    with pytest.raises(ConfigError) as refused:
+        parse_settings({"DATAFLOW_ROUTES": json.dumps([route]), "DATAFLOW_DRY_RUN": "true"})
+    assert [str(problem) for problem in refused.value.problems] == [
+        "DATAFLOW_ROUTES[batch].parameters.$key: {key} differs between the objects of a group; a coalesced run may use "
+        "only {bucket}, {route}, {count} and {time...}",
+        "DATAFLOW_ROUTES[batch].parameters.$table: {match.table} differs between the objects of a group",
+    ]
+
+
+def test_a_redelivered_batch_starts_nothing_again_in_the_same_or_another_container(
+    clock: FakeClock, api: Emulator
+) -> None:
+    batch = sqs_batch(files(6, clock))
+    result_of(container(clock), coalescing(api, maxObjects=4), batch)
+    clock.advance(60)
+    same = result_of(container(clock), coalescing(api, maxObjects=4), batch)  # a cold container: the listing tells
+    assert same["submitted"] == []
+    assert [skip["reason"] for skip in same["skipped"]] == ["duplicate"] * 6
+    assert len(api.all_executions()) == 2
+
+
+def test_a_batch_redelivered_in_another_composition_starts_only_what_no_run_covers(
+    clock: FakeClock, api: Emulator
+) -> None:
+    first = files(6, clock)
+    result_of(container(clock), coalescing(api, maxObjects=4), sqs_batch(first))
+    clock.advance(60)
+    # SQS hands back two of those objects among new ones, in another batch.
+    mixed = [first[5], *files(3, clock, start=10), first[0]]
+    again = result_of(container(clock), coalescing(api, maxObjects=4), sqs_batch(mixed))
+    assert sorted(skip["source"]["key"] for skip in again["skipped"]) == ["in/part-0000.csv", "in/part-0005.csv"]
+    [entry] = again["submitted"]
+    assert entry["keys"] == ["in/part-0010.csv", "in/part-0011.csv", "in/part-0012.csv"]
+    covered = [key for group in runs(api) for key in group]
+    assert sorted(covered) == sorted(set(covered))  # every object in exactly one run
+
+
+def test_a_failed_group_reports_exactly_its_own_messages(clock: FakeClock, api: Emulator) -> None:
+    api.inject(Fault(status=400, body={"errorType": "bad-parameter", "detail": "no"}, method="POST"))
+    one_at_a_time = coalescing(api, maxObjects=3) | {"DATAFLOW_MAX_CONCURRENCY": "1"}  # the first group's is refused
+    result = result_of(container(clock), one_at_a_time, sqs_batch(files(7, clock)))
+    [failed] = result["failed"]
+    assert failed["code"] == "bad-parameter"
+    failed_ids = [item["itemIdentifier"] for item in result["batchItemFailures"]]
+    assert failed_ids == ["m0", "m1", "m2"]  # the first group's three messages, and nothing else
+    assert [entry["objects"] for entry in result["submitted"]] == [3, 1]
+    assert sorted(key for group in runs(api) for key in group) == [f"in/part-{index:04d}.csv" for index in range(3, 7)]
+
+
+def test_with_nothing_echoed_and_fail_a_coalesced_redelivery_is_refused_not_doubled(clock: FakeClock) -> None:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, echo="none") as api:
+        config = coalescing(api) | {"DATAFLOW_DEDUP_UNVERIFIABLE": "fail"}
+        batch = sqs_batch(files(3, clock))
+        result_of(container(clock), config, batch)
+        clock.advance(60)
+        again = result_of(container(clock), config, batch)
+        assert [failed["code"] for failed in again["failed"]] == ["unknown-outcome"] * 3
+        assert [item["itemIdentifier"] for item in again["batchItemFailures"]] == ["m0", "m1", "m2"]
+        assert len(api.all_executions()) == 1
+
+
+def plain(api: Emulator, **more: str) -> dict[str, str]:
+    return {
+        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+        "NCLOUD_SECRET_KEY": SECRET_KEY,
+        "DATAFLOW_ENDPOINT": api.url,
+        "DATAFLOW_JOB_ID": "gqigvH123456",
+        "DATAFLOW_PARAMETERS": '{"$input": "{key}"}',
+        **more,
+    }
+
+
+def test_the_rate_limit_is_shared_by_the_pool_and_by_consecutive_invocations(clock: FakeClock, api: Emulator) -> None:
+    launcher = container(clock)
+    config = plain(api, DATAFLOW_RATE_LIMIT="5")
+    result_of(launcher, config, sqs_batch(files(5, clock)))  # 10 requests: a lookup and a create each
+    result_of(launcher, config, sqs_batch(files(5, clock, start=5)))
+    # Twenty requests at 5 a second: the first is free, each other one waits its 0.2 s turn.
+    assert len(api.received) == 20
+    assert sum(clock.sleeps) == pytest.approx(19 * 0.2)
+    assert max(clock.sleeps) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(("code", "message"), [("410", "Throttle Limited"), ("420", "Rate Limited")])
+def test_a_throttled_request_is_retried_after_jittered_backoff(
+    clock: FakeClock, api: Emulator, code: str, message: str
+) -> None:
+    api.inject(Fault(status=429, body={"error": {"errorCode": code, "message": message}}, method="POST", times=2))
+    result = result_of(container(clock), plain(api), upload("in/a.csv", at=clock.wall()))
+    assert len(result["submitted"]) == 1
+    assert clock.sleeps == [0.2, 0.4]  # full jitter (the test's jitter is 1.0): 0.2 s, then twice that
+
+
+def test_a_retry_after_header_is_honoured(clock: FakeClock, api: Emulator) -> None:
+    refusal = {"error": {"errorCode": "420", "message": "Rate Limited"}}
+    api.inject(Fault(status=429, body=refusal, headers={"Retry-After": "3"}, method="POST"))
+    result = result_of(container(clock), plain(api), upload("in/a.csv", at=clock.wall()))
+    assert len(result["submitted"]) == 1
+    assert clock.sleeps == [3.0]
+
+
+def test_an_exceeded_quota_is_not_retried_in_the_invocation_and_fails_retryable(
+    clock: FakeClock, api: Emulator
+) -> None:
+    api.quota = 1  # the lookup is the last request the quota allows
+    result = result_of(container(clock), plain(api), upload("in/a.csv", at=clock.wall()))
+    [failed] = result["failed"]
+    assert (failed["code"], failed["retryable"]) == ("gateway-400", True)
+    assert failed["error"].startswith("400: HTTP 429 Quota Exceeded (gateway code 400")
+    assert "not retried in this invocation (it resets with the quota's day or month)" in failed["error"]
+    assert clock.sleeps == []
+    assert api.quota_refused == 1
+
+
+def guarded(api: Emulator, limit: int) -> dict[str, str]:
+    route = {
+        "name": "busy",
+        "match": {"source": "object"},
+        "jobId": "BusyJob1",
+        "maxRunning": limit,
+        "parameters": {"$input": "{key}"},
+    }
+    config = plain(api) | {"DATAFLOW_ROUTES": json.dumps([route])}
+    return {name: value for name, value in config.items() if name not in ("DATAFLOW_JOB_ID", "DATAFLOW_PARAMETERS")}
+
+
+def test_the_guard_defers_at_max_running_and_submits_once_the_runs_finish(clock: FakeClock, api: Emulator) -> None:
+    launcher = container(clock)
+    batch = sqs_batch(files(5, clock))
+    first = result_of(launcher, guarded(api, 2), batch)
+    assert len(first["submitted"]) == 2  # concurrent submissions of one invocation never pass the limit
+    deferred = first["failed"]
+    assert [(entry["code"], entry["retryable"]) for entry in deferred] == [("deferred", True)] * 3
+    assert deferred[0]["error"] == "deferred: the job has 2 executions READY, RUNNING or starting (maxRunning 2)"
+    assert len(first["batchItemFailures"]) == 3
+    again = result_of(launcher, guarded(api, 2), batch)  # SQS redelivers the deferred after the visibility timeout
+    assert again["submitted"] == []
+    assert again["failed"][0]["error"] == "deferred: the job has 2 executions READY, RUNNING or starting (maxRunning 2)"
+    api.finish("BusyJob1")
+    last = result_of(launcher, guarded(api, 2), batch)
+    assert len(last["submitted"]) == 2
+    assert len(api.all_executions()) == 4
