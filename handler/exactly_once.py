@@ -3,7 +3,7 @@
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final, assert_never
@@ -147,12 +147,28 @@ class JobGate:
 
     No kind can starve the other: a worker waiting for its create holds no lookup, so a lookup turn
     ends once the few workers in it are done (at most DATAFLOW_MAX_CONCURRENCY), and so does a create turn.
+
+    While a lookup turn lasts, no create of this container can change the listing: its pages are read
+    once and shared by every lookup in the turn (a burst's lookups cost one listing, not one each).
     """
 
     def __init__(self, clocks: Clocks) -> None:
         self.clocks = clocks
         self._changed = threading.Condition()
         self._turns: dict[str, tuple[str, int]] = {}  # job -> (kind, how many are in it)
+        self._pages: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}  # job -> this lookup turn's pages
+
+    def page(self, job_id: str, page: int, limit: int, fetch: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """A page of the job's listing, read once per lookup turn (call it inside one)."""
+        with self._changed:
+            held = self._pages.get(job_id, {}).get((page, limit))
+        if held is not None:
+            return held
+        answer = fetch()
+        with self._changed:
+            if self._turns.get(job_id, ("", 0))[0] == "lookup":
+                self._pages.setdefault(job_id, {})[(page, limit)] = answer
+        return answer
 
     @contextmanager
     def turn(self, job_id: str, kind: str, deadline: float | None) -> Iterator[None]:
@@ -164,6 +180,7 @@ class JobGate:
                 current, active = self._turns[job_id]
                 if active == 1:
                     del self._turns[job_id]
+                    self._pages.pop(job_id, None)
                     self._changed.notify_all()
                 else:
                     self._turns[job_id] = (current, active - 1)
@@ -330,7 +347,8 @@ class ExactlyOnce:
                 return decided
             unverified = checks and isinstance(looked.lookup, Unknown)
             if not looked.admitted:
-                message = f"the job has {looked.running} executions READY, RUNNING or starting (maxRunning {step.max_running})"
+                going = f"{looked.running} executions READY, RUNNING or starting"
+                message = f"the job has {going} (maxRunning {step.max_running})"
                 return _failed(step, "deferred", message, True, {"running": looked.running})
         return self._submit(step, call, unverified)
 
@@ -545,10 +563,18 @@ class ExactlyOnce:
     def _pages(self, job_id: str, call: Call, statuses: dict[str, str]) -> ListPage:
         """The list call, page by page, remembering each execution's status and what the list echoes."""
 
-        def list_page(page: int, limit: int) -> dict[str, Any]:
-            listing = self.wiring.submitter(call.settings).list_executions(
+        def fetch(page: int, limit: int) -> dict[str, Any]:
+            return self.wiring.submitter(call.settings).list_executions(
                 job_id, page=page, limit=limit, deadline=call.deadline, headers=call.headers
             )
+
+        read: set[tuple[int, int]] = set()
+
+        def list_page(page: int, limit: int) -> dict[str, Any]:
+            # A page asked for again (to prove nothing was pruned meanwhile) is read afresh.
+            again = (page, limit) in read
+            read.add((page, limit))
+            listing = fetch(page, limit) if again else self.gate.page(job_id, page, limit, lambda: fetch(page, limit))
             items = listing.get("list")
             if isinstance(items, list):
                 self.readings.listed(job_id, items)

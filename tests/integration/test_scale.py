@@ -165,11 +165,12 @@ def plain(api: Emulator, **more: str) -> dict[str, str]:
 def test_the_rate_limit_is_shared_by_the_pool_and_by_consecutive_invocations(clock: FakeClock, api: Emulator) -> None:
     launcher = container(clock)
     config = plain(api, DATAFLOW_RATE_LIMIT="5")
-    result_of(launcher, config, sqs_batch(files(5, clock)))  # 10 requests: a lookup and a create each
+    result_of(launcher, config, sqs_batch(files(5, clock)))  # five creates, and the lookups' listings
     result_of(launcher, config, sqs_batch(files(5, clock, start=5)))
-    # Twenty requests at 5 a second: the first is free, each other one waits its 0.2 s turn.
-    assert len(api.received) == 20
-    assert sum(clock.sleeps) == pytest.approx(19 * 0.2)
+    # At 5 a second: the first request is free, each other one waits its 0.2 s turn, whichever thread sends it.
+    sent = len(api.received)
+    assert sent >= 12
+    assert sum(clock.sleeps) == pytest.approx((sent - 1) * 0.2)
     assert max(clock.sleeps) == pytest.approx(0.2)
 
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
-import multiprocessing
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
 
+from emulator.fleet import Container
 from emulator.server import Emulator, Fault
 from tests.conftest import ACCESS_KEY, NOW, SECRET_KEY, SUMMARY, load_event
 
@@ -38,43 +36,6 @@ FAULTS = [
     Fault(drop=True, method="GET"),
 ]
 ROUTE = {"name": "per-file", "match": {"source": "object"}, "jobId": "SoakJob1", "parameters": {"$input": "{key}"}}
-
-
-def _container(conn: Connection, config: dict[str, str]) -> None:
-    """One container: a process with its own warm Launcher, serving invocations until told to stop."""
-    from handler.clocks import Clocks
-    from handler.launcher import Launcher
-    from handler.wiring import Wiring
-
-    logging.getLogger("handler").setLevel(logging.CRITICAL)
-    now = [0.0]
-    launcher = Launcher(Wiring(Clocks(wall=lambda: now[0], sleep=lambda _: None)))
-    while (message := conn.recv()) is not None:
-        event, now[0] = message
-        report = launcher.invoke(event, config, platform="aws", remaining_ms=30_000)
-        conn.send(("raised" if report.keep else "ok", report.result))
-
-
-# A fork server starts each container from a clean process that has the handler imported already,
-# so a cold container costs milliseconds; forking the test process itself (emulator threads) is unsafe.
-CONTEXT = multiprocessing.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["handler.launcher", "tests.integration.test_soak"])
-
-
-class Container:
-    def __init__(self, config: dict[str, str]) -> None:
-        self.conn, child = CONTEXT.Pipe()
-        self.process = CONTEXT.Process(target=_container, args=(child, config), daemon=True)
-        self.process.start()
-
-    def invoke(self, event: Any, wall: float) -> tuple[str, dict[str, Any]]:
-        self.conn.send((event, wall))
-        answer: tuple[str, dict[str, Any]] = self.conn.recv()
-        return answer
-
-    def stop(self) -> None:
-        self.conn.send(None)
-        self.process.join(10)
 
 
 @dataclass
@@ -116,13 +77,13 @@ def run_soak(api: Emulator, clock: list[float], config: dict[str, str], seed: in
                     containers[target].stop()
                     containers[target] = Container(config)
                     soak.recycled += 1
-                outcome, _ = containers[target].invoke(event, clock[0])
+                raised, _, _ = containers[target].invoke(event, clock[0])
                 soak.deliveries[index] += 1
                 clock[0] += 1.0
                 # The platform redelivers what raised, and now and then what did not, to another container.
-                again = outcome == "raised" or chance.random() < EXTRA_REDELIVERY_RATE
+                again = raised or chance.random() < EXTRA_REDELIVERY_RATE
                 if not again or soak.deliveries[index] >= MAX_DELIVERIES:
-                    if outcome == "raised":
+                    if raised:
                         soak.ended_failed.add(index)
                     break
                 target = (target + 1 + chance.randrange(CONTAINERS - 1)) % CONTAINERS
