@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Final, Literal, TypedDict
 from urllib.parse import unquote_plus
 
@@ -229,21 +229,27 @@ class Batch(Record):
 
 
 class _Context(Record):
-    __slots__ = ("platform", "now", "activation_id", "depth")
+    __slots__ = ("platform", "now", "activation_id", "depth", "zone")
 
-    def __init__(self, platform: Platform, now: datetime, activation_id: str = "", depth: int = 0) -> None:
+    def __init__(
+        self, platform: Platform, now: datetime, activation_id: str = "", depth: int = 0, zone: tzinfo = UTC
+    ) -> None:
         self.platform: Final = platform
         self.now: Final = now
         self.activation_id: Final = activation_id
         self.depth: Final = depth
+        # DATAFLOW_TIMEZONE: a direct call's time without an offset is a wall time there.
+        self.zone: Final = zone
 
 
-def normalise(event: object, *, platform: Platform, now: datetime, activation_id: str = "") -> Batch:
+def normalise(
+    event: object, *, platform: Platform, now: datetime, activation_id: str = "", zone: tzinfo = UTC
+) -> Batch:
     """Turns any accepted envelope into triggers; malformed parts become BadEvent, never raise.
 
     `activation_id` is the NCP activation: the `{event_id}` of events that carry no id of their own.
     """
-    context = _Context(platform, now, activation_id)
+    context = _Context(platform, now, activation_id, zone=zone)
     if isinstance(event, dict) and isinstance(event.get("Records"), list) and event["Records"]:
         first = event["Records"][0]
         if isinstance(first, dict) and first.get("eventSource") == "aws:sqs":
@@ -278,7 +284,7 @@ def load_json(text: str, where: str) -> object:
 
 
 def _nested(context: _Context) -> _Context:
-    return _Context(context.platform, context.now, context.activation_id, context.depth + 1)
+    return _Context(context.platform, context.now, context.activation_id, context.depth + 1, context.zone)
 
 
 def _triggers(event: object, context: _Context) -> list[Trigger]:
@@ -398,20 +404,21 @@ def _size(obj: Mapping[str, Any], name: str, where: str) -> int | None:
     return size
 
 
-def parse_time(value: object, where: str) -> datetime:
+def parse_time(value: object, where: str, zone: tzinfo = UTC) -> datetime:
+    """An ISO 8601 time; one without an offset is a wall time in `zone`."""
     if not isinstance(value, str):
         raise EventError(f"{where} is {describe(value)}, expected an ISO 8601 time")
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError as exc:
         raise EventError(f"{where} is not an ISO 8601 time ({describe(value)})") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
 
 
-def _optional_time(obj: Mapping[str, Any], name: str, where: str, default: datetime) -> datetime:
+def _optional_time(obj: Mapping[str, Any], name: str, where: str, default: datetime, zone: tzinfo = UTC) -> datetime:
     if obj.get(name) in (None, ""):
         return default
-    return parse_time(obj[name], f"{where}.{name}")
+    return parse_time(obj[name], f"{where}.{name}", zone)
 
 
 def _minute(now: datetime) -> datetime:
@@ -499,7 +506,7 @@ def _schedule_input(event: Mapping[str, Any], context: _Context) -> ScheduleTrig
 
 
 def _direct(event: Mapping[str, Any], context: _Context) -> Trigger:
-    time = _optional_time(event, "time", "event", context.now)
+    time = _optional_time(event, "time", "event", context.now, context.zone)
     if "route" in event:
         route = _get(event, "route", str, "event")
         if not route:

@@ -6,9 +6,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Final, assert_never
+from typing import TYPE_CHECKING, Any, Final, assert_never
 
-from handler import coalescing
 from handler.clocks import Clocks
 from handler.dataflow.client import CreateAnswer, ExecutionRequest
 from handler.dataflow.reconcile import (
@@ -31,6 +30,9 @@ from handler.results import logged
 from handler.routes import Route
 from handler.settings import DedupCheck, Settings, Unverifiable
 from handler.wiring import Wiring
+
+if TYPE_CHECKING:
+    from handler import coalescing
 
 log = logging.getLogger(__name__)
 
@@ -172,20 +174,23 @@ class JobGate:
 
     @contextmanager
     def turn(self, job_id: str, kind: str, deadline: float | None) -> Iterator[None]:
-        self._enter(job_id, kind, deadline)
+        self.enter(job_id, kind, deadline)
         try:
             yield
         finally:
-            with self._changed:
-                current, active = self._turns[job_id]
-                if active == 1:
-                    del self._turns[job_id]
-                    self._pages.pop(job_id, None)
-                    self._changed.notify_all()
-                else:
-                    self._turns[job_id] = (current, active - 1)
+            self.leave(job_id)
 
-    def _enter(self, job_id: str, kind: str, deadline: float | None) -> None:
+    def leave(self, job_id: str) -> None:
+        with self._changed:
+            current, active = self._turns[job_id]
+            if active == 1:
+                del self._turns[job_id]
+                self._pages.pop(job_id, None)
+                self._changed.notify_all()
+            else:
+                self._turns[job_id] = (current, active - 1)
+
+    def enter(self, job_id: str, kind: str, deadline: float | None) -> None:
         with self._changed:
             while (held := self._turns.get(job_id)) is not None and held[0] != kind:
                 left = None if deadline is None else deadline - self.clocks.monotonic()
@@ -247,15 +252,19 @@ class Readings:
     def started(
         self, job_id: str, execution_id: str | None, sent: Mapping[str, str], answer: Mapping[str, Any]
     ) -> None:
-        """A run this container started: the create answer's echo, and what later listings must show."""
+        """A run this container started: the create answer's echo, and what later listings must show.
+
+        Each is learned once per job; a warm call whose job's readings are known does nothing here.
+        """
         if not sent:
             return  # nothing sent, nothing to compare
-        if execution_id:
+        if execution_id and (job_id, "list") not in self._learned:
             with self._lock:
                 self._sent[execution_id] = (job_id, sent)
                 while len(self._sent) > READING_SAMPLES:
                     self._sent.popitem(last=False)
-        self._learn(job_id, "create", reading_of(sent, answer.get("parsedParameters")))
+        if (job_id, "create") not in self._learned:
+            self._learn(job_id, "create", reading_of(sent, answer.get("parsedParameters")))
 
     def listed(self, job_id: str, items: Sequence[Mapping[str, Any]]) -> None:
         """Learns the list's reading from a run this container started and can compare."""
@@ -365,6 +374,11 @@ class ExactlyOnce:
             case _:
                 assert_never(lookup)
 
+    def existing(self, step: PlannedExecution, call: Call) -> Lookup:
+        """Read-only: whether the service already has this execution's run (what a duplicate check would see)."""
+        self._trail.lookups, self._trail.slot = [], None
+        return self._lookup(step, call).lookup
+
     def _unverifiable(self, step: PlannedExecution, call: Call, lookup: Unknown) -> Failed | None:
         """What DATAFLOW_DEDUP_UNVERIFIABLE says when the check cannot prove the run absent: None to submit."""
         if not self._refuses(step.job.job_id, step.route, call, lookup.reason):
@@ -391,6 +405,8 @@ class ExactlyOnce:
 
     def expand(self, plan: CoalescedPlan, call: Call) -> list[PlannedExecution | Skipped | Failed]:
         """A coalescing route's objects: each one a run already covers skipped, the others in groups."""
+        from handler import coalescing  # imported here: only coalescing routes need it at all
+
         known = {member.file_key: self.memory.submitted(member.file_key) for member in plan.members}
         runs = {file_key: run for file_key, (seen, run) in known.items() if seen}
         decided: list[PlannedExecution | Skipped | Failed] = list(coalescing.remembered(plan, runs))
@@ -402,6 +418,8 @@ class ExactlyOnce:
 
     def _uncovered(self, plan: CoalescedPlan, call: Call) -> tuple[list[Member], list[Skipped | Failed]]:
         """The objects no run covers yet, and what was decided of the others."""
+        from handler import coalescing
+
         try:
             cover = self._coverage(plan, call)
         except RequestError as exc:
@@ -423,6 +441,8 @@ class ExactlyOnce:
 
     def _coverage(self, plan: CoalescedPlan, call: Call) -> "coalescing.Coverage":
         """Which of the plan's objects existing runs cover: one listing for them all, in the job's lookup turn."""
+        from handler import coalescing
+
         job_id = plan.route.job.job_id
         oldest = call.now - call.settings.dedup_window
         since = max(min(*(member.time for member in plan.members), call.now), oldest) - CLOCK_TOLERANCE
@@ -460,20 +480,26 @@ class ExactlyOnce:
 
     def _create(self, step: PlannedExecution, call: Call) -> CreateAnswer:
         """The create call, inside this job's create turn: its run is remembered before any lookup may see it."""
-        request = ExecutionRequest(step.job, step.parameters)
-        with self.gate.turn(step.job.job_id, "create", call.deadline):
-            try:
-                submitter = self.wiring.submitter(call.settings)
-                answer = submitter.create_execution(request, deadline=call.deadline, headers=call.headers)
-            except RequestError as exc:
-                if exc.ambiguous:
-                    self.memory.mark_ambiguous(step.dedup_key)
-                raise
-            finally:
-                self._release()
+        request, job_id = ExecutionRequest(step.job, step.parameters), step.job.job_id
+        # With the check off and no guard, no lookup of this container can run: a create needs no turn.
+        turns = call.dedup_check != "off" or step.max_running is not None
+        if turns:
+            self.gate.enter(job_id, "create", call.deadline)
+        try:
+            answer = self.wiring.submitter(call.settings).create_execution(
+                request, deadline=call.deadline, headers=call.headers
+            )
             if not answer.dry_run and not answer.body_lost:
                 self._remember(step, answer.execution_id)
-                self.readings.started(step.job.job_id, answer.execution_id, step.parameters, answer.execution)
+                self.readings.started(job_id, answer.execution_id, step.parameters, answer.execution)
+        except RequestError as exc:
+            if exc.ambiguous:
+                self.memory.mark_ambiguous(step.dedup_key)
+            raise
+        finally:
+            self._release()
+            if turns:
+                self.gate.leave(job_id)
         return answer
 
     def _remember(self, step: PlannedExecution, execution_id: str | None) -> None:
@@ -528,6 +554,7 @@ class ExactlyOnce:
             details,
             tuple(member.key for member in step.members),
             step.closed,
+            _would_send(step) if answer.dry_run else None,
         )
 
     def _lookup(self, step: PlannedExecution, call: Call, *, admit: bool = False) -> "Looked":
@@ -557,7 +584,7 @@ class ExactlyOnce:
             if admit and step.max_running is not None:
                 admitted, running = self.guard.admit(job_id, running, step.max_running)
                 self._trail.slot = job_id if admitted else None
-        self._trail.lookups.append(_describe(lookup))
+        self._trail.lookups.append(describe(lookup))
         return Looked(lookup, running, admitted)
 
     def _pages(self, job_id: str, call: Call, statuses: dict[str, str]) -> ListPage:
@@ -623,6 +650,12 @@ def lookup_since(step: PlannedExecution, call: Call) -> datetime:
     return max(start, oldest) - CLOCK_TOLERANCE
 
 
+def _would_send(step: PlannedExecution) -> dict[str, Any]:
+    """What a dry run would have sent for this execution."""
+    request = ExecutionRequest(step.job, step.parameters).body()
+    return {"query": step.job.query(), **request}
+
+
 def _answer(found: Found, attempts: int) -> CreateAnswer:
     execution_id, status = found.candidates[0]
     return CreateAnswer({"jobExecutionId": execution_id, "status": status}, attempts)
@@ -644,7 +677,7 @@ def _failed(
     return Failed(step.route, job_id, code, message, retryable, step.source, step.messages, key, status, details)
 
 
-def _describe(lookup: Lookup) -> str:
+def describe(lookup: Lookup) -> str:
     match lookup:
         case Found():
             return f"found {lookup.candidates[0][0]}"

@@ -72,7 +72,10 @@ def check_object(
         problems.add(where, f"must be a JSON object, got {describe(value)}")
         return None
     for name in sorted(set(value) - allowed):
-        problems.add(f"{where}.{name}", f"unknown {kind}field (allowed: {', '.join(sorted(allowed))})")
+        from handler.hints import did_you_mean  # the error path only
+
+        hint = did_you_mean(str(name), allowed)
+        problems.add(f"{where}.{name}", f"unknown {kind}field{hint} (allowed: {', '.join(sorted(allowed))})")
     return value
 
 

@@ -48,7 +48,7 @@ class Launcher:
             datetime.fromtimestamp(self.clocks.wall(), UTC),
             caller_headers if settings.caller_header else None,
         )
-        batch = normalise(event, platform=platform, now=call.now, activation_id=activation_id)
+        batch = normalise(event, platform=platform, now=call.now, activation_id=activation_id, zone=settings.zone)
         steps = plan(batch, settings.routes, settings.zone, lambda: self._expired(call))
         outcomes = self._execute(steps, call)
         if len(outcomes) != 1 or not isinstance(outcomes[0], Submitted):

@@ -21,6 +21,7 @@ class Submitted(Record):
         "details",
         "objects",
         "closed",
+        "request",
     )
 
     def __init__(
@@ -35,6 +36,7 @@ class Submitted(Record):
         details: Mapping[str, Any] | None = None,
         objects: tuple[str, ...] = (),
         closed: str | None = None,
+        request: Mapping[str, Any] | None = None,
     ) -> None:
         self.route: Final = route
         self.job_id: Final = job_id
@@ -49,6 +51,8 @@ class Submitted(Record):
         # A coalesced run: the keys of the objects it names, and why its group closed (size, bytes, end of batch).
         self.objects: Final = objects
         self.closed: Final = closed
+        # A dry run's would-be request (parameters, query, jobCondition): what it would have sent.
+        self.request: Final = request
 
 
 class Skipped(Record):

@@ -22,10 +22,13 @@ from handler.events import (
 from handler.jobs import JobSpec
 from handler.outcomes import Failed, Skipped
 from handler.records import Record
-from handler.routes import MATCH_BUDGET_S, PatternTimeoutError, Route
+from handler.routes import MATCH_BUDGET_S, Miss, PatternTimeoutError, Route
 from handler.templates import TemplateError
 
 log = logging.getLogger(__name__)
+
+# Routes whose missed filter a no-route skip's log record names.
+MISSES_LOGGED = 20
 
 
 class PlannedExecution(Record):
@@ -130,7 +133,7 @@ def plan(batch: Batch, routes: Sequence[Route], zone: tzinfo, expired: Callable[
             source = trigger.source()
             if delivery.message_id is not None:
                 source["messageId"] = delivery.message_id
-            for fired in _steps(trigger, routes, zone, expired, source, messages):
+            for fired in _steps(trigger, routes, zone, expired, Origin(source, messages)):
                 if not isinstance(fired, Member):
                     placed.append(fired)
                     continue
@@ -144,14 +147,20 @@ def plan(batch: Batch, routes: Sequence[Route], zone: tzinfo, expired: Callable[
     ]
 
 
+class Origin(Record):
+    """Where a trigger came from: its source description and the deliveries (SQS messages) it stands for."""
+
+    __slots__ = ("source", "messages")
+
+    def __init__(self, source: EventSource | None = None, messages: tuple[str, ...] = ()) -> None:
+        self.source: Final[EventSource] = source or {}
+        self.messages: Final = messages
+
+
 def _steps(
-    trigger: Trigger,
-    routes: Sequence[Route],
-    zone: tzinfo,
-    expired: Callable[[], bool],
-    source: EventSource,
-    messages: tuple[str, ...],
+    trigger: Trigger, routes: Sequence[Route], zone: tzinfo, expired: Callable[[], bool], origin: Origin
 ) -> list[Fired]:
+    source, messages = origin.source, origin.messages
     match trigger:
         case BadEvent():
             return [Failed(None, None, "bad-event", trigger.reason, False, source, messages)]
@@ -161,101 +170,99 @@ def _steps(
             if expired():
                 why = "the invocation's time ran out before this event was routed"
                 return [Failed(None, None, "timeout", why, True, source, messages)]
-            return [_placed(step, source, messages) for step in fire(trigger, routes, zone)]
+            return fire(trigger, routes, zone, origin)
         case _:
             assert_never(trigger)
 
 
-def _placed(step: Fired, source: EventSource, messages: tuple[str, ...]) -> Fired:
-    """The step with the event's source and deliveries, which `fire` leaves for its caller."""
-    match step:
-        case PlannedExecution():
-            return PlannedExecution(
-                step.route,
-                step.job,
-                step.parameters,
-                step.dedup_key,
-                step.time,
-                step.dedup_parameter,
-                source,
-                messages,
-                step.max_running,
-            )
-        case Member():
-            return Member(step.route, step.bucket, step.key, step.time, step.file_key, source, messages)
-        case Skipped():
-            return Skipped(step.route, step.reason, source, messages)
-        case Failed():
-            return Failed(step.route, step.job_id, step.code, step.message, step.retryable, source, messages)
-        case _:
-            assert_never(step)
-
-
-def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Fired]:
+def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo, origin: Origin | None = None) -> list[Fired]:
     """Every route the trigger fires, or exactly one skip (or failure) saying why none fired."""
+    origin = origin or Origin()
+    source, messages = origin.source, origin.messages
     match trigger:
         case ObjectTrigger():
-            return _fire_object(trigger, routes, zone)
+            return _fire_object(trigger, routes, zone, origin)
         case ScheduleTrigger():
             fired: list[Fired] = [
-                _planned(route, trigger, {}, zone) for route in routes if route.match.accepts_schedule(trigger)
+                planned(route, trigger, {}, zone, origin) for route in routes if route.match.accepts_schedule(trigger)
             ]
             if not fired:
                 _warn_unrouted_schedule(trigger, routes)
-            return fired or [Skipped(None, "no-route", {})]
+            return fired or [Skipped(None, "no-route", source, messages)]
         case RouteInvocation():
             for route in routes:
                 if route.name == trigger.route:
-                    return [_planned(route, trigger, {}, zone)]
+                    return [planned(route, trigger, {}, zone, origin)]
             known = ", ".join(route.name for route in routes[:20])
             message = f"no route is named {trigger.route!r} (routes: {known})"
-            return [Failed(trigger.route, None, "unknown-route", message, False, {})]
+            return [Failed(trigger.route, None, "unknown-route", message, False, source, messages)]
         case JobInvocation():
             parameters = dict(trigger.parameters)
             key = dedup_key(None, trigger.job, parameters, trigger.identity())
-            return [PlannedExecution(None, trigger.job, parameters, key, trigger.time)]
+            return [PlannedExecution(None, trigger.job, parameters, key, trigger.time, None, source, messages)]
         case _:
             assert_never(trigger)
 
 
-def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo) -> list[Fired]:
+def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, origin: Origin) -> list[Fired]:
+    source, messages = origin.source, origin.messages
     if trigger.key.endswith("/") and not trigger.size:
-        return [Skipped(None, "folder-marker", {})]
+        return [Skipped(None, "folder-marker", source, messages)]
     fired: list[Fired] = []
     for route in routes:
         try:
             groups = route.match.object_groups(trigger)
         except PatternTimeoutError:
             message = f"match.pattern ran past {MATCH_BUDGET_S:g} s of CPU on this key; rewrite it without nesting"
-            fired.append(Failed(route.name, None, "pattern-timeout", message, False, {}))
+            fired.append(Failed(route.name, None, "pattern-timeout", message, False, source, messages))
             continue
         if groups is not None and route.coalesce is not None:
             file_key = dedup_key(route.name, route.job, {}, trigger.identity())
-            fired.append(Member(route, trigger.bucket, trigger.key, trigger.time, file_key))
+            fired.append(Member(route, trigger.bucket, trigger.key, trigger.time, file_key, source, messages))
         elif groups is not None:
-            fired.append(_planned(route, trigger, groups, zone))
+            fired.append(planned(route, trigger, groups, zone, origin))
     if fired:
         return fired
     if not trigger.event_name.lower().startswith("objectcreated"):
-        return [Skipped(None, "event-type", {})]
-    return [Skipped(None, "no-route", {})]
+        return [Skipped(None, "event-type", source, messages)]
+    return [Skipped(None, "no-route", source, messages, details={"misses": _misses(trigger, routes)})]
 
 
-def _planned(
-    route: Route, trigger: RoutableTrigger, groups: Mapping[str, str], zone: tzinfo
+def _misses(trigger: ObjectTrigger, routes: Sequence[Route]) -> list[dict[str, str]]:
+    """Which filter of each route the object failed, with what it wanted and saw: the log says why no-route."""
+    out = []
+    for route in routes[:MISSES_LOGGED]:
+        tested = route.match.test_object(trigger)
+        if isinstance(tested, Miss):
+            out.append({"route": route.name, "filter": tested.filter, "wanted": tested.wanted, "seen": tested.seen})
+    return out
+
+
+def planned(
+    route: Route, trigger: RoutableTrigger, groups: Mapping[str, str], zone: tzinfo, origin: Origin | None = None
 ) -> PlannedExecution | Failed:
+    origin = origin or Origin()
     values = {**trigger.values(), "route": route.name}
     parameters: dict[str, str] = {}
     for name, template in route.parameters:
         try:
             parameters[name] = template.render(values, groups, trigger.time, zone)
         except TemplateError as exc:
-            return Failed(route.name, None, "bad-event", f"parameters.{name}: {exc}", False, {})
+            message = f"parameters.{name}: {exc}"
+            return Failed(route.name, None, "bad-event", message, False, origin.source, origin.messages)
     key = dedup_key(route.name, route.job, parameters, trigger.identity())
     if route.dedup_parameter is not None:
         parameters[route.dedup_parameter] = key
     return PlannedExecution(
-        route.name, route.job, parameters, key, trigger.time, route.dedup_parameter, max_running=route.max_running
+        route.name,
+        route.job,
+        parameters,
+        key,
+        trigger.time,
+        route.dedup_parameter,
+        origin.source,
+        origin.messages,
+        route.max_running,
     )
 
 

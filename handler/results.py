@@ -27,6 +27,7 @@ class SubmittedEntry(TypedDict):
     objects: NotRequired[int]
     closed: NotRequired[str | None]
     keys: NotRequired[list[str]]
+    request: NotRequired[dict[str, Any]]
 
 
 @final
@@ -94,6 +95,8 @@ def submitted_entry(outcome: Submitted) -> SubmittedEntry:
         entry["closed"] = outcome.closed
         if len(outcome.objects) <= KEYS_IN_RESULT:
             entry["keys"] = list(outcome.objects)
+    if outcome.request is not None:
+        entry["request"] = dict(outcome.request)
     return entry
 
 
@@ -125,7 +128,8 @@ def logged(outcome: Outcome, extra: Mapping[str, Any] | None = None) -> Outcome:
     match outcome:
         case Submitted():
             every = {"keys": list(outcome.objects)} if outcome.objects else {}
-            log.info("submitted", extra={**_flat(submitted_entry(outcome)), **every, **more})
+            said = "dry run: not sent" if outcome.request is not None else "submitted"
+            log.info(said, extra={**_flat(submitted_entry(outcome)), **every, **more})
         case Skipped():
             log.info("skipped", extra={**_flat(skipped_entry(outcome)), **more})
         case Failed():
@@ -155,13 +159,13 @@ def report(outcomes: Sequence[Outcome], *, from_sqs: bool, dry_run: bool) -> Rep
             case _:
                 assert_never(outcome)
     result: Result = {"submitted": submitted, "skipped": skipped, "failed": failed, "dryRun": dry_run}
-    omitted = {
-        name: _cap(entries) for name, entries in (("submitted", submitted), ("skipped", skipped), ("failed", failed))
-    }
     if from_sqs:
         result["batchItemFailures"] = [{"itemIdentifier": message} for message in failed_messages]
-    if any(omitted.values()):
-        result["omitted"] = {name: count for name, count in omitted.items() if count}
+    if len(outcomes) > MAX_RESULT_ENTRIES:
+        lists: tuple[tuple[str, list[Any]], ...] = (("submitted", submitted), ("skipped", skipped), ("failed", failed))
+        omitted = {name: _cap(entries) for name, entries in lists}
+        if any(omitted.values()):
+            result["omitted"] = {name: count for name, count in omitted.items() if count}
     return Report(result, outcomes, keep)
 
 

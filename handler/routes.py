@@ -2,10 +2,10 @@
 
 import fnmatch
 import re
-import signal
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import UTC, tzinfo
 from typing import Any, Final, Literal
 
 from handler.errors import HandlerError, Problems
@@ -19,6 +19,7 @@ from handler.templates import (
     SCHEDULE_FIELDS,
     Template,
     TemplateError,
+    Time,
     parse_template,
 )
 
@@ -48,9 +49,10 @@ OBJECT_FILTERS = ("bucket", "prefix", "suffix", "pattern", "events")
 # A pattern with a quantified group that is itself quantified can backtrack exponentially.
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}|](?:[^()\\]|\\.)*\)[+*{]")
 
+# A cron, rate or at expression where a schedule's name is expected.
+_EXPRESSION = re.compile(r"\s*(cron|rate|at)\s*\(", re.IGNORECASE)
 # CPU seconds a pattern may take on one key; a sane one takes microseconds on the longest (1024 bytes).
 MATCH_BUDGET_S = 0.05
-_CAN_INTERRUPT = hasattr(signal, "setitimer") and hasattr(signal, "SIGVTALRM")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -109,9 +111,15 @@ class Match(Record):
         return any(fnmatch.fnmatchcase(name, wanted.lower()) for wanted in self.events)
 
     def accepts_schedule(self, trigger: ScheduleTrigger) -> bool:
+        return self.test_schedule(trigger) is None
+
+    def test_schedule(self, trigger: ScheduleTrigger) -> "Miss | None":
+        """None when the schedule fires this route, else the filter that failed."""
         if self.source not in (None, "schedule"):
-            return False
-        return self.schedule is None or self.schedule == trigger.schedule
+            return Miss("source", self.source or "", "schedule")
+        if self.schedule is not None and self.schedule != trigger.schedule:
+            return Miss("schedule", self.schedule, trigger.schedule)
+        return None
 
 
 class Miss(Record):
@@ -136,7 +144,10 @@ def search_bounded(pattern: re.Pattern[str], text: str, budget: float = MATCH_BU
     (CPU time, SIGVTALRM: no platform runtime or test tool uses it) interrupts it. Signals reach only
     the main thread, where both platforms run the handler; elsewhere the search runs unbounded.
     """
-    if not _CAN_INTERRUPT or threading.current_thread() is not threading.main_thread():
+    # Imported here: the signal module builds its enums at import, a cost routes without a pattern skip.
+    import signal
+
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         return pattern.search(text)
     previous = signal.signal(signal.SIGVTALRM, _stop_search)
     signal.setitimer(signal.ITIMER_VIRTUAL, budget)
@@ -276,6 +287,7 @@ def _check_match(value: object, where: str, problems: Problems) -> Match | None:
     if source is not None and source not in SOURCES:
         problems.add(f"{where}.source", f"must be one of object, schedule, direct, got {describe(source)}")
     texts = {name: _optional_text(raw, name, where, problems) for name in ("bucket", "prefix", "suffix", "schedule")}
+    _check_never_matches(texts, where, problems)
     pattern = None
     pattern_text = _optional_text(raw, "pattern", where, problems)
     if pattern_text is not None:
@@ -302,6 +314,20 @@ def _check_match(value: object, where: str, problems: Problems) -> Match | None:
     if len(problems.items) != before:
         return None
     return Match(source, texts["bucket"], texts["prefix"], texts["suffix"], pattern, events, texts["schedule"])
+
+
+def _check_never_matches(texts: Mapping[str, str | None], where: str, problems: Problems) -> None:
+    """Filters no event can ever pass: errors, because the pipeline would go quiet in silence."""
+    bucket, schedule = texts["bucket"], texts["schedule"]
+    if bucket is not None and ("://" in bucket or "/" in bucket):
+        name = bucket.split("://", 1)[-1].split("/", 1)[0]
+        problems.add(f"{where}.bucket", f"is a bucket's name, not a URL or a path (did you mean {name!r}?)")
+    if schedule is not None and (_EXPRESSION.match(schedule) or " " in schedule.strip()):
+        problems.add(
+            f"{where}.schedule",
+            f"{schedule!r} looks like a schedule expression; match.schedule is the schedule's name (the EventBridge "
+            "rule or Scheduler name, the Input's schedule field, or the NCP trigger's schedule parameter)",
+        )
 
 
 def check_route(value: object, where: str, problems: Problems) -> Route | None:
@@ -377,9 +403,20 @@ def check_dedup_parameter(
     return name
 
 
-def route_warnings(route: Route) -> list[str]:
+def route_warnings(route: Route, zone: tzinfo = UTC) -> list[str]:
     """What `validate` points out about a valid route: risks the configuration cannot rule out."""
     warnings = []
+    if route.match.prefix is not None and route.match.prefix.startswith("/"):
+        warnings.append(
+            "match.prefix starts with '/': object keys seldom do (s3://bucket/a/b.csv has the key a/b.csv), "
+            "so this route may never match"
+        )
+    renders_time = any(_renders_time(template) for _, template in route.parameters)
+    if route.match.source == "schedule" and renders_time and zone is UTC:
+        warnings.append(
+            "a schedule route renders {time...} in UTC (DATAFLOW_TIMEZONE): if its schedule fires in another zone, "
+            "a run at 01:00 local time renders the day before; set DATAFLOW_TIMEZONE to the schedule's zone"
+        )
     if route.match.pattern is not None and _NESTED_QUANTIFIER.search(route.match.pattern.pattern):
         warnings.append(
             "match.pattern has a quantified group inside a quantifier or an alternation under one; on keys of "
@@ -387,6 +424,10 @@ def route_warnings(route: Route) -> list[str]:
             "of CPU and the event fails for this route (pattern-timeout)"
         )
     return warnings
+
+
+def _renders_time(template: Template) -> bool:
+    return any(isinstance(part, Time) for part in template.parts)
 
 
 def check_routes(raw: object, where: str, problems: Problems) -> tuple[Route, ...]:

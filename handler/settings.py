@@ -138,7 +138,9 @@ def _json(config: Mapping[str, str], name: str, problems: Problems) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        problems.add(name, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        from handler.hints import json_problem  # the error path only
+
+        problems.add(name, f"is not valid JSON ({json_problem(text, exc)})")
         return None
 
 
@@ -161,10 +163,9 @@ def _routes_json(config: Mapping[str, str], problems: Problems) -> object:
     try:
         return json.loads(content)
     except json.JSONDecodeError as exc:
-        problems.add(
-            "DATAFLOW_ROUTES",
-            f"routes file {path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
-        )
+        from handler.hints import json_problem
+
+        problems.add("DATAFLOW_ROUTES", f"routes file {path} is not valid JSON ({json_problem(content, exc)})")
         return None
 
 
@@ -238,8 +239,14 @@ def _zone(config: Mapping[str, str], problems: Problems) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        from zoneinfo import available_timezones
+
+        from handler.hints import did_you_mean
+
+        hint = did_you_mean(name, available_timezones())
         problems.add(
-            "DATAFLOW_TIMEZONE", f"is not UTC, a ±HH:MM offset or a time zone this platform knows, got {describe(name)}"
+            "DATAFLOW_TIMEZONE",
+            f"is not UTC, a ±HH:MM offset or a time zone this platform knows, got {describe(name)}{hint}",
         )
         return UTC
 

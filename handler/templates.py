@@ -20,6 +20,8 @@ ALL_FIELDS = OBJECT_FIELDS | SCHEDULE_FIELDS | COMMON_FIELDS | GROUP_FIELDS
 _TIME = re.compile(r"time(?:(?P<sign>[+-])(?P<amount>\d{1,6})(?P<unit>[dhm]))?(?::(?P<format>.*))?", re.S)
 _MATCH = re.compile(r"match\.(?P<group>[A-Za-z_][A-Za-z0-9_]*)")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+# An offset written where the strftime format ends ({time:%Y-%m-%d-1d}): almost surely meant before it.
+_LATE_OFFSET = re.compile(r"[+-]\d{1,6}[dhm]$")
 
 
 class TemplateError(HandlerError):
@@ -111,8 +113,18 @@ def _placeholder(body: str) -> Part:
         fmt = time["format"]
         if fmt is not None and not fmt:
             raise TemplateError("{time:} needs a format after ':'")
+        late = _LATE_OFFSET.search(fmt or "")
+        if late and not time["sign"]:
+            meant = f"{{time{late[0]}:{fmt[: late.start()]}}}" if fmt else ""
+            raise TemplateError(
+                f"{{{body}}}: an offset after the format renders as literal text; did you mean {meant}? "
+                "(text meant literally goes outside the braces)"
+            )
         return Time(offset, fmt)
-    raise TemplateError(f"unknown placeholder {{{body}}}")
+    from handler.hints import did_you_mean  # the error path only
+
+    hint = did_you_mean(body, [*ALL_FIELDS, "time"])
+    raise TemplateError(f"unknown placeholder {{{body}}}{hint}")
 
 
 def parse_template(text: str) -> Template:

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from handler.clocks import Clocks
 from handler.dataflow.client import CreateAnswer, DataflowClient, ExecutionRequest, describe_prepared
-from handler.dataflow.pacing import RateLimit
 from handler.dataflow.retry import RetryPolicy
 from handler.dataflow.signing import NcpSignatureV2
 from handler.settings import Settings
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
+
+    from handler.dataflow.pacing import RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,12 @@ class Wiring:
                 self._auth = (settings, NcpSignatureV2(settings.credentials, self.clocks.wall))
             return self._auth[1]
 
-    def pace(self, settings: Settings) -> RateLimit | None:
+    def pace(self, settings: Settings) -> "RateLimit | None":
         """The container's one rate limit at DATAFLOW_RATE_LIMIT: every thread and invocation shares it."""
         if settings.rate_limit is None:
             return None
+        from handler.dataflow.pacing import RateLimit  # imported here: only a container with a limit needs it
+
         with self._lock:
             if self._pace is None or self._pace[0] != settings.rate_limit:
                 self._pace = (settings.rate_limit, RateLimit(settings.rate_limit, self.clocks))

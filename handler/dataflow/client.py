@@ -8,7 +8,7 @@ import ssl
 import time
 from collections.abc import Iterator, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
 
 import requests
@@ -18,13 +18,15 @@ from requests.utils import get_environ_proxies
 from urllib3.exceptions import NameResolutionError
 
 from handler.clocks import Clocks
-from handler.dataflow.pacing import RateLimit
 from handler.dataflow.retry import RetryPolicy
 from handler.dataflow.signing import Credentials, NcpSignatureV2, masked
 from handler.dataflow.transport import WATCHDOG, AttemptWatch, WatchedAdapter
 from handler.errors import RequestError
 from handler.jobs import JobSpec
 from handler.records import Record
+
+if TYPE_CHECKING:
+    from handler.dataflow.pacing import RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +184,7 @@ class DataflowClient:
         policy: RetryPolicy | None = None,
         clocks: Clocks | None = None,
         auth: NcpSignatureV2 | None = None,
-        pace: RateLimit | None = None,
+        pace: "RateLimit | None" = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.https = self.endpoint.startswith("https:")
@@ -274,6 +276,12 @@ class DataflowClient:
                 attempts=attempts,
             )
         return listing
+
+    def probe(self, job_id: str, limit: int) -> tuple[Answer, float | None]:
+        """One list request as it is, no retry and no verdict, with the gateway's clock offset (for `doctor`)."""
+        query = {"page": "0", "limit": str(limit)}
+        answer = self._attempt(self.prepare("GET", _executions_path(job_id), query), None)
+        return answer, self._gateway_offset(answer)
 
     def _remaining(self, deadline: float | None) -> float | None:
         return None if deadline is None else deadline - self.clocks.monotonic()

@@ -1,0 +1,23 @@
+"""The command line: one parser, a module per group of commands."""
+
+import argparse
+import sys
+
+from handler.cli import basics, explain
+from handler.cli.common import CommandError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m handler",
+        description="Invoke, explain, backfill and check the Data Flow launcher from a checkout or a shell.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    basics.add_commands(commands)
+    explain.add_commands(commands)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,172 @@
+"""The first commands: invoke an event file, validate the configuration, sign a request, run the emulator."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from handler.cli.common import CHECKOUT, configuration, emit, read_json
+from handler.dataflow.signing import Credentials, masked, signed_headers, string_to_sign
+from handler.errors import ConfigError, InvocationFailedError
+from handler.exactly_once import delivery_guarantee
+from handler.results import Report, Result
+from handler.routes import route_warnings
+from handler.settings import parse_settings
+
+
+def invoke(args: argparse.Namespace) -> int:
+    event = read_json(args.event)
+    from handler import app, ncp
+
+    run: Callable[[], Mapping[str, Any]]
+    if args.platform == "ncp" and isinstance(event, dict):
+        # As the Cloud Functions runtime does: settings in the event file are parameters that
+        # override the environment, and are removed from the event.
+        arguments = {**event, **({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})}
+        os.environ.setdefault("__OW_ACTIVATION_ID", f"cli-{int(time.time())}")
+        logger = ncp.logger
+        run = lambda: ncp.main(arguments)  # noqa: E731 - one call, chosen here
+    else:
+        config = configuration() | ({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})
+        logger = app.logger
+        run = lambda: _kept(app.launcher.invoke(event, config, platform=args.platform))  # noqa: E731
+    # The adapter's structured logging, sent to stderr so stdout carries only the result.
+    for log_handler in logger.handlers:
+        if isinstance(log_handler, logging.StreamHandler):
+            log_handler.setStream(sys.stderr)
+    try:
+        emit(run())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except InvocationFailedError as exc:
+        emit(exc.result)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _kept(report: Report) -> Result:
+    """The adapters' policy, so the command line fails where the platform would keep the event."""
+    if report.keep:
+        raise InvocationFailedError(report.result)
+    return report.result
+
+
+def validate(args: argparse.Namespace) -> int:
+    try:
+        settings = parse_settings(configuration())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    routes = [
+        {
+            "name": route.name,
+            "source": route.match.source or "object/schedule",
+            "jobId": route.job.job_id,
+            "warnings": route_warnings(route, settings.zone),
+            "guarantee": delivery_guarantee(route, settings.dedup_check, settings.dedup_unverifiable),
+        }
+        for route in settings.routes
+    ]
+    summary = {"valid": True, "endpoint": settings.endpoint, "dryRun": settings.dry_run}
+    checks = {"dedupCheck": settings.dedup_check, "dedupUnverifiable": settings.dedup_unverifiable}
+    emit(summary | checks | {"routes": routes})
+    return 0
+
+
+def sign(args: argparse.Namespace) -> int:
+    access = os.environ.get("NCLOUD_ACCESS_KEY", "")
+    secret = os.environ.get("NCLOUD_SECRET_KEY", "")
+    if not access or not secret:
+        print("set NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY to sign", file=sys.stderr)
+        return 2
+    if args.timestamp is not None and not (args.timestamp.isascii() and args.timestamp.isdigit()):
+        print(f"--timestamp must be epoch milliseconds (digits only), got {args.timestamp!r}", file=sys.stderr)
+        return 2
+    if not args.path.startswith("/") or "://" in args.path:
+        print(
+            f"give the path and query exactly as sent, starting with '/' (e.g. /api/v1/jobs/ID/executions), "
+            f"not {args.path!r}: the scheme and host are not signed",
+            file=sys.stderr,
+        )
+        return 2
+    timestamp = args.timestamp or str(int(time.time() * 1000))
+    headers = signed_headers(Credentials(access, secret), args.method, args.path, timestamp)
+    emit(
+        {
+            "stringToSign": string_to_sign(args.method, args.path, timestamp, access),
+            "headers": headers if args.show_signature else masked(headers),
+        }
+    )
+    return 0
+
+
+def emulate(args: argparse.Namespace) -> int:
+    if not (CHECKOUT / "emulator" / "server.py").exists():
+        print("the emulator ships with the source checkout, not with the deployed package", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(CHECKOUT))
+    from emulator.server import Emulator, Received
+
+    def show(request: Received) -> None:
+        line = {"method": request.method, "path": request.path, "status": request.status, "verdict": request.verdict}
+        if request.expected_string_to_sign is not None:
+            line["expectedStringToSign"] = request.expected_string_to_sign
+        print(json.dumps(line | {"body": request.json}), flush=True)
+
+    try:
+        api = Emulator({args.access_key: args.secret_key}, host=args.host, port=args.port, on_request=show)
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port", file=sys.stderr)
+        return 2
+    print(
+        f"Data Flow emulator on {api.url}; it accepts access key {args.access_key} with secret key "
+        f"{args.secret_key} (export them as NCLOUD_ACCESS_KEY / NCLOUD_SECRET_KEY, and DATAFLOW_ENDPOINT={api.url}). "
+        "Ctrl-C stops it.",
+        flush=True,
+    )
+    try:
+        api.start()
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.stop()
+    return 0
+
+
+def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    run = commands.add_parser("invoke", help="run the handler on an event file with the environment's configuration")
+    run.add_argument("event", help="a JSON event file, e.g. events/s3-put.json")
+    run.add_argument("--dry-run", action="store_true", help="build, sign and log requests; send nothing")
+    run.add_argument("--platform", choices=("aws", "ncp"), default="aws", help="which platform's event rules apply")
+    run.set_defaults(func=invoke)
+
+    check = commands.add_parser("validate", help="validate the environment's configuration and list the routes")
+    check.set_defaults(func=validate)
+
+    signer = commands.add_parser("sign", help="sign a request with NCLOUD_ACCESS_KEY/NCLOUD_SECRET_KEY")
+    signer.add_argument("method")
+    signer.add_argument("path", help="path and query exactly as sent, e.g. /api/v1/jobs/ID/executions")
+    signer.add_argument("--timestamp", help="epoch milliseconds (default: now)")
+    signer.add_argument("--show-signature", action="store_true", help="print the signature instead of masking it")
+    signer.set_defaults(func=sign)
+
+    emulator = commands.add_parser(
+        "emulate",
+        help="run the local Data Flow emulator (from a checkout)",
+        description="Runs the local Data Flow emulator. It accepts the access key DEMOACCESSKEY with the secret key "
+        "demo-secret-key unless --access-key and --secret-key say otherwise, and prints every request it "
+        "receives with its outcome (for a signature mismatch, the string it expected to be signed).",
+    )
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8930)
+    emulator.add_argument("--access-key", default="DEMOACCESSKEY")
+    emulator.add_argument("--secret-key", default="demo-secret-key")
+    emulator.set_defaults(func=emulate)

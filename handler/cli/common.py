@@ -1,0 +1,57 @@
+"""What the commands share: one-line errors, reading files and settings from where the command runs."""
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from handler.errors import ConfigError, HandlerError
+from handler.hints import json_problem
+from handler.settings import Settings, config_from, parse_settings
+
+CHECKOUT = Path(__file__).resolve().parent.parent.parent
+
+
+class CommandError(HandlerError):
+    """A command cannot go on (a missing or malformed file, a bad option): one line, exit status 2."""
+
+
+def emit(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def read_json(path: str, what: str = "event file") -> object:
+    """A JSON file; a missing or malformed one is a CommandError saying what and where, never a traceback."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"the {what} {path} is not UTF-8 text") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"the {what} {path} is not JSON: {json_problem(text, exc)}") from exc
+
+
+def configuration(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment's settings, a relative `@routes` file read from where the command runs."""
+    config = config_from(os.environ if environ is None else environ)
+    routes = config.get("DATAFLOW_ROUTES", "").strip()
+    if routes.startswith("@") and not Path(routes[1:]).is_absolute() and Path(routes[1:]).is_file():
+        config["DATAFLOW_ROUTES"] = "@" + str(Path(routes[1:]).resolve())
+    return config
+
+
+def settings(config: Mapping[str, str] | None = None) -> Settings:
+    """Validated settings; invalid ones are a CommandError listing every problem."""
+    try:
+        return parse_settings(configuration() if config is None else config)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from exc
