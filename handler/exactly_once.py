@@ -698,13 +698,35 @@ def _unresolved(exc: RequestError, reason: str) -> tuple[str, str]:
 
 def delivery_guarantee(route: Route, dedup_check: DedupCheck, unverifiable: Unverifiable) -> dict[str, str]:
     """What a redelivery of an event to `route` can do, for each way the service may echo runs."""
+    return {label: said for _, label, said in _guarantees(route, dedup_check, unverifiable)}
+
+
+def guarantee_in(route: Route, dedup_check: DedupCheck, unverifiable: Unverifiable, identifies: bool) -> str:
+    """The guarantee `route` gets where the service's answers do (or do not) identify its runs."""
+    for when, _, said in _guarantees(route, dedup_check, unverifiable):
+        if when is None or when == identifies:
+            return said
+    raise ValueError(route.name)  # every list of guarantees covers both cases
+
+
+def _guarantees(
+    route: Route, dedup_check: DedupCheck, unverifiable: Unverifiable
+) -> list[tuple[bool | None, str, str]]:
+    """(whether the answers identify runs, or None for either; the reading; what a redelivery can do)."""
     if dedup_check == "off":
-        return {"any reading": "never looked up: a lost answer fails as unknown-outcome, a redelivery may start twice"}
+        return [
+            (
+                None,
+                "any reading",
+                "never looked up: a lost answer fails as unknown-outcome, a redelivery may start twice",
+            )
+        ]
     if dedup_check == "ambiguous":
-        return {
-            "any reading": "a lost answer is looked up before any resend; a redelivery into another container "
-            "is not checked and may start twice"
-        }
+        said = (
+            "a lost answer is looked up before any resend; a redelivery into another container is not checked "
+            "and may start twice"
+        )
+        return [(None, "any reading", said)]
     cannot_tell = (
         "cannot identify runs: events whose check finds unidentifiable runs fail as unknown-outcome (kept); "
         "never a second run"
@@ -712,13 +734,19 @@ def delivery_guarantee(route: Route, dedup_check: DedupCheck, unverifiable: Unve
         else "cannot identify runs: the run is started anyway; a redelivery into another container may start twice"
     )
     if route.dedup_parameter is not None:
-        return {
-            f"{route.dedup_parameter} echoed": "exactly once: a redelivery is matched by its dedup key, and every "
-            "event (a key uploaded again too) gets its own run",
-            "parameters echoed without it, or nothing": cannot_tell,
-        }
-    return {
-        "parameters echoed (object or name/value)": "exactly once: a run with these parameters created since "
-        "the event covers it; an upload after that run started gets a run of its own",
-        "only some parameters echoed, or nothing": cannot_tell,
-    }
+        exact = (
+            "exactly once: a redelivery is matched by its dedup key, and every event (a key uploaded again too) "
+            "gets its own run"
+        )
+        return [
+            (True, f"{route.dedup_parameter} echoed", exact),
+            (False, "parameters echoed without it, or nothing", cannot_tell),
+        ]
+    covering = (
+        "exactly once: a run with these parameters created since the event covers it; an upload after that run "
+        "started gets a run of its own"
+    )
+    return [
+        (True, "parameters echoed (object or name/value)", covering),
+        (False, "only some parameters echoed, or nothing", cannot_tell),
+    ]

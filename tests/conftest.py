@@ -80,6 +80,20 @@ def kept_result(launcher: Launcher, config: Mapping[str, str], event: Any, **opt
     return dict(report.result)
 
 
+def cli(*args: str, env: Mapping[str, str], cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m handler ARGS` in a fresh process, with only `env`'s DATAFLOW_/NCLOUD_ settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NCLOUD_", "DATAFLOW_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "handler", *args],
+        cwd=cwd,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def load_event(name: str) -> Any:
     return json.loads((EVENTS / name).read_text(encoding="utf-8"))
 

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from handler.cli import basics, explain
+from handler.cli import backfill, basics, doctor, explain, runs
 from handler.cli.common import CommandError
 
 
@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     basics.add_commands(commands)
     explain.add_commands(commands)
+    backfill.add_commands(commands)
+    runs.add_commands(commands)
+    doctor.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

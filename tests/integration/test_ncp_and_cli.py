@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from handler.clocks import Clocks
 from handler.errors import ConfigError, InvocationFailedError
 from handler.launcher import Launcher
 from handler.wiring import Wiring
-from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, JsonLines, load_event
+from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, JsonLines, cli, load_event
 from tests.unit.test_signing import KNOWN_SIGNATURE
 
 
@@ -139,19 +138,6 @@ def test_deadline_comes_from_ow_deadline() -> None:
         assert ncp._remaining_ms({"__OW_DEADLINE": "soon"}) is None
     finally:
         ncp.launcher = original
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NCLOUD_", "DATAFLOW_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "handler", *args],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_cli_invoke_submits_an_event_file(live_emulator: Emulator) -> None:

@@ -1,0 +1,181 @@
+"""`doctor`: read-only checks against the configured endpoint, each failure with its fix."""
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Literal
+
+from handler.cli.common import CommandError, emit, settings
+from handler.clocks import Clocks
+from handler.dataflow.client import Answer, DataflowClient, error_from_body
+from handler.dataflow.reconcile import created, echoed_parameters
+from handler.errors import RequestError
+from handler.exactly_once import guarantee_in
+from handler.records import Record
+from handler.routes import Route
+from handler.settings import Settings
+
+Verdict = Literal["ok", "warning", "failed"]
+PROBE_LIMIT = 100
+# The gateway refuses a signature more than 5 minutes off its clock; past a minute, the host's clock drifts.
+SKEW_FAILS_S = 300.0
+SKEW_WARNS_S = 60.0
+
+
+class Check(Record):
+    __slots__ = ("verdict", "what", "fix")
+
+    def __init__(self, verdict: Verdict, what: str, fix: str = "") -> None:
+        self.verdict: Final = verdict
+        self.what: Final = what
+        self.fix: Final = fix
+
+
+def doctor(args: argparse.Namespace) -> int:
+    loaded = settings()
+    if loaded.credentials.placeholder or loaded.dry_run:
+        raise CommandError("doctor asks the service: set NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY, and no dry run")
+    client = DataflowClient(loaded.endpoint, loaded.credentials, connect_timeout=5, read_timeout=10, clocks=Clocks())
+    checks: list[Check] = []
+    for index, job_id in enumerate(dict.fromkeys(route.job.job_id for route in loaded.routes)):
+        routes = [route for route in loaded.routes if route.job.job_id == job_id]
+        checks += _job(client, job_id, routes, loaded, clock=index == 0)
+    failed = [check for check in checks if check.verdict == "failed"]
+    if args.json:
+        emit({"endpoint": loaded.endpoint, "checks": [_shown(check) for check in checks], "ok": not failed})
+    else:
+        print(f"doctor: {loaded.endpoint}")
+        for check in checks:
+            print(f"  {check.verdict:7}  {check.what}" + (f"\n           fix: {check.fix}" if check.fix else ""))
+    return 1 if failed else 0
+
+
+def _shown(check: Check) -> dict[str, str]:
+    return {"verdict": check.verdict, "what": check.what, **({"fix": check.fix} if check.fix else {})}
+
+
+def _job(client: DataflowClient, job_id: str, routes: Sequence[Route], loaded: Settings, *, clock: bool) -> list[Check]:
+    """The job's checks from one listing; `clock`: also the clock offset (said once, from the first job)."""
+    names = ", ".join(route.name for route in routes)
+    try:
+        answer, offset = client.probe(job_id, PROBE_LIMIT)
+    except RequestError as exc:
+        return [Check("failed", f"cannot reach {loaded.endpoint} ({exc})", "check DATAFLOW_ENDPOINT and the network")]
+    checks = [_clock(offset)] if clock else []
+    refused = _refusal(answer, offset, job_id, names)
+    if refused is not None:
+        return [*checks, refused]
+    listing = _json(answer)
+    if listing is None or not isinstance(listing.get("list"), list):
+        return [*checks, Check("failed", f"job {job_id}: the listing is not a JSON object with a list", "")]
+    items = [item for item in listing["list"] if isinstance(item, dict)]
+    reading = _echo(items)
+    checks.append(Check("ok", f"credentials accepted; job {job_id} ({names}) reachable, {len(items)} runs listed"))
+    checks.append(Check("ok", f"job {job_id}: {_paging(listing, items)}"))
+    checks.append(_echo_check(job_id, reading))
+    for route in routes:
+        checks += _route(route, items, reading, loaded)
+    return checks
+
+
+def _clock(offset: float | None) -> Check:
+    if offset is None:
+        return Check("warning", "the gateway's answer has no usable Date header: clock offset unknown")
+    said = f"the host's clock is {offset:+.1f} s off the gateway's"
+    if abs(offset) > SKEW_FAILS_S:
+        return Check("failed", said, "synchronise the host's clock (NTP); the gateway refuses signatures 5 min off")
+    if abs(offset) > SKEW_WARNS_S:
+        return Check("warning", said + " (the handler corrects it, one refused request per container)")
+    return Check("ok", said)
+
+
+def _refusal(answer: Answer, offset: float | None, job_id: str, names: str) -> Check | None:
+    if 200 <= answer.status < 300:
+        return None
+    code, message = error_from_body(answer.status, answer.reason, answer.text)
+    said = f"job {job_id} ({names}): {code}: {message}"
+    if answer.status == 401 and offset is not None and abs(offset) > SKEW_FAILS_S:
+        return Check("failed", said, "synchronise the host's clock (NTP)")
+    fixes = {
+        401: "check NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY (an API key of the account, not a password)",
+        403: "give the key's sub account permission to use Data Flow",
+        404: f"check the jobId of route(s) {names}: the job {job_id} does not exist in this account or region",
+    }
+    return Check("failed", said, fixes.get(answer.status, "see docs/results.md for this code"))
+
+
+def _json(answer: Answer) -> dict[str, Any] | None:
+    try:
+        body = json.loads(answer.content or b"")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _paging(listing: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> str:
+    said_limit, count = listing.get("limit"), listing.get("count")
+    parts = []
+    if isinstance(said_limit, int) and said_limit < PROBE_LIMIT:
+        parts.append(f"caps limit at {said_limit}")
+    if count is None:
+        parts.append("no count")
+    elif not isinstance(count, int) or isinstance(count, bool):
+        parts.append(f"count as {type(count).__name__} {count!r}")
+    elif count == len(items) and len(items) == (said_limit or PROBE_LIMIT):
+        parts.append(f"count {count} may be the page's length or the total")
+    else:
+        parts.append(f"count {count} (the total)" if count > len(items) else f"count {count}")
+    dates = [date for date in map(created, items) if date is not None]
+    if len(dates) >= 2 and dates[0] != dates[-1]:
+        parts.append("newest first" if dates[0] > dates[-1] else "oldest first")
+    else:
+        parts.append("order unknown (the runs listed share one creation time)")
+    return "lists " + ", ".join(parts)
+
+
+def _echo(items: Sequence[Mapping[str, Any]]) -> str:
+    """How the listing echoes parameters: object, items (name/value), none, or unknown (no runs to tell)."""
+    shapes = {
+        "object" if isinstance(item.get("parsedParameters"), dict) else "items"
+        for item in items
+        if echoed_parameters(item)
+    }
+    if not items:
+        return "unknown"
+    if not shapes:
+        return "none"
+    return shapes.pop() if len(shapes) == 1 else "object"
+
+
+def _echo_check(job_id: str, reading: str) -> Check:
+    if reading == "none":
+        return Check(
+            "warning",
+            f"job {job_id}: runs echo no parameters: duplicate checks cannot identify runs",
+            "declare the route's parameters in the job, or set DATAFLOW_DEDUP_UNVERIFIABLE=fail (delivery-guarantees)",
+        )
+    if reading == "unknown":
+        return Check("warning", f"job {job_id}: no runs yet, so how it echoes parameters is not known")
+    return Check("ok", f"job {job_id}: runs echo their parameters ({reading})")
+
+
+def _route(route: Route, items: Sequence[Mapping[str, Any]], reading: str, loaded: Settings) -> list[Check]:
+    checks = []
+    identifies = reading in ("object", "items")
+    if route.dedup_parameter is not None and items:
+        identifies = any(route.dedup_parameter in (echoed_parameters(item) or {}) for item in items)
+        verdict: Verdict = "ok" if identifies else "warning"
+        said = "comes back" if identifies else "does not come back in any listed run"
+        checks.append(Check(verdict, f"route {route.name}: dedupParameter {route.dedup_parameter} {said}"))
+    guarantee = guarantee_in(route, loaded.dedup_check, loaded.dedup_unverifiable, identifies)
+    checks.append(Check("ok", f"route {route.name}: {guarantee}"))
+    return checks
+
+
+def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    command = commands.add_parser(
+        "doctor",
+        help="check the configured endpoint read-only: credentials, clock, jobs, how it pages and echoes, guarantees",
+    )
+    command.add_argument("--json", action="store_true", help="JSON instead of lines")
+    command.set_defaults(func=doctor)

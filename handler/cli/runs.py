@@ -1,0 +1,117 @@
+"""`runs`: a job's recent executions, newest first, with the parameters and event they carry."""
+
+import argparse
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from handler.cli.common import CommandError, configuration, emit, settings
+from handler.dataflow.reconcile import collect, created, echoed_parameters
+from handler.errors import RequestError
+from handler.jobs import ID_PATTERN
+from handler.settings import Settings
+from handler.wiring import Submitter, Wiring
+
+_SPAN = re.compile(r"(?P<amount>\d{1,6})(?P<unit>[dhm])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+PAGE = 100
+MAX_PAGES = 20
+
+
+def span(text: str) -> timedelta:
+    """'2h', '30m', '1d' as a duration; anything else is a CommandError."""
+    found = _SPAN.fullmatch(text.strip())
+    if found is None:
+        raise CommandError(f"--since takes a number and d, h or m (2h, 30m, 1d), got {text!r}")
+    return timedelta(**{_UNITS[found["unit"]]: int(found["amount"])})
+
+
+def reader(job_id: str) -> tuple[Settings, Submitter]:
+    """Settings and a client that reads the service: credentials required, routes optional."""
+    config = configuration()
+    if not config.get("DATAFLOW_ROUTES") and not config.get("DATAFLOW_JOB_ID"):
+        config["DATAFLOW_JOB_ID"] = job_id  # reading needs no route, but the settings need one
+    loaded = settings(config)
+    if loaded.credentials.placeholder:
+        raise CommandError("reading the service needs NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY (and no dry run)")
+    return loaded, Wiring().submitter(loaded)
+
+
+def runs(args: argparse.Namespace) -> int:
+    if not ID_PATTERN.fullmatch(args.job):
+        raise CommandError(f"--job must be 1-64 letters, digits, '-' or '_', got {args.job!r}")
+    loaded, client = reader(args.job)
+    since = datetime.now(UTC) - span(args.since)
+    try:
+        listed = collect(
+            lambda page, limit: client.list_executions(args.job, page=page, limit=limit),
+            since,
+            limit=PAGE,
+            max_pages=MAX_PAGES,
+        )
+    except RequestError as exc:
+        raise CommandError(f"the service refused the listing: {exc}") from exc
+    if isinstance(listed, str):
+        raise CommandError(f"cannot list the job's runs since {since.isoformat()}: {listed}")
+    keys = {route.dedup_parameter for route in loaded.routes if route.dedup_parameter}
+    rows = sorted(
+        (_row(item, keys) for item in listed if _since(item, since)), key=lambda row: row["created"], reverse=True
+    )
+    if args.json:
+        emit({"jobId": args.job, "since": since.isoformat(), "runs": rows})
+    else:
+        print(_table(args.job, since, rows))
+    return 1 if any(row["status"] == "FAILED" for row in rows) and args.fail_on_failed else 0
+
+
+def _since(item: Mapping[str, Any], since: datetime) -> bool:
+    when = created(item)
+    return when is None or when >= since
+
+
+def _row(item: Mapping[str, Any], dedup_parameters: set[str]) -> dict[str, Any]:
+    echoed = echoed_parameters(item)
+    key = next((echoed[name] for name in sorted(dedup_parameters) if echoed and name in echoed), None)
+    when = created(item)
+    return {
+        "jobExecutionId": item.get("jobExecutionId"),
+        "status": str(item.get("status") or "?"),
+        "created": when.isoformat() if when else "",
+        "startDate": item.get("startDate"),
+        "runningMinutes": item.get("runningTime"),
+        "parameters": echoed,
+        "dedupKey": key,
+    }
+
+
+def _table(job_id: str, since: datetime, rows: Sequence[Mapping[str, Any]]) -> str:
+    tally = Counter(row["status"] for row in rows)
+    lines = [
+        f"{job_id}: {len(rows)} runs since {since.isoformat(timespec='minutes')}"
+        + ("".join(f", {count} {status}" for status, count in sorted(tally.items())) if rows else ""),
+        f"{'':2}{'STATUS':10} {'CREATED':26} {'MIN':>5}  {'ID':14} {'DEDUP KEY':32}  PARAMETERS",
+    ]
+    for row in rows:
+        mark = "!!" if row["status"] == "FAILED" else ""
+        parameters = (
+            "(not echoed)"
+            if row["parameters"] is None
+            else ", ".join(f"{name}={value}" for name, value in sorted(row["parameters"].items()))
+        )
+        minutes = "" if row["runningMinutes"] is None else str(row["runningMinutes"])
+        lines.append(
+            f"{mark:2}{row['status']:10} {row['created']:26} {minutes:>5}  {row['jobExecutionId'] or '?':14} "
+            f"{row['dedupKey'] or '-':32}  {parameters}"
+        )
+    return "\n".join(lines)
+
+
+def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    command = commands.add_parser("runs", help="a job's recent executions, newest first (failed ones marked !!)")
+    command.add_argument("--job", required=True, help="the Data Flow job id")
+    command.add_argument("--since", default="24h", help="how far back: 30m, 2h, 1d (default 24h)")
+    command.add_argument("--json", action="store_true", help="JSON instead of a table")
+    command.add_argument("--fail-on-failed", action="store_true", help="exit 1 when a run in the span FAILED")
+    command.set_defaults(func=runs)

@@ -1,0 +1,286 @@
+"""The operator's commands against the emulator: explain, backfill, runs and doctor, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.server import Emulator, Received
+from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, cli, load_event
+
+ROUTES = [
+    {
+        "name": "sales",
+        "match": {
+            "source": "object",
+            "bucket": "acme-lake",
+            "prefix": "landing/sales/",
+            "suffix": ".parquet",
+            "pattern": "dt=(?P<day>\\d{4}-\\d{2}-\\d{2})/",
+        },
+        "jobId": "SalesJob1",
+        "parameters": {"$path": "{bucket}/{key}", "$day": "{match.day}"},
+    },
+    {"name": "deletes", "match": {"bucket": "acme-lake", "events": ["ObjectRemoved:*"]}, "jobId": "DeleteJob1"},
+    {
+        "name": "nightly",
+        "match": {"source": "schedule", "schedule": "nightly"},
+        "jobId": "NightJob1",
+        "parameters": {"$date": "{time-1d:%Y-%m-%d}"},
+    },
+]
+
+
+@pytest.fixture
+def api() -> Iterator[Emulator]:
+    with Emulator({ACCESS_KEY: SECRET_KEY}) as emulator:  # the real clock: the commands sign with it
+        yield emulator
+
+
+def env(api: Emulator, **more: str) -> dict[str, str]:
+    return {
+        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
+        "NCLOUD_SECRET_KEY": SECRET_KEY,
+        "DATAFLOW_ENDPOINT": api.url,
+        "DATAFLOW_ROUTES": json.dumps(ROUTES),
+        **more,
+    }
+
+
+def object_event(tmp_path: Path, bucket: str, key: str, event_name: str = "ObjectCreated:Put") -> str:
+    event = load_event("s3-put.json")
+    record = event["Records"][0]
+    record["eventName"] = event_name
+    record["s3"]["bucket"]["name"] = bucket
+    record["s3"]["object"]["key"] = key
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event), encoding="utf-8")
+    return str(path)
+
+
+def explained(api: Emulator, path: str, *options: str) -> dict[str, dict[str, Any]]:
+    done = cli("explain", path, *options, env=env(api))
+    assert done.returncode == 0, done.stderr
+    [record] = json.loads(done.stdout)["records"]
+    return {verdict["route"]: verdict for verdict in record["routes"]}
+
+
+@pytest.mark.parametrize(
+    ("bucket", "key", "event_name", "route", "failed", "seen"),
+    [
+        ("other-lake", "landing/sales/dt=2026-11-27/a.parquet", "ObjectCreated:Put", "sales", "bucket", "other-lake"),
+        ("acme-lake", "landing/hr/dt=2026-11-27/a.parquet", "ObjectCreated:Put", "sales", "prefix", "landing/hr/"),
+        ("acme-lake", "landing/sales/dt=2026-11-27/a.csv", "ObjectCreated:Put", "sales", "suffix", "a.csv"),
+        ("acme-lake", "landing/sales/day=27/a.parquet", "ObjectCreated:Put", "sales", "pattern", "day=27"),
+        ("acme-lake", "landing/sales/dt=2026-11-27/a.parquet", "ObjectRemoved:Delete", "sales", "events", "Removed"),
+        ("acme-lake", "landing/sales/dt=2026-11-27/a.parquet", "ObjectCreated:Put", "nightly", "source", "object"),
+    ],
+)
+def test_explain_names_the_first_filter_that_failed_and_what_it_saw(
+    api: Emulator, tmp_path: Path, bucket: str, key: str, event_name: str, route: str, failed: str, seen: str
+) -> None:
+    verdicts = explained(api, object_event(tmp_path, bucket, key, event_name), "--offline")
+    verdict = verdicts[route]
+    assert (verdict["fires"], verdict["failed"]) == (False, failed)
+    assert seen in verdict["seen"]
+
+
+def test_explain_a_schedule_miss_says_which_name_it_wanted(api: Emulator, tmp_path: Path) -> None:
+    path = tmp_path / "schedule.json"
+    path.write_text(json.dumps({"schedule": "hourly", "time": "2026-11-28T01:00:00Z"}), encoding="utf-8")
+    verdict = explained(api, str(path), "--offline")["nightly"]
+    assert (verdict["failed"], verdict["wanted"], verdict["seen"]) == ("schedule", "nightly", "hourly")
+
+
+def test_explain_a_hit_shows_what_would_be_sent_and_whether_the_service_has_it(api: Emulator, tmp_path: Path) -> None:
+    path = object_event(tmp_path, "acme-lake", "landing/sales/dt=2026-11-27/a.parquet")
+    first = explained(api, path)["sales"]
+    assert first["fires"] is True
+    assert first["parameters"] == {"$path": "acme-lake/landing/sales/dt=2026-11-27/a.parquet", "$day": "2026-11-27"}
+    assert first["service"] == "absent (0 executions in the window)"
+    done = cli("invoke", path, env=env(api))
+    assert done.returncode == 0, done.stderr
+    [run] = api.all_executions()
+    assert explained(api, path)["sales"]["service"] == f"found {run['jobExecutionId']}"
+    assert [request.method for request in api.received].count("POST") == 1  # explain never submits
+
+
+def backfill(api: Emulator, *more: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "backfill", "--route", "nightly", "--from", "2026-11-01", "--to", "2026-11-10", *more, env=env(api, **settings)
+    )
+
+
+def test_backfill_runs_every_step_once_and_a_rerun_skips_what_started(api: Emulator) -> None:
+    done = backfill(api)
+    assert done.returncode == 0, done.stderr
+    dates = sorted(execution["parsedParameters"]["$date"] for execution in api.all_executions())
+    assert dates == [f"2026-10-{31}"] + [f"2026-11-{day:02d}" for day in range(1, 10)]
+    assert done.stdout.splitlines()[-1] == "10 submitted"
+    again = backfill(api)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[-1] == "10 skipped"
+    assert len(api.all_executions()) == 10
+
+
+def test_backfill_without_a_terminal_prints_a_line_per_step(api: Emulator) -> None:
+    done = backfill(api, "--concurrency", "1")
+    lines = done.stderr.splitlines()
+    assert [line.split()[0] for line in lines] == [f"{index}/10" for index in range(1, 11)]
+    assert lines[0].split()[1:3] == ["2026-11-01T00:00:00+00:00", "submitted"]
+
+
+def test_backfill_on_a_terminal_draws_a_progress_bar(api: Emulator) -> None:
+    leader, follower = pty.openpty()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NCLOUD_", "DATAFLOW_"))}
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "handler",
+            "backfill",
+            "--route",
+            "nightly",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-10",
+        ],
+        cwd=ROOT,
+        env={**clean, "PYTHONPATH": str(ROOT), **env(api)},
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    ) as process:
+        os.close(follower)
+        drawn = _read_all(leader)
+        assert process.wait(60) == 0
+    assert "\r[##############################] 10/10 submitted 10" in drawn
+    assert drawn.count("\r[") == 10
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the other end closed: Linux reports EIO
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_ctrl_c_stops_a_backfill_after_the_steps_in_flight_and_a_rerun_goes_on(api: Emulator) -> None:
+    third = threading.Event()
+    hold = threading.Event()
+
+    def slow_after_three(request: Received) -> None:
+        if request.method == "POST" and len(api.posts) >= 3:
+            third.set()
+            hold.wait(10)  # the step in flight when Ctrl-C comes finishes after it
+
+    api.on_request = slow_after_three
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NCLOUD_", "DATAFLOW_"))}
+    args = ["backfill", "--route", "nightly", "--from", "2026-11-01", "--to", "2026-11-10", "--concurrency", "1"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "handler", *args],
+        cwd=ROOT,
+        env={**clean, "PYTHONPATH": str(ROOT), **env(api)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert third.wait(30)
+        process.send_signal(signal.SIGINT)
+        hold.set()
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert out.splitlines()[-1] == "3 submitted; stopped after 3 of 10 (Ctrl-C): run it again to go on"
+    api.on_request = None
+    again = backfill(api)
+    assert again.stdout.splitlines()[-1] == "3 skipped, 7 submitted"
+    assert len(api.all_executions()) == 10
+
+
+def test_backfill_can_run_again_exactly_the_steps_whose_run_failed(api: Emulator) -> None:
+    assert backfill(api).returncode == 0
+    failed = [e for e in api.all_executions() if e["parsedParameters"]["$date"] in ("2026-11-02", "2026-11-05")]
+    for execution in failed:
+        api.set_status("NightJob1", execution["jobExecutionId"], "FAILED")
+    done = backfill(api, "--rerun-failed")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "2 submitted"
+    dates = sorted(e["parsedParameters"]["$date"] for e in api.all_executions() if e["status"] == "READY")
+    assert dates.count("2026-11-02") == 1 and dates.count("2026-11-05") == 1
+    assert len(api.all_executions()) == 12
+
+
+def test_runs_lists_the_job_newest_first_with_failed_ones_marked(api: Emulator) -> None:
+    assert backfill(api, "--to", "2026-11-03").returncode == 0
+    [first, *_] = api.all_executions()
+    api.set_status("NightJob1", first["jobExecutionId"], "FAILED")
+    done = cli("runs", "--job", "NightJob1", "--since", "1h", env=env(api))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("NightJob1: 3 runs since ")
+    assert lines[0].endswith(", 1 FAILED, 2 READY")
+    [marked] = [line for line in lines if line.startswith("!!")]
+    assert first["jobExecutionId"] in marked and f"$date={first['parsedParameters']['$date']}" in marked
+    data = json.loads(cli("runs", "--job", "NightJob1", "--json", env=env(api)).stdout)
+    assert [run["status"] for run in data["runs"]].count("FAILED") == 1
+
+
+def test_doctor_passes_where_everything_holds(api: Emulator) -> None:
+    done = cli("doctor", env=env(api))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "credentials accepted; job SalesJob1 (sales) reachable" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("problem", "said", "fix"),
+    [
+        ("secret", "200: HTTP 401 Authentication Failed", "check NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY"),
+        ("clock", "s off the gateway's", "synchronise the host's clock (NTP)"),
+        ("job", "job DeleteJob1 (deletes): not-found", "check the jobId of route(s) deletes"),
+    ],
+)
+def test_doctor_names_each_failure_and_its_fix(problem: str, said: str, fix: str) -> None:
+    import time
+
+    offset = 600.0 if problem == "clock" else 0.0
+    jobs = {"SalesJob1", "NightJob1"} if problem == "job" else None
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=lambda: time.time() + offset, jobs=jobs) as api:
+        settings = {"NCLOUD_SECRET_KEY": "wrong"} if problem == "secret" else {}
+        done = cli("doctor", env=env(api, **settings))
+    assert done.returncode == 1
+    [failed] = [line for line in done.stdout.splitlines() if line.strip().startswith("failed") and said in line][:1]
+    after = done.stdout.split(failed, 1)[1].splitlines()[1]
+    assert after.strip() == f"fix: {fix}" or after.strip().startswith(f"fix: {fix}")
+
+
+def test_doctor_warns_where_runs_cannot_be_identified() -> None:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, echo="none") as api:
+        assert (
+            cli(
+                "invoke",
+                str(ROOT / "events" / "schedule-classic.json"),
+                env=env(api) | {"DATAFLOW_ROUTES": json.dumps([ROUTES[2] | {"match": {"source": "schedule"}}])},
+            ).returncode
+            == 0
+        )
+        done = cli("doctor", env=env(api))
+    assert done.returncode == 0
+    assert "job NightJob1: runs echo no parameters: duplicate checks cannot identify runs" in done.stdout
+    assert "route nightly: cannot identify runs: the run is started anyway" in done.stdout
