@@ -67,11 +67,15 @@ bench: $(VENV)/.stamp
 bench-smoke: $(VENV)/.stamp
 	@$(VENV)/bin/python -m bench.submit --smoke
 
-# Called by `sam build` (BuildMethod: makefile): handler/ and the runtime wheels, pure Python only (so
-# the template may choose x86_64 or arm64), pruned, with bytecode for python3.13; no Docker involved.
+# Called by `sam build` (BuildMethod: makefile, through deploy/lambda/Makefile): handler/ and the runtime
+# wheels, pure Python only (so the template may choose x86_64 or arm64), pruned, with bytecode for python3.13;
+# no Docker involved. ROUTES_FILE=path/to/routes.json ships a routes file of your own as handler/routes.json
+# (DATAFLOW_ROUTES=@routes.json), for package-ncp too; relative paths are read from where make runs.
+ROUTES_FILE ?=
+ROUTES_PATH = $(if $(ROUTES_FILE),$(abspath $(ROUTES_FILE)))
 build-LauncherFunction:
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)"; exit 1; }
-	python3 deploy/bundle.py "$(ARTIFACTS_DIR)" --python313 "$(PY313)"
+	python3 deploy/bundle.py "$(ARTIFACTS_DIR)" --python313 "$(PY313)" --routes "$(ROUTES_PATH)"
 
 # The NAVER Cloud Functions zip: __main__.py at the root, handler/, and the runtime wheels in
 # virtualenv/, which the launcher activates through activate_this.py; same wheels and bytecode as above.
@@ -82,7 +86,8 @@ package-ncp:
 	mkdir -p $(NCP_BUILD)/virtualenv/bin
 	cp deploy/ncp/__main__.py $(NCP_BUILD)/__main__.py
 	cp deploy/ncp/activate_this.py $(NCP_BUILD)/virtualenv/bin/activate_this.py
-	$(PYTHON) deploy/bundle.py $(NCP_BUILD) --site virtualenv/lib/python3.13/site-packages --python313 "$(PY313)"
+	$(PYTHON) deploy/bundle.py $(NCP_BUILD) --site virtualenv/lib/python3.13/site-packages --python313 "$(PY313)" \
+		--routes "$(ROUTES_PATH)"
 	cd $(NCP_BUILD) && $(PYTHON) -m zipfile -c ../ncp-action.zip __main__.py __pycache__ handler virtualenv
 	@echo "wrote $(DIST)/ncp-action.zip ($$(du -h $(DIST)/ncp-action.zip | cut -f1))"
 	@rm -rf $(DIST)/ncp-smoke && $(PYTHON) -m zipfile -e $(DIST)/ncp-action.zip $(DIST)/ncp-smoke

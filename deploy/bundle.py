@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -78,6 +79,22 @@ def copy_handler(destination: Path) -> None:
     shutil.copytree(ROOT / "handler", destination / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
+def copy_routes(routes: str, destination: Path) -> None:
+    """The user's routes file, kept in their own repository, as handler/routes.json (DATAFLOW_ROUTES=@routes.json)."""
+    source = Path(routes).expanduser()
+    try:
+        text = source.read_text(encoding="utf-8")
+        parsed = json.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        sys.exit(f"ROUTES_FILE {source}: cannot read it ({exc})")
+    except json.JSONDecodeError as exc:
+        sys.exit(f"ROUTES_FILE {source} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    if not isinstance(parsed, list):
+        sys.exit(f"ROUTES_FILE {source} must hold a JSON array of routes")
+    (destination / "handler" / "routes.json").write_text(text, encoding="utf-8")
+    print(f"routes: {source} -> handler/routes.json (set DATAFLOW_ROUTES=@routes.json)")
+
+
 def compile_for_runtime(destination: Path, python313: str) -> None:
     if not python313:
         # Still a working artifact: 3.13 compiles each module in memory at every cold start (the
@@ -142,11 +159,16 @@ def main() -> None:
     parser.add_argument("destination", type=Path, help="the artifact directory (created if missing)")
     parser.add_argument("--site", default=".", help="where the wheels go, relative to the destination")
     parser.add_argument("--python313", default=os.environ.get("PY313", ""), help="a Python 3.13 to compile with")
+    parser.add_argument(
+        "--routes", default=os.environ.get("ROUTES_FILE", ""), help="a routes file to ship as @routes.json"
+    )
     args = parser.parse_args()
     destination: Path = args.destination
     site = destination / args.site
     site.mkdir(parents=True, exist_ok=True)
     copy_handler(destination)
+    if args.routes:
+        copy_routes(args.routes, destination)
     install(site)
     check_pure(site)
     prune(site)

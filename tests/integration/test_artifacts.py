@@ -101,6 +101,14 @@ def find_python313() -> str | None:
     return None
 
 
+def code_uri() -> str:
+    """The function's CodeUri in template.yaml: what `sam build` copies before it runs make."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    template = yaml_parse((ROOT / "template.yaml").read_text(encoding="utf-8"))
+    return str(template["Resources"]["LauncherFunction"]["Properties"]["CodeUri"])
+
+
 @dataclass(frozen=True)
 class Artifacts:
     python313: str
@@ -117,7 +125,15 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     base = tmp_path_factory.mktemp("artifacts")
     make = shutil.which("make")
     assert make is not None, "make is needed to build the artifacts"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
+    routes = base / "my-repo" / "routes.json"  # a routes file kept in the user's own repository
+    routes.parent.mkdir()
+    routes.write_text(json.dumps([{"name": "mine", "match": {"source": "schedule"}, "jobId": "MineJob1"}]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))} | {"ROUTES_FILE": str(routes)}
+    # As `sam build` does with BuildMethod makefile: copy CodeUri to a scratch directory, run make there
+    # with the original Makefile.
+    scratch = base / "sam-scratch"
+    shutil.copytree(ROOT / code_uri(), scratch, ignore=shutil.ignore_patterns(".aws-sam", ".git"))
+    makefile, pinned = ROOT / code_uri() / "Makefile", f"PY313={python313}"
     builds = [  # both at once: each is mostly pip and compileall waiting on different things
         subprocess.Popen(
             [make, "-s", "package-ncp", f"DIST={base / 'dist'}", f"PY313={python313}"],
@@ -127,8 +143,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
             stderr=subprocess.STDOUT,
         ),
         subprocess.Popen(
-            [make, "-s", "build-LauncherFunction", f"ARTIFACTS_DIR={base / 'lambda'}", f"PY313={python313}"],
-            cwd=ROOT,
+            [make, "--makefile", str(makefile), "build-LauncherFunction", f"ARTIFACTS_DIR={base / 'lambda'}", pinned],
+            cwd=scratch,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -150,7 +166,9 @@ def api() -> Iterator[Emulator]:
         yield emulator
 
 
-def run_probe(artifacts: Artifacts, kind: str, root: Path, api: Emulator, events: list[object]) -> dict[str, object]:
+def run_probe(
+    artifacts: Artifacts, kind: str, root: Path, api: Emulator, events: list[object], **settings: str
+) -> dict[str, object]:
     probe, out = root.parent / f"probe-{kind}.py", root.parent / f"probe-{kind}.json"
     probe.write_text(PROBE, encoding="utf-8")
     env = {
@@ -163,6 +181,9 @@ def run_probe(artifacts: Artifacts, kind: str, root: Path, api: Emulator, events
         "DATAFLOW_TIMEZONE": "Asia/Seoul",  # a named zone: zoneinfo is on the path too
         "PROBE_EVENTS": json.dumps(events),
     }
+    if "DATAFLOW_ROUTES" in settings:
+        del env["DATAFLOW_JOB_ID"]
+    env |= settings
     done = subprocess.run(
         [artifacts.python313, "-S", "-s", str(probe), kind, str(root), str(out)],
         cwd=root.parent,
@@ -278,3 +299,21 @@ def test_probe_notices_a_module_compiled_from_source(artifacts: Artifacts, api: 
     Path(cached.replace(sys.implementation.cache_tag, "cpython-313")).unlink()
     report = run_probe(artifacts, "lambda", copy, api, [event("s3-put.json")])
     assert report["compiled"] == [os.path.join("handler", "routes.py")]
+
+
+def test_sam_build_copies_nothing_of_the_checkout_but_a_makefile() -> None:
+    # sam build copies CodeUri whole (less .git and .aws-sam) before it runs make: a checkout after
+    # `make test` holds some 700 MB of virtual environments, which made every build slower.
+    assert sorted(path.name for path in (ROOT / code_uri()).iterdir()) == ["Makefile"]
+
+
+@pytest.mark.parametrize("kind", ["ncp", "lambda"])
+def test_a_routes_file_of_the_users_own_repository_ships_in_both_artifacts(
+    artifacts: Artifacts, api: Emulator, kind: str
+) -> None:
+    root = artifacts.ncp_root if kind == "ncp" else artifacts.lambda_root
+    assert json.loads((root / "handler" / "routes.json").read_text())[0]["name"] == "mine"
+    report = run_probe(artifacts, kind, root, api, [{"schedule": "any"}], DATAFLOW_ROUTES="@routes.json")
+    results = report["results"]
+    assert isinstance(results, list)
+    assert results[0]["submitted"][0]["route"] == "mine"

@@ -92,18 +92,50 @@ def test_an_existing_bucket_is_an_optional_eventbridge_rule(translated: dict[str
     assert holds("UseExistingBucket", {"ExistingBucketName": "my-data"}, translated)
 
 
-def test_the_schedule_is_a_scheduler_schedule_with_retries_a_dlq_and_the_input_the_handler_reads(
+def test_each_schedule_is_a_scheduler_schedule_with_retries_a_dlq_and_the_input_the_handler_reads(
     translated: dict[str, Any],
 ) -> None:
-    [schedule] = resources_of(translated, "AWS::Scheduler::Schedule").values()
-    target = schedule["Properties"]["Target"]
-    assert target["Input"] == {"Fn::Sub": '{"schedule": "${ScheduleName}", "time": "<aws.scheduler.scheduled-time>"}'}
-    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600}
-    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
-    assert schedule["Properties"]["ScheduleExpressionTimezone"] == {"Ref": "ScheduleTimezone"}
+    schedules = resources_of(translated, "AWS::Scheduler::Schedule")
+    assert sorted(schedules) == ["Schedule1", "Schedule2", "Schedule3"]
+    assert [schedules[name]["Condition"] for name in sorted(schedules)] == [
+        "HasSchedule1",
+        "HasSchedule2",
+        "HasSchedule3",
+    ]
+    for name, parameter in (("Schedule1", "ScheduleName"), ("Schedule2", "Schedule2Name")):
+        target = schedules[name]["Properties"]["Target"]
+        assert target["Input"] == {
+            "Fn::Sub": f'{{"schedule": "${{{parameter}}}", "time": "<aws.scheduler.scheduled-time>"}}'
+        }
+        assert target["RetryPolicy"] == {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600}
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
     role = translated["Resources"][target["RoleArn"]["Fn::GetAtt"][0]]
     actions = [s["Action"] for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
-    assert "sqs:SendMessage" in actions
+    assert actions == ["lambda:InvokeFunction", "sqs:SendMessage"]
+
+
+def test_two_schedules_need_no_edit_and_the_rest_stay_off(translated: dict[str, Any]) -> None:
+    two = {"Schedule2Name": "hourly", "Schedule2Expression": "rate(1 hour)"}
+    assert [holds(f"HasSchedule{n}", two, translated) for n in (1, 2, 3)] == [True, True, False]
+    assert holds("HasSchedule", {"ScheduleName": ""}, translated) is False
+
+
+def test_one_zone_drives_the_schedules_and_the_placeholders(translated: dict[str, Any]) -> None:
+    # A schedule at 01:00 Asia/Seoul arrives as 16:00Z the day before: the placeholders must render in Seoul too.
+    variables = translated["Resources"]["LauncherFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["DATAFLOW_TIMEZONE"] == {"Ref": "Timezone"}
+    for schedule in resources_of(translated, "AWS::Scheduler::Schedule").values():
+        assert schedule["Properties"]["ScheduleExpressionTimezone"] == {"Ref": "Timezone"}
+    assert "ScheduleTimezone" not in translated["Parameters"] and "DataflowTimezone" not in translated["Parameters"]
+
+
+def test_without_an_upload_bucket_nothing_of_it_is_created(translated: dict[str, Any]) -> None:
+    created = ("UploadBucket", "UploadQueue", "UploadQueuePolicy", "UploadDeadLetterQueue", "UploadsMapping")
+    for name in (*created, "UploadQueueReadPolicy"):
+        assert translated["Resources"][name]["Condition"] == "CreateBucket", name
+    assert holds("CreateBucket", {"CreateUploadBucket": "false"}, translated) is False
+    for name in ("UploadBucketName", "UploadQueueUrl", "UploadDeadLetterQueueArn"):
+        assert translated["Outputs"][name]["Condition"] == "CreateBucket"
 
 
 def test_failed_async_invocations_go_to_an_on_failure_queue(translated: dict[str, Any]) -> None:
@@ -180,7 +212,6 @@ def test_rules_refuse_a_secret_without_the_layer_and_keys_without_both_halves(tr
 def test_the_function_may_read_the_upload_queue_and_no_other(translated: dict[str, Any]) -> None:
     role = translated["Resources"]["LauncherFunctionRole"]["Properties"]
     assert "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole" not in role["ManagedPolicyArns"]
-    statements = [
-        s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] if "sqs:ReceiveMessage" in s["Action"]
-    ]
+    policies = [body["Properties"] for body in resources_of(translated, "AWS::IAM::Policy").values()]
+    statements = [s for p in policies for s in p["PolicyDocument"]["Statement"] if "sqs:ReceiveMessage" in s["Action"]]
     assert [s["Resource"] for s in statements] == [{"Fn::GetAtt": ["UploadQueue", "Arn"]}]
