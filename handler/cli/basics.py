@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from handler.cli.common import CHECKOUT, configuration, emit, read_json
+from handler.cli.common import CHECKOUT, CommandError, configuration, emit, read_json
 from handler.dataflow.signing import Credentials, masked, signed_headers, string_to_sign
 from handler.errors import ConfigError, InvocationFailedError
 from handler.exactly_once import delivery_guarantee
@@ -20,6 +20,8 @@ from handler.settings import parse_settings
 
 def invoke(args: argparse.Namespace) -> int:
     event = read_json(args.event)
+    if args.runtime == "lambda":
+        return _under_the_lambda_runtime(event, args.dry_run)
     from handler import app, ncp
 
     run: Callable[[], Mapping[str, Any]]
@@ -48,6 +50,25 @@ def invoke(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _under_the_lambda_runtime(event: object, dry_run: bool) -> int:
+    """As `sam local invoke` does, without Docker: the template's handler under the real Runtime Interface Client."""
+    if not (CHECKOUT / "emulator" / "runtime_api.py").exists():
+        raise CommandError("--runtime lambda runs from a checkout (emulator/runtime_api.py)")
+    import importlib.util
+
+    if importlib.util.find_spec("awslambdaric") is None:  # a dev dependency: the checkout's venv has it
+        raise CommandError("--runtime lambda needs awslambdaric (the checkout's venv has it: make .venv/.stamp)")
+    sys.path.insert(0, str(CHECKOUT))
+    from emulator.runtime_api import LambdaRuntime
+
+    config = configuration() | ({"DATAFLOW_DRY_RUN": "true"} if dry_run else {})
+    with LambdaRuntime(dict(config)) as runtime:
+        answer = runtime.invoke(event)
+    print(runtime.output, file=sys.stderr, end="")
+    emit(answer.body)
+    return 0 if answer.kind == "response" else 1
 
 
 def _kept(report: Report) -> Result:
@@ -146,6 +167,12 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     run.add_argument("event", help="a JSON event file, e.g. events/s3-put.json")
     run.add_argument("--dry-run", action="store_true", help="build, sign and log requests; send nothing")
     run.add_argument("--platform", choices=("aws", "ncp"), default="aws", help="which platform's event rules apply")
+    run.add_argument(
+        "--runtime",
+        choices=("lambda",),
+        help="run under the AWS Lambda Runtime Interface Client against a local Runtime API (sam local invoke, "
+        "without Docker); the handler string is template.yaml's",
+    )
     run.set_defaults(func=invoke)
 
     check = commands.add_parser("validate", help="validate the environment's configuration and list the routes")
