@@ -210,6 +210,9 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, 
         return [Skipped(None, "folder-marker", source, messages)]
     fired: list[Fired] = []
     for route in routes:
+        if route.writes(trigger.bucket, trigger.key):
+            fired.append(Skipped(route.name, "own-output", source, messages))
+            continue
         try:
             groups = route.match.object_groups(trigger)
         except PatternTimeoutError:

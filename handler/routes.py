@@ -39,6 +39,8 @@ ROUTE_FIELDS = frozenset(
         "dedupParameter",
         "coalesce",
         "maxRunning",
+        "output",
+        "allowRecursion",
     }
 )
 COALESCE_FIELDS = frozenset({"parameter", "separator", "maxObjects", "maxBytes"})
@@ -177,7 +179,7 @@ class Coalesce(Record):
 
 
 class Route(Record):
-    __slots__ = ("name", "match", "job", "parameters", "dedup_parameter", "coalesce", "max_running")
+    __slots__ = ("name", "match", "job", "parameters", "dedup_parameter", "coalesce", "max_running", "output")
 
     def __init__(
         self,
@@ -188,6 +190,7 @@ class Route(Record):
         dedup_parameter: str | None = None,
         coalesce: Coalesce | None = None,
         max_running: int | None = None,
+        output: tuple[str, str] | None = None,
     ) -> None:
         self.name: Final = name
         self.match: Final = match
@@ -197,6 +200,12 @@ class Route(Record):
         self.coalesce: Final = coalesce
         # At this many executions READY or RUNNING, a new one is deferred (failed retryable, kept).
         self.max_running: Final = max_running
+        # (bucket, prefix) the job writes its output under: an object there is the job's own, not an upload.
+        self.output: Final = output
+
+    def writes(self, bucket: str, key: str) -> bool:
+        """Whether the object is under the route's declared output: its own job's, skipped as own-output."""
+        return self.output is not None and bucket == self.output[0] and key.startswith(self.output[1])
 
 
 def available_fields(source: MatchSource | None) -> frozenset[str]:
@@ -355,9 +364,49 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
     if coalesce is not None and any(existing == coalesce.parameter for existing, _ in parameters):
         problems.add(f"{where}.coalesce.parameter", f"{coalesce.parameter} is also one of the route's parameters")
     max_running = _check_count(raw, "maxRunning", where, problems)
+    output = _check_output(raw.get("output"), f"{where}.output", problems)
+    if match is not None and job is not None:
+        _check_recursion(raw, where, match, job, output, problems)
     if len(problems.items) != before or match is None or job is None or not isinstance(name, str):
         return None
-    return Route(name, match, job, parameters, dedup_parameter, coalesce, max_running)
+    return Route(name, match, job, parameters, dedup_parameter, coalesce, max_running, output)
+
+
+def _check_output(value: object, where: str, problems: Problems) -> tuple[str, str] | None:
+    """`bucket/prefix/`: where the job writes its results."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or ("/" not in value.strip("/") and not value.strip("/")):
+        problems.add(where, f"must be 'bucket/prefix' where the job writes, got {describe(value)}")
+        return None
+    bucket, _, prefix = value.removeprefix("s3://").partition("/")
+    return bucket, prefix
+
+
+def _check_recursion(
+    raw: Mapping[str, Any], where: str, match: Match, job: JobSpec, output: tuple[str, str] | None, problems: Problems
+) -> None:
+    """A job that writes where its own route watches would start itself, run after run: refused unless allowed."""
+    allowed = raw.get("allowRecursion", False)
+    if not isinstance(allowed, bool):
+        problems.add(f"{where}.allowRecursion", f"must be true or false, got {describe(allowed)}")
+        return
+    if allowed or match.source not in (None, "object"):
+        return
+    log_path = (job.job_condition or {}).get("logPath")
+    writes = [("output", output)] if output is not None else []
+    if isinstance(log_path, str) and match.suffix is None:  # Spark's logs end in no data suffix
+        bucket, _, prefix = log_path.partition("/")
+        writes.append(("jobCondition.logPath", (bucket, prefix)))
+    for what, (bucket, prefix) in writes:
+        watched = match.prefix or ""
+        if (match.bucket in (None, bucket)) and (prefix.startswith(watched) or watched.startswith(prefix)):
+            problems.add(
+                where,
+                f"its job writes under {bucket}/{prefix} ({what}), which this route watches: each run would start "
+                "the next; narrow match.prefix or match.suffix, or set allowRecursion: true (objects under output "
+                "are then skipped as own-output)",
+            )
 
 
 def _check_count(raw: Mapping[str, Any], name: str, where: str, problems: Problems, low: int = 1) -> int | None:

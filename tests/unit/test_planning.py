@@ -181,7 +181,7 @@ def problems_of(raw: Any) -> list[str]:
         (
             {"name": "a", "jobId": "J", "match": {"bukket": "x"}},
             [
-                "r.match.bukket: unknown match field (allowed: bucket, events, pattern, prefix, schedule, source, suffix)"
+                "r.match.bukket: unknown match field (did you mean bucket?) (allowed: bucket, events, pattern, prefix, schedule, source, suffix)"
             ],
         ),
         (
@@ -208,7 +208,7 @@ def problems_of(raw: Any) -> list[str]:
         (
             {"name": "a", "jobId": "J", "extra": 1},
             [
-                "r.extra: unknown route field (allowed: coalesce, dedupParameter, jobCondition, jobId, match, maxRunning, name, parameters, triggerId, workflowId)"
+                "r.extra: unknown route field (allowed: allowRecursion, coalesce, dedupParameter, jobCondition, jobId, match, maxRunning, name, output, parameters, triggerId, workflowId)"
             ],
         ),
         ("route", ["r: must be a JSON object, got string 'route'"]),
@@ -248,3 +248,46 @@ def test_a_pattern_that_backtracks_catastrophically_is_stopped_and_fails_its_rou
     assert time.process_time() - started < 1.0
     assert isinstance(failed, Failed) and (failed.route, failed.code) == ("hang", "pattern-timeout")
     assert isinstance(planned, PlannedExecution) and planned.route == "fine"
+
+
+RECURSIVE = {
+    "name": "sales",
+    "match": {"bucket": "acme-lake", "prefix": "landing/"},
+    "jobId": "J1",
+    "jobCondition": {
+        "nrn": "nrn:PUB:IAM::1:Role/r",
+        "scriptPath": "acme-lake/scripts/",
+        "logPath": "acme-lake/landing/logs/",
+    },
+}
+
+
+def test_a_job_that_writes_where_its_route_watches_is_refused_unless_allowed() -> None:
+    problems = Problems()
+    check_routes([RECURSIVE], "DATAFLOW_ROUTES", problems)
+    [problem] = problems.items
+    assert problem.where == "DATAFLOW_ROUTES[sales]"
+    assert problem.reason.startswith("its job writes under acme-lake/landing/logs/ (jobCondition.logPath)")
+    declared = {key: value for key, value in RECURSIVE.items() if key != "jobCondition"}
+    declared["output"] = "acme-lake/landing/sales/out/"
+    problems = Problems()
+    check_routes([declared], "DATAFLOW_ROUTES", problems)
+    assert [p.reason.split(" (")[0] for p in problems.items] == ["its job writes under acme-lake/landing/sales/out/"]
+    allowed = Problems()
+    assert len(check_routes([RECURSIVE | {"allowRecursion": True}], "DATAFLOW_ROUTES", allowed)) == 1
+    assert not allowed
+
+
+def test_an_object_under_a_routes_declared_output_is_skipped_as_its_own() -> None:
+    table = routes(
+        {
+            "name": "sales",
+            "match": {"bucket": "raw-data", "prefix": "landing/"},
+            "jobId": "J1",
+            "output": "raw-data/landing/out/",
+            "allowRecursion": True,
+        }
+    )
+    [skip] = fire(obj("landing/out/part-0.parquet"), table, UTC)
+    assert isinstance(skip, Skipped) and (skip.route, skip.reason) == ("sales", "own-output")
+    assert fired(obj("landing/in/part-0.parquet"), table) == ["sales"]
