@@ -471,20 +471,7 @@ def _eventbridge(event: Mapping[str, Any], context: _Context) -> Trigger:
     key = _get(obj, "key", str, "detail.object")
     if not bucket or not key:
         raise EventError("detail: empty bucket name or object key")
-    if detail_type == "Object Created":
-        reason = detail.get("reason")
-        event_name = (
-            _EVENTBRIDGE_REASONS.get(reason, "ObjectCreated:*") if isinstance(reason, str) else "ObjectCreated:*"
-        )
-    elif detail_type == "Object Deleted":
-        deletion = detail.get("deletion-type")
-        event_name = (
-            _EVENTBRIDGE_DELETIONS.get(deletion, "ObjectRemoved:Delete")
-            if isinstance(deletion, str)
-            else "ObjectRemoved:Delete"
-        )
-    else:
-        event_name = f"EventBridge:{detail_type}"
+    event_name = _eventbridge_name(detail_type, detail)
     return ObjectTrigger(
         bucket=bucket,
         # EventBridge keys arrive decoded: decoding again would corrupt '+' and '%'.
@@ -497,6 +484,18 @@ def _eventbridge(event: Mapping[str, Any], context: _Context) -> Trigger:
         sequencer=_text(obj, "sequencer", "detail.object"),
         event_id=str(event_id),
     )
+
+
+def _eventbridge_name(detail_type: object, detail: Mapping[str, Any]) -> str:
+    """The S3-style event name of an EventBridge S3 event (its API call or deletion type)."""
+    if detail_type == "Object Created":
+        reason = detail.get("reason")
+        return _EVENTBRIDGE_REASONS.get(reason, "ObjectCreated:*") if isinstance(reason, str) else "ObjectCreated:*"
+    if detail_type == "Object Deleted":
+        deletion = detail.get("deletion-type")
+        default = "ObjectRemoved:Delete"
+        return _EVENTBRIDGE_DELETIONS.get(deletion, default) if isinstance(deletion, str) else default
+    return f"EventBridge:{detail_type}"
 
 
 def _schedule_input(event: Mapping[str, Any], context: _Context) -> ScheduleTrigger:

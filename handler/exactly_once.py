@@ -714,13 +714,8 @@ def _guarantees(
 ) -> list[tuple[bool | None, str, str]]:
     """(whether the answers identify runs, or None for either; the reading; what a redelivery can do)."""
     if dedup_check == "off":
-        return [
-            (
-                None,
-                "any reading",
-                "never looked up: a lost answer fails as unknown-outcome, a redelivery may start twice",
-            )
-        ]
+        said = "never looked up: a lost answer fails as unknown-outcome, a redelivery may start twice"
+        return [(None, "any reading", said)]
     if dedup_check == "ambiguous":
         said = (
             "a lost answer is looked up before any resend; a redelivery into another container is not checked "
