@@ -30,11 +30,12 @@ def _one_edit(left: str, right: str) -> bool:
 def json_problem(text: str, exc: json.JSONDecodeError) -> str:
     """The parser's words, where they are, and the likely cause of the usual mistakes."""
     where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-    before = text[: exc.pos].rstrip()
+    before, after = text[: exc.pos].rstrip(), text[exc.pos :].lstrip(",").lstrip()
     if exc.msg.startswith("Invalid \\escape"):
         return f'{where}: a backslash in a JSON string must be doubled (a regular expression\'s \\d is "\\\\d")'
-    if before.endswith(",") and text[exc.pos : exc.pos + 1] in ("}", "]"):
-        return f"{where}: a comma before a closing {text[exc.pos]} (JSON allows no trailing comma)"
+    trailing = before.endswith(",") or text[exc.pos : exc.pos + 1] == ","  # 3.13 points at the comma itself
+    if trailing and after[:1] in ("}", "]"):
+        return f"{where}: a comma before a closing {after[0]} (JSON allows no trailing comma)"
     if text[exc.pos : exc.pos + 1] == "'":
         return f"{where}: JSON strings and names take double quotes, not single ones"
     return where

@@ -167,6 +167,15 @@ def _route(route: Route, items: Sequence[Mapping[str, Any]], reading: str, loade
         verdict: Verdict = "ok" if identifies else "warning"
         said = "comes back" if identifies else "does not come back in any listed run"
         checks.append(Check(verdict, f"route {route.name}: dedupParameter {route.dedup_parameter} {said}"))
+    if not items:
+        checks.append(
+            Check(
+                "warning",
+                f"route {route.name}: its guarantee depends on how runs echo; run doctor again"
+                " once the job has a run (validate lists the guarantee in each reading)",
+            )
+        )
+        return checks
     guarantee = guarantee_in(route, loaded.dedup_check, loaded.dedup_unverifiable, identifies)
     checks.append(Check("ok", f"route {route.name}: {guarantee}"))
     return checks
