@@ -1,16 +1,16 @@
 """Coalescing: a route's objects of one invocation into groups, each one run naming its files."""
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta, tzinfo
-from typing import Any, Final
+from datetime import UTC, timedelta, tzinfo
+from typing import Final
 
-from handler.dataflow.reconcile import created, echoed_parameters, same_condition
+from handler.dataflow.reconcile import Collected, created, echoed_parameters, same_condition
 from handler.events import EventSource
 from handler.outcomes import Failed, Skipped
 from handler.planning import CoalescedPlan, Member, PlannedExecution, dedup_key
 from handler.records import Record
 from handler.routes import Coalesce
-from handler.templates import TemplateError
+from handler.templates import TemplateError, Time
 
 
 class Coverage(Record):
@@ -24,31 +24,50 @@ class Coverage(Record):
         self.reason: Final = reason
 
 
-def coverage(items: Sequence[Mapping[str, Any]], plan: CoalescedPlan, tolerance: timedelta) -> Coverage:
-    """A run of the job that names an object in its coalesce parameter, created since the object's
-    event, covers it (it saw the object); a run that echoes nothing of that parameter may cover any
-    object older than itself, and so leaves those unknown."""
-    spec = _spec(plan)
+def coverage(collected: Collected, plan: CoalescedPlan, tolerance: timedelta) -> Coverage:
+    """A run of the route's job that names an object in its coalesce parameter, created since the
+    object's event, with the route's other fixed parameters, covers the object (it saw it). A run
+    that echoes too little to tell may cover any object older than itself, and leaves it unknown;
+    so does every object not covered where the listing could not be read whole."""
+    spec, fixed = _spec(plan), _fixed(plan)
     covered: dict[str, str | None] = {}
     maybe: set[str] = set()
-    for item in items:
+    for item in collected.items:
         if not same_condition(plan.route.job.job_condition, item.get("jobCondition")):
             continue
+        echoed = echoed_parameters(item) or {}
+        if any(name in echoed and echoed[name] != value for name, value in (fixed or {}).items()):
+            continue  # another route's run on the same job, or another bucket's
+        sure = fixed is not None and spec.parameter in echoed and all(name in echoed for name in fixed)
+        named = set(echoed[spec.parameter].split(spec.separator)) if spec.parameter in echoed else set()
         when = created(item)
-        echoed = echoed_parameters(item)
-        joined = None if echoed is None else echoed.get(spec.parameter)
-        named = None if joined is None else set(joined.split(spec.separator))
         for member in plan.members:
-            if when is not None and when < member.time - tolerance:
+            if (when is not None and when < member.time - tolerance) or (named and member.key not in named):
                 continue
-            if named is None:
-                maybe.add(member.file_key)
-            elif member.key in named and member.file_key not in covered:
+            if sure and member.file_key not in covered:
                 execution_id = item.get("jobExecutionId")
                 covered[member.file_key] = execution_id if isinstance(execution_id, str) else None
+            elif not sure:
+                maybe.add(member.file_key)
+    if collected.reason is not None:
+        maybe.update(member.file_key for member in plan.members)
     unknown = frozenset(maybe - covered.keys())
-    why = f"{len(unknown)} object(s) may be covered by runs that echo nothing of {spec.parameter}" if unknown else ""
-    return Coverage(covered, unknown, why)
+    why = collected.reason or f"{len(unknown)} object(s) may be covered by runs that echo too little to tell"
+    return Coverage(covered, unknown, why if unknown else "")
+
+
+def _fixed(plan: CoalescedPlan) -> dict[str, str] | None:
+    """The route's parameters every group renders alike (no {count}, no time), as sent for this bucket;
+    None when nothing in a run tells which bucket it read (the route may match several)."""
+    route, bucket = plan.route, plan.members[0].bucket
+    values = {"bucket": bucket, "route": route.name}
+    fixed = {
+        name: template.render(values, {}, plan.members[0].time, UTC)
+        for name, template in route.parameters
+        if template.fields <= {"bucket", "route"} and not any(isinstance(part, Time) for part in template.parts)
+    }
+    says_bucket = any("bucket" in template.fields for name, template in route.parameters if name in fixed)
+    return fixed if route.match.bucket is not None or says_bucket else None
 
 
 def groups(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo) -> list[PlannedExecution | Failed]:

@@ -5,7 +5,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, assert_never
 
 from handler.clocks import Clocks
@@ -13,6 +13,7 @@ from handler.dataflow.client import CreateAnswer, ExecutionRequest
 from handler.dataflow.reconcile import (
     CLOCK_TOLERANCE,
     Absent,
+    Collected,
     Found,
     Identity,
     ListPage,
@@ -20,7 +21,7 @@ from handler.dataflow.reconcile import (
     Unknown,
     collect,
     echoed_parameters,
-    find,
+    find_in,
 )
 from handler.errors import RequestError
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
@@ -39,9 +40,11 @@ log = logging.getLogger(__name__)
 RECENT_KEYS = 4096
 # A lookup reads at most this many pages of this size: a few requests, whatever the job's history.
 LOOKUP_PAGE_SIZE = 100
-LOOKUP_MAX_PAGES = 5
+LOOKUP_MAX_PAGES = 12
 # Runs whose parameters this container remembers, to learn how the list echoes them.
 READING_SAMPLES = 64
+# Data Flow's default execution timeout (minutes): a run older than that is no longer going.
+DEFAULT_TIMEOUT_MINUTES = 360
 # Execution statuses of runs still going: what maxRunning counts.
 GOING = frozenset({"READY", "RUNNING"})
 # A wait for the job's turn wakes this often to check the invocation's deadline.
@@ -96,22 +99,25 @@ class DedupMemory:
 
     def remember(self, key: str, execution_id: str | None) -> None:
         with self._lock:
-            self._owners.pop(self._submitted.pop(key, None) or "", None)
-            self._submitted[key] = execution_id
-            if execution_id:
-                self._owners[execution_id] = key
-            self._ambiguous.pop(key, None)
-            while len(self._submitted) > self.capacity:
-                _, forgotten = self._submitted.popitem(last=False)
-                self._owners.pop(forgotten or "", None)
+            self._remember(key, execution_id)
 
     def claim(self, key: str, execution_id: str | None) -> bool:
         """Takes a found run for `key` unless another event of this container holds it; atomic."""
         with self._lock:
             if execution_id and self._owners.get(execution_id, key) != key:
                 return False
-        self.remember(key, execution_id)
+            self._remember(key, execution_id)
         return True
+
+    def _remember(self, key: str, execution_id: str | None) -> None:
+        self._owners.pop(self._submitted.pop(key, None) or "", None)
+        self._submitted[key] = execution_id
+        if execution_id:
+            self._owners[execution_id] = key
+        self._ambiguous.pop(key, None)
+        while len(self._submitted) > self.capacity:
+            _, forgotten = self._submitted.popitem(last=False)
+            self._owners.pop(forgotten or "", None)
 
     def mark_ambiguous(self, key: str) -> None:
         with self._lock:
@@ -211,11 +217,14 @@ class RunningGuard:
         self._lock = threading.Lock()
         self._pending: dict[str, int] = {}
 
-    def admit(self, job_id: str, running: int, limit: int) -> tuple[bool, int]:
-        """Whether one more may start, and how many runs are going or starting (the listing's and ours)."""
+    def admit(self, job_id: str, running: int, limit: int, counted: bool) -> tuple[bool, int]:
+        """Whether one more may start, and how many runs are going or starting (the listing's and ours).
+
+        Where the listing could not be read back far enough (`counted` false), none may start.
+        """
         with self._lock:
             going = running + self._pending.get(job_id, 0)
-            if going >= limit:
+            if going >= limit or not counted:
                 return False, going
             self._pending[job_id] = going - running + 1
             return True, going
@@ -230,14 +239,20 @@ class RunningGuard:
 
 
 class Looked(Record):
-    """A lookup's verdict, the job's executions READY or RUNNING in what it read, and whether to start."""
+    """A lookup's verdict, the job's executions READY or RUNNING in what it read, whether to start,
+    and why the listing was not read whole (None: it was)."""
 
-    __slots__ = ("lookup", "running", "admitted")
+    __slots__ = ("lookup", "running", "admitted", "lookup_reason")
 
-    def __init__(self, lookup: Lookup, running: int, admitted: bool) -> None:
+    def __init__(self, lookup: Lookup, running: int, admitted: bool, lookup_reason: str | None = None) -> None:
         self.lookup: Final = lookup
         self.running: Final = running
         self.admitted: Final = admitted
+        self.lookup_reason: Final = lookup_reason
+
+    @property
+    def counted(self) -> bool:
+        return self.lookup_reason is None
 
 
 class Readings:
@@ -348,7 +363,7 @@ class ExactlyOnce:
         unverified = False
         if checks or step.max_running is not None:
             try:
-                looked = self._lookup(step, call, admit=True)
+                looked = self._lookup(step, call, "check" if checks else "count")
             except RequestError as exc:  # the lookup met what the submission would meet: say that
                 return _failed(step, exc.code, exc.message, exc.retryable, status=exc.status)
             decided = self._judged(step, call, looked) if checks else None
@@ -357,7 +372,8 @@ class ExactlyOnce:
             unverified = checks and isinstance(looked.lookup, Unknown)
             if not looked.admitted:
                 going = f"{looked.running} executions READY, RUNNING or starting"
-                message = f"the job has {going} (maxRunning {step.max_running})"
+                counted = "" if looked.counted else f" in what could be read ({looked.lookup_reason})"
+                message = f"the job has {going}{counted} (maxRunning {step.max_running})"
                 return _failed(step, "deferred", message, True, {"running": looked.running})
         return self._submit(step, call, unverified)
 
@@ -377,7 +393,7 @@ class ExactlyOnce:
     def existing(self, step: PlannedExecution, call: Call) -> Lookup:
         """Read-only: whether the service already has this execution's run (what a duplicate check would see)."""
         self._trail.lookups, self._trail.slot = [], None
-        return self._lookup(step, call).lookup
+        return self._lookup(step, call, "peek").lookup
 
     def _unverifiable(self, step: PlannedExecution, call: Call, lookup: Unknown) -> Failed | None:
         """What DATAFLOW_DEDUP_UNVERIFIABLE says when the check cannot prove the run absent: None to submit."""
@@ -411,7 +427,8 @@ class ExactlyOnce:
         runs = {file_key: run for file_key, (seen, run) in known.items() if seen}
         decided: list[PlannedExecution | Skipped | Failed] = list(coalescing.remembered(plan, runs))
         rest = [member for member in plan.members if member.file_key not in runs]
-        if rest and call.dedup_check == "always":
+        lost = any(self.memory.was_ambiguous(member.file_key) for member in rest)
+        if rest and (call.dedup_check == "always" or (call.dedup_check == "ambiguous" and lost)):
             rest, more = self._uncovered(CoalescedPlan(plan.route, tuple(rest)), call)
             decided += more
         return decided + coalescing.groups(plan, rest, call.settings.zone)
@@ -450,8 +467,6 @@ class ExactlyOnce:
             collected = collect(
                 self._pages(job_id, call, {}), since, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES
             )
-        if isinstance(collected, str):
-            return coalescing.Coverage({}, frozenset(member.file_key for member in plan.members), collected)
         return coalescing.coverage(collected, plan, CLOCK_TOLERANCE)
 
     def _submit(self, step: PlannedExecution, call: Call, unverified: bool) -> Outcome:
@@ -489,12 +504,14 @@ class ExactlyOnce:
             answer = self.wiring.submitter(call.settings).create_execution(
                 request, deadline=call.deadline, headers=call.headers
             )
-            if not answer.dry_run and not answer.body_lost:
+            if not answer.dry_run:  # a 2xx whose body was cut off started a run too, its id unknown yet
                 self._remember(step, answer.execution_id)
+            if not answer.dry_run and not answer.body_lost:
                 self.readings.started(job_id, answer.execution_id, step.parameters, answer.execution)
         except RequestError as exc:
             if exc.ambiguous:
-                self.memory.mark_ambiguous(step.dedup_key)
+                for key in (step.dedup_key, *(member.file_key for member in step.members)):
+                    self.memory.mark_ambiguous(key)
             raise
         finally:
             self._release()
@@ -557,35 +574,45 @@ class ExactlyOnce:
             _would_send(step) if answer.dry_run else None,
         )
 
-    def _lookup(self, step: PlannedExecution, call: Call, *, admit: bool = False) -> "Looked":
-        """This event's run among the job's recent ones, claimed for it; and, under maxRunning, whether it
-        may start: counted from the same listing, inside the job's lookup turn. Raises what the list call met."""
-        job_id = step.job.job_id
+    def _lookup(self, step: PlannedExecution, call: Call, purpose: str) -> "Looked":
+        """Inside the job's lookup turn: this event's run among the job's recent ones, and under
+        maxRunning whether it may start, counted from the same listing. Purposes: `check` before a
+        submission (claims a found run, admits); `count` only admits; `settle` follows a create that
+        reached the service (claims; a 404 then proves nothing); `peek` reads only. Raises what the
+        list call met."""
+        job_id, since = step.job.job_id, lookup_since(step, call)
         identity = Identity(
             step.parameters,
             step.job.job_condition,
             step.dedup_parameter,
-            lookup_since(step, call),
+            since,
             self.memory.others_than(step.dedup_key),
             self.readings.echoes_all(job_id),
         )
+        # Runs still going may be as old as the job's timeout: a count reads back that far.
+        reads = min(since, call.now - running_span(step)) if step.max_running is not None else since
         statuses: dict[str, str] = {}
         with self.gate.turn(job_id, "lookup", call.deadline):
-            try:
-                found = find(
-                    self._pages(job_id, call, statuses), identity, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES
-                )
-                lookup = self._claimed(step, found)
-            except RequestError as exc:
-                if exc.status != 404:
-                    raise
-                lookup = Absent(0)  # no such job: nothing can have run, and the submission will say so
+            collected = self._collected(job_id, call, statuses, reads, purpose)
+            found = find_in(collected, identity)
+            lookup = found if purpose in ("count", "peek") else self._claimed(step, found)
             running, admitted = sum(1 for status in statuses.values() if status in GOING), True
-            if admit and step.max_running is not None:
-                admitted, running = self.guard.admit(job_id, running, step.max_running)
+            if purpose in ("check", "count") and step.max_running is not None:
+                admitted, running = self.guard.admit(job_id, running, step.max_running, collected.reason is None)
                 self._trail.slot = job_id if admitted else None
         self._trail.lookups.append(describe(lookup))
-        return Looked(lookup, running, admitted)
+        return Looked(lookup, running, admitted, collected.reason)
+
+    def _collected(self, job_id: str, call: Call, statuses: dict[str, str], since: datetime, purpose: str) -> Collected:
+        try:
+            return collect(
+                self._pages(job_id, call, statuses), since, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES
+            )
+        except RequestError as exc:
+            if exc.status != 404 or purpose == "settle":
+                raise
+            # No such job, before anything was sent: nothing can have run, and the submission will say so.
+            return Collected([])
 
     def _pages(self, job_id: str, call: Call, statuses: dict[str, str]) -> ListPage:
         """The list call, page by page, remembering each execution's status and what the list echoes."""
@@ -626,12 +653,18 @@ class ExactlyOnce:
     def _settle(self, step: PlannedExecution, call: Call) -> Lookup:
         """A lookup after an unknown outcome: any failure of its own leaves the outcome unknown."""
         try:
-            return self._lookup(step, call).lookup
+            return self._lookup(step, call, "settle").lookup
         except RequestError as exc:
             return Unknown(f"the lookup failed ({exc})")
 
     def _since(self, started: float) -> float:
         return round((self.clocks.monotonic() - started) * 1000, 1)
+
+
+def running_span(step: PlannedExecution) -> timedelta:
+    """How long a run of the step's job can be going: its jobCondition timeout, else Data Flow's default."""
+    timeout = (step.job.job_condition or {}).get("timeout")
+    return timedelta(minutes=timeout if isinstance(timeout, int) else DEFAULT_TIMEOUT_MINUTES)
 
 
 def lookup_since(step: PlannedExecution, call: Call) -> datetime:

@@ -126,7 +126,7 @@ def plan(batch: Batch, routes: Sequence[Route], zone: tzinfo, expired: Callable[
     fails retryable.
     """
     placed: list[Step | tuple[str, str]] = []  # a (route, bucket) pair holds a coalesced plan's place
-    gathered: dict[tuple[str, str], list[Member]] = {}
+    gathered: dict[tuple[str, str], dict[str, Member]] = {}
     for delivery in batch.deliveries:
         messages = () if delivery.message_id is None else (delivery.message_id,)
         for trigger in delivery.triggers:
@@ -140,9 +140,11 @@ def plan(batch: Batch, routes: Sequence[Route], zone: tzinfo, expired: Callable[
                 place = (fired.route.name, fired.bucket)
                 if place not in gathered:
                     placed.append(place)
-                gathered.setdefault(place, []).append(fired)
+                _gather(gathered.setdefault(place, {}), fired)
     return [
-        CoalescedPlan(gathered[step][0].route, tuple(gathered[step])) if isinstance(step, tuple) else step
+        CoalescedPlan(next(iter(gathered[step].values())).route, tuple(gathered[step].values()))
+        if isinstance(step, tuple)
+        else step
         for step in placed
     ]
 
@@ -155,6 +157,18 @@ class Origin(Record):
     def __init__(self, source: EventSource | None = None, messages: tuple[str, ...] = ()) -> None:
         self.source: Final[EventSource] = source or {}
         self.messages: Final = messages
+
+
+def _gather(members: dict[str, Member], member: Member) -> None:
+    """One member per object: a second delivery of the same event joins the first one's messages."""
+    known = members.get(member.file_key)
+    if known is None:
+        members[member.file_key] = member
+        return
+    messages = tuple(dict.fromkeys(known.messages + member.messages))
+    members[member.file_key] = Member(
+        known.route, known.bucket, known.key, known.time, known.file_key, known.source, messages
+    )
 
 
 def _steps(

@@ -97,16 +97,18 @@ def failed_steps(route: Route, times: list[datetime], zone: tzinfo) -> list[date
         step = planned(route, RouteInvocation(route.name, when), {}, zone)
         if isinstance(step, PlannedExecution):
             wanted[_signature(step.parameters, route.dedup_parameter)] = when
-    newest: dict[datetime, str] = {}
+    listed: list[Mapping[str, Any]] = []
     for page in range(MAX_PAGES):
-        listing = client.list_executions(route.job.job_id, page=page, limit=PAGE)
-        items = [item for item in listing.get("list") or [] if isinstance(item, dict)]
-        for item in sorted(items, key=lambda item: created(item) or datetime.min.replace(tzinfo=UTC), reverse=True):
-            found = wanted.get(_signature(echoed_parameters(item) or {}, route.dedup_parameter))
-            if found is not None and found not in newest:
-                newest[found] = str(item.get("status"))
+        items = list(client.list_executions(route.job.job_id, page=page, limit=PAGE).get("list") or [])
+        listed += [item for item in items if isinstance(item, dict)]
         if len(items) < PAGE:
             break
+    # Newest first across every page, whatever order the service lists in: a step's newest run decides.
+    newest: dict[datetime, str] = {}
+    for item in sorted(listed, key=lambda item: created(item) or datetime.min.replace(tzinfo=UTC), reverse=True):
+        found = wanted.get(_signature(echoed_parameters(item) or {}, route.dedup_parameter))
+        if found is not None and found not in newest:
+            newest[found] = str(item.get("status"))
     return [when for when in times if newest.get(when) in ("FAILED", "CANCELED")]
 
 
@@ -129,8 +131,9 @@ def backfill(args: argparse.Namespace) -> int:
             times = failed_steps(route, times, loaded.zone)
         except RequestError as exc:
             raise CommandError(f"cannot list the job's runs to find the failed steps: {exc}") from exc
-        # Their runs exist (failed): only the lookup after a lost answer may look, never the check before.
-        config = config | {"DATAFLOW_DEDUP_CHECK": "ambiguous"}
+        # Their runs exist (failed), and any check would take them for the step's run: none looks (a lost
+        # answer then fails as unknown-outcome, never resent).
+        config = config | {"DATAFLOW_DEDUP_CHECK": "off"}
     rows = _run(Launcher(Wiring()), config, route.name, times, args.concurrency)
     _summary(rows, len(times), args.json)
     return 130 if len(rows) < len(times) else 1 if any(row[1] == "failed" for row in rows) else 0

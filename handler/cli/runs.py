@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from handler.cli.common import CommandError, configuration, emit, settings
+from handler.cli.common import CommandError, configuration, emit, say, settings
 from handler.dataflow.reconcile import collect, created, echoed_parameters
 from handler.errors import RequestError
 from handler.jobs import ID_PATTERN
@@ -53,12 +53,11 @@ def runs(args: argparse.Namespace) -> int:
         )
     except RequestError as exc:
         raise CommandError(f"the service refused the listing: {exc}") from exc
-    if isinstance(listed, str):
-        raise CommandError(f"cannot list the job's runs since {since.isoformat()}: {listed}")
+    if listed.reason is not None:
+        say(f"warning: not every run since {since.isoformat()} could be read: {listed.reason}")
     keys = {route.dedup_parameter for route in loaded.routes if route.dedup_parameter}
-    rows = sorted(
-        (_row(item, keys) for item in listed if _since(item, since)), key=lambda row: row["created"], reverse=True
-    )
+    shown = [_row(item, keys) for item in listed.items if _since(item, since)]
+    rows = sorted(shown, key=lambda row: str(row["created"]), reverse=True)
     if args.json:
         emit({"jobId": args.job, "since": since.isoformat(), "runs": rows})
     else:

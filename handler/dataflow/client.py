@@ -413,6 +413,10 @@ class DataflowClient:
         if not self.policy.retries_now(error.kind, error.status, error.code) or self.policy.exhausted(attempt):
             raise error
         asked = retry_after_seconds(answer.headers.get("Retry-After"), self.clocks.wall()) if answer else None
+        if asked is not None and asked > self.policy.retry_after_cap:
+            # Asked to wait longer than an invocation should: retrying sooner would only spend quota.
+            error.message += f"; the gateway asked to retry after {asked:g} s"
+            raise error
         delay = self.policy.backoff(attempt, self.clocks.jitter, asked)
         remaining = self._remaining(deadline)
         if remaining is not None and delay + MIN_ATTEMPT_S > remaining:

@@ -123,6 +123,8 @@ def verdict(item: Mapping[str, Any], identity: Identity) -> Verdict:
     sent = {name: value for name, value in identity.parameters.items() if name != dedup}
     if any(name in echoed and echoed[name] != value for name, value in sent.items()):
         return "other"
+    if set(echoed) - set(identity.parameters):
+        return "other"  # a run with parameters this one did not send: another route's, on the same job
     if dedup is None and all(name in echoed for name in sent):
         return "ours"
     return "unknown"
@@ -158,10 +160,13 @@ def created(item: Mapping[str, Any]) -> datetime | None:
 
 def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int) -> Lookup:
     """Looks through the job's executions created since `identity.since` for ours."""
-    collected = collect(list_page, identity.since, limit=limit, max_pages=max_pages)
-    if isinstance(collected, str):
-        return Unknown(collected)
-    window = [item for item in collected if (date := created(item)) is None or date >= identity.since]
+    return find_in(collect(list_page, identity.since, limit=limit, max_pages=max_pages), identity)
+
+
+def find_in(collected: "Collected", identity: Identity) -> Lookup:
+    """Ours among what a listing read. A run of ours is found even where the rest of the window could
+    not be read; "absent" needs the whole window read."""
+    window = [item for item in collected.items if (date := created(item)) is None or date >= identity.since]
     verdicts = [(item, verdict(item, identity)) for item in window]
     unidentified = sum(1 for _, said in verdicts if said == "unknown")
     ours = sorted(
@@ -171,6 +176,8 @@ def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int)
     )
     if ours:
         return Found(tuple((_string(item, "jobExecutionId"), _string(item, "status")) for item in ours), unidentified)
+    if collected.reason is not None:
+        return Unknown(collected.reason, unidentified)
     if unidentified:
         return Unknown(
             f"{unidentified} execution(s) since {identity.since.isoformat()} cannot be told apart "
@@ -200,20 +207,39 @@ class _Listing(Record):
         return self.items is not None and len(self.items) < self.size
 
 
-def _listing(answer: Mapping[str, Any], asked: int) -> _Listing:
-    """An answer read defensively: what it holds and what it says of the paging."""
-    raw = answer.get("list")
-    items: list[Mapping[str, Any]] | None = (
-        [item for item in raw if isinstance(item, dict)] if isinstance(raw, list) else None
-    )
-    # A service that caps the page size says so in the answer's limit; pages are that long.
+class Collected(Record):
+    """What a listing read: its executions, and why they may not be the whole window (None: they are)."""
+
+    __slots__ = ("items", "reason")
+
+    def __init__(self, items: Sequence[Mapping[str, Any]], reason: str | None = None) -> None:
+        self.items: Final = items
+        self.reason: Final = reason
+
+
+def _first(answer: Mapping[str, Any], asked: int) -> _Listing:
+    """Page 0 read defensively: it tells the page size (said in `limit`, or a silent cap) and maybe the total."""
+    items = _items(answer)
     said = _whole(answer.get("limit"))
-    size = max(said if said is not None and 0 < said < asked else asked, len(items or ()))
+    size = said if said is not None and 0 < said < asked else asked
     count = _whole(answer.get("count"))
-    # A count may be the total or this page's length ("number of response results"): only a count
-    # beyond a full page, or beside a short one, is the total.
-    full = items is not None and len(items) == size
+    if items and count is not None and count > len(items) and len(items) < size:
+        size = len(items)  # shorter than asked while the count says more: the service caps pages silently
+    return _page(answer, max(size, len(items or ())), items)
+
+
+def _page(answer: Mapping[str, Any], size: int, items: list[Mapping[str, Any]] | None = None) -> _Listing:
+    """A page of a known size. A count may be the total or this page's length ("number of response
+    results"): only a count beyond a full page, or beside a short one, is the total."""
+    items = _items(answer) if items is None else items
+    count = _whole(answer.get("count"))
+    full = items is not None and len(items) >= size
     return _Listing(items, size, count if count is not None and (count > size or not full) else None)
+
+
+def _items(answer: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    raw = answer.get("list")
+    return [item for item in raw if isinstance(item, dict)] if isinstance(raw, list) else None
 
 
 def _whole(value: object) -> int | None:
@@ -224,73 +250,119 @@ def _whole(value: object) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
-def collect(list_page: ListPage, since: datetime, *, limit: int, max_pages: int) -> list[Mapping[str, Any]] | str:
+class _Reader:
+    """Pages of one listing, counted against the budget of requests a lookup may make."""
+
+    def __init__(self, list_page: ListPage, limit: int, size: int, budget: int) -> None:
+        self.list_page = list_page
+        self.limit = limit
+        self.size = size
+        self.budget = budget
+        self.requests = 1  # page 0 is read before
+
+    def read(self, page: int) -> _Listing | None:
+        """The page, or None when the budget is spent."""
+        if self.requests >= self.budget:
+            return None
+        self.requests += 1
+        return _page(self.list_page(page, self.limit), self.size)
+
+
+def collect(list_page: ListPage, since: datetime, *, limit: int, max_pages: int) -> Collected:
     """Every execution that may be newer than `since`, whichever order and paging the service uses.
 
-    Returns the reason instead when coverage of the window cannot be proven within `max_pages`
-    requests: an answer without a list, an empty page before the window was reached, runs pruned
-    while paging, or more pages than allowed.
+    Where the window cannot be proven read within `max_pages` requests (an answer without a list,
+    an empty page before the window was reached, runs pruned while paging, too many pages), the
+    reason says why, beside what was read.
     """
-    first = _listing(list_page(0, limit), limit)
+    first = _first(list_page(0, limit), limit)
     if first.items is None:
-        return "the list of executions came without a list"
+        return Collected([], "the list of executions came without a list")
     if first.short:
-        return list(first.items)
+        return Collected(first.items)
+    reader = _Reader(list_page, limit, first.size, max_pages)
     newest_first = _newest_first(first.items)
-    if newest_first is False and first.total is not None:
-        return _backwards(list_page, first, first.total, since, limit, max_pages)
-    return _forwards(list_page, first, since, limit, max_pages, newest_first)
+    if newest_first is False:
+        found = _last_page(reader, first)
+        if isinstance(found, str):
+            return Collected(first.items, found)
+        return _backwards(reader, *found, since)
+    return _forwards(reader, first, since, newest_first)
 
 
-def _backwards(
-    list_page: ListPage, first: _Listing, total: int, since: datetime, limit: int, max_pages: int
-) -> list[Mapping[str, Any]] | str:
-    """Oldest first with a total: the newest are on the last pages; a prune shifts pages without a gap."""
-    last_page = -(-total // first.size) - 1
-    seen: list[Mapping[str, Any]] = list(first.items or ())
-    requests = 1
-    for page in range(last_page, 0, -1):
-        if requests >= max_pages:
-            return f"{requests} pages of {first.size} executions do not reach back to {since.isoformat()}"
-        listing = _listing(list_page(page, limit), limit)
-        requests += 1
+def _last_page(reader: _Reader, first: _Listing) -> tuple[int, _Listing] | str:
+    """Oldest first, the newest runs are on the last page: from the total, or found by doubling and
+    halving (a page past the end is empty) in a few requests, whatever the job's history."""
+    if first.total is not None:
+        last = -(-first.total // first.size) - 1
+        listing = reader.read(last) if last else first
+        return _spent(reader) if listing is None else (last, listing)
+    low, high, known = 0, 1, first  # page `low` is full; `high` is to be read
+    while True:
+        listing = reader.read(high)
+        if listing is None or listing.items is None:
+            return _spent(reader) if listing is None else "the list of executions came without a list"
+        if listing.items and listing.short:
+            return high, listing
         if not listing.items:
-            return f"page {page} of the executions was empty before the window was reached (runs pruned?)"
-        seen.extend(listing.items)
-        if _reaches(listing.items, since):
-            return seen
-    return seen
+            break
+        low, high, known = high, high * 2, listing
+    while high - low > 1:
+        middle = (low + high) // 2
+        listing = reader.read(middle)
+        if listing is None or listing.items is None:
+            return _spent(reader) if listing is None else "the list of executions came without a list"
+        if listing.items and listing.short:
+            return middle, listing
+        low, high, known = (middle, high, listing) if listing.items else (low, middle, known)
+    return low, known
 
 
-def _forwards(
-    list_page: ListPage, first: _Listing, since: datetime, limit: int, max_pages: int, newest_first: bool | None
-) -> list[Mapping[str, Any]] | str:
+def _spent(reader: _Reader) -> str:
+    return f"{reader.requests} pages of {reader.size} executions do not cover the window"
+
+
+def _backwards(reader: _Reader, last: int, listing: _Listing, since: datetime) -> Collected:
+    """Oldest first: from the last page back until a page reaches before `since` (a prune shifts pages,
+    and pages read backwards then overlap rather than skip)."""
+    seen: list[Mapping[str, Any]] = list(listing.items or ())
+    page = last
+    while page > 0 and not _reaches(listing.items or (), since):
+        page -= 1
+        read = reader.read(page)  # page 0 again too: what a prune shifted onto it since is read
+        if read is None:
+            return Collected(seen, _spent(reader))
+        if not read.items:
+            return Collected(seen, f"page {page} of the executions was empty before the window was reached")
+        listing = read
+        seen.extend(listing.items or ())
+    return Collected(seen)
+
+
+def _forwards(reader: _Reader, first: _Listing, since: datetime, newest_first: bool | None) -> Collected:
     """Page on from page 0 until a short page, a total reached, or (newest first) a page older than `since`."""
     seen: list[Mapping[str, Any]] = list(first.items or ())
-    last, requests, page = first, 1, 0
-    while not last.short and not (last.total is not None and len(seen) >= last.total):
+    last, page = first, 0
+    while not last.short and not (first.total is not None and len(seen) >= first.total):
         if newest_first and _reaches(last.items or (), since):
-            return seen
-        if requests >= max_pages:
-            return f"{requests} pages of {first.size} executions do not reach back to {since.isoformat()}"
+            return Collected(seen)
         page += 1
-        last = _listing(list_page(page, limit), limit)
-        requests += 1
-        if not last.items:
-            if last.items is None:
-                return "the list of executions came without a list"
+        read = reader.read(page)
+        if read is None or read.items is None:
+            return Collected(seen, _spent(reader) if read is None else "the list of executions came without a list")
+        if not read.items:
             if first.total is not None and len(seen) >= first.total:
                 break
-            return f"page {page} of the executions was empty before the window was reached (runs pruned?)"
-        seen.extend(last.items)
-    if newest_first is not True and requests > 1:
-        # Oldest first (or no order to tell) read forwards: a prune while paging shifts runs past us
-        # unseen. The oldest run being still first after the walk proves that none was pruned (one
-        # request more than max_pages at most).
-        again = _listing(list_page(0, limit), limit)
-        if not again.items or _string(again.items[0], "jobExecutionId") != _string(seen[0], "jobExecutionId"):
-            return "runs were pruned while the executions were paged through"
-    return seen
+            return Collected(seen, f"page {page} of the executions was empty before the window was reached")
+        last = read
+        seen.extend(read.items)
+    if newest_first is not True and page > 0:
+        # No order to tell, read forwards: a prune while paging shifts runs past us unseen. The oldest
+        # run being still first after the walk proves that none was pruned (one request more at most).
+        again = _items(reader.list_page(0, reader.limit))
+        if not again or _string(again[0], "jobExecutionId") != _string(seen[0], "jobExecutionId"):
+            return Collected(seen, "runs were pruned while the executions were paged through")
+    return Collected(seen)
 
 
 def _newest_first(items: Sequence[Mapping[str, Any]]) -> bool | None:

@@ -148,9 +148,10 @@ def test_newest_first_stops_at_the_first_page_that_reaches_the_window() -> None:
     pages = Pages(history(1000, newest_first=True, start=-100))  # 100 minutes before SINCE onwards
     found = collect(pages, SINCE, limit=100, max_pages=3)
     assert pages.requests == [0, 1, 2]  # 900 executions are newer than SINCE
-    assert isinstance(found, str) and "do not reach back" in found
+    assert found.reason is not None and "do not cover the window" in found.reason
+    assert len(found.items) == 300  # what was read is kept: a run of ours among it is still found
     pages = Pages(history(1000, newest_first=True, start=-950))
-    assert isinstance(collect(pages, SINCE, limit=100, max_pages=3), list)
+    assert collect(pages, SINCE, limit=100, max_pages=3).reason is None
     assert pages.requests == [0]
 
 
@@ -158,21 +159,49 @@ def test_oldest_first_reads_the_last_pages_backwards() -> None:
     pages = Pages(history(1000, newest_first=False, start=-950))
     collected = collect(pages, SINCE, limit=100, max_pages=3)
     assert pages.requests == [0, 9]
-    assert isinstance(collected, list)
-    assert {entry["jobExecutionId"] for entry in collected} >= {f"E{index}" for index in range(950, 1000)}
+    assert collected.reason is None
+    assert {entry["jobExecutionId"] for entry in collected.items} >= {f"E{index}" for index in range(950, 1000)}
+
+
+def test_oldest_first_without_a_total_finds_its_last_page_in_a_few_requests() -> None:
+    # The API reference's own "number of response results": the count is this page's length.
+    pages = Pages(history(2000, newest_first=False, start=-1990), count="page")
+    collected = collect(pages, SINCE, limit=100, max_pages=12)
+    assert collected.reason is None
+    assert pages.requests == [0, 1, 2, 4, 8, 16, 32, 24, 20, 18, 19]  # doubling, then halving: page 19 is the last
+    assert {entry["jobExecutionId"] for entry in collected.items} >= {f"E{index}" for index in range(1990, 2000)}
+
+
+def test_a_page_shorter_than_asked_with_a_count_saying_more_is_a_silent_cap() -> None:
+    capped = history(120, newest_first=False, start=-119)
+
+    def silent(page: int, limit: int) -> Mapping[str, Any]:
+        return {"list": capped[page * 50 : (page + 1) * 50], "count": 120, "limit": limit}  # caps at 50, says 100
+
+    collected = collect(silent, SINCE - timedelta(hours=3), limit=100, max_pages=12)
+    assert collected.reason is None
+    assert len({entry["jobExecutionId"] for entry in collected.items}) == 120
 
 
 def test_a_listing_without_count_or_order_is_read_to_its_short_page() -> None:
     same_time = [item(f"E{index}", 0, {}) for index in range(150)]
     pages = Pages(same_time, count="missing")
     collected = collect(pages, SINCE, limit=100, max_pages=3)
-    assert isinstance(collected, list) and len(collected) == 150
+    assert collected.reason is None and len(collected.items) == 150
     assert pages.requests == [0, 1, 0]  # page 0 again: the oldest run is still first, so none was pruned
+
+
+def test_runs_pruned_while_paging_a_listing_without_order_cannot_be_proven_absent() -> None:
+    same_time = [item(f"E{index}", 0, {}) for index in range(150)]
+    collected = collect(
+        Pages(same_time, count="missing", prune_after=0, newest_first=False), SINCE, limit=100, max_pages=3
+    )
+    assert collected.reason is not None and "pruned" in collected.reason
 
 
 def test_too_many_pages_without_an_order_cannot_be_covered() -> None:
     same_time = [item(f"E{index}", 0, {}) for index in range(400)]
-    assert isinstance(collect(Pages(same_time, count="missing"), SINCE, limit=100, max_pages=3), str)
+    assert collect(Pages(same_time, count="missing"), SINCE, limit=100, max_pages=3).reason is not None
 
 
 OURS_KEYED = {"$input": "raw/a.csv", "$dedup": "K1"}
@@ -209,11 +238,24 @@ def test_a_redelivery_is_found_in_every_listing_shape(shape: str, options: dict[
     assert lookup == Found((("MINE", "READY"),)), shape
 
 
-def test_runs_pruned_while_paging_oldest_first_cannot_be_proven_absent() -> None:
-    runs = [run for run in keyed(150, newest_first=False) if run["jobExecutionId"] != "MINE"]
+def test_runs_pruned_while_paging_oldest_first_are_read_back_whole() -> None:
+    # Read backwards from the last page, a prune shifts runs onto pages still to read, never past them.
+    runs = keyed(150, newest_first=False)
     pages = Pages(runs, count="missing", newest_first=False, prune_after=0)
-    lookup = find(pages, keyed_identity(), limit=100, max_pages=5)
-    assert isinstance(lookup, Unknown) and "pruned" in lookup.reason
+    assert find(pages, keyed_identity(), limit=100, max_pages=5) == Found((("MINE", "READY"),))
+    others = [run for run in keyed(150, newest_first=False) if run["jobExecutionId"] != "MINE"]
+    pages = Pages(others, count="missing", newest_first=False, prune_after=0)
+    assert find(pages, keyed_identity(), limit=100, max_pages=5) == Absent(149)
+
+
+def test_a_run_of_ours_is_found_among_what_was_read_though_the_window_was_not_covered() -> None:
+    busy = keyed(520, newest_first=True)  # ours is the newest; 520 others since the event
+    found = find(Pages(busy), keyed_identity(), limit=100, max_pages=3)
+    assert found == Found((("MINE", "READY"),))
+
+
+def test_a_run_with_parameters_this_one_did_not_send_is_another_routes() -> None:
+    assert verdict(item("E1", 1, {**OURS, "$mode": "full"}), identity()) == "other"
 
 
 def test_an_answer_without_a_list_cannot_be_proven_absent() -> None:
