@@ -243,6 +243,33 @@ class Emulator:
         """End one execution, or every READY/RUNNING execution of the job, with `status`."""
         return self.set_status(job_id, execution_id, status)
 
+    def plant(
+        self,
+        job_id: str,
+        at: float,
+        status: str,
+        parameters: dict[str, Any],
+        *,
+        execution_id: str | None = None,
+        condition: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Store an execution created at `at` (epoch seconds), as a create would or as history a test needs."""
+        created = datetime.fromtimestamp(at, KST).isoformat(timespec="seconds")
+        execution = {
+            "jobExecutionId": execution_id or uuid.uuid4().hex[:12],
+            "jobId": job_id,
+            "jobCondition": {"workerType": "DEFAULT", "numWorker": 2, "timeout": 360, **(condition or {})},
+            "status": status,
+            "startDate": created,
+            "createdDate": created,
+            "runningTime": 0,
+            "parsedParameters": parameters,
+            "type": "JOB",
+        }
+        with self.lock:
+            self.executions.setdefault(job_id, []).append(execution)
+        return execution
+
     def going(self, job_id: str) -> list[dict[str, Any]]:
         """The job's executions still READY or RUNNING, oldest first."""
         with self.lock:
@@ -420,21 +447,9 @@ class Emulator:
         if problems:
             return 400, dataflow_error("bad-parameter", "; ".join(problems))
         body = request.json or {}
-        now = datetime.fromtimestamp(self.clock(), KST).isoformat(timespec="seconds")
-        condition = {"workerType": "DEFAULT", "numWorker": 2, "timeout": 360, **body.get("jobCondition", {})}
-        execution = {
-            "jobExecutionId": uuid.uuid4().hex[:12],
-            "jobId": job_id,
-            "jobCondition": condition,
-            "status": "READY",
-            "startDate": now,
-            "createdDate": now,
-            "runningTime": 0,
-            "parsedParameters": dict(body.get("parameters", {})),
-            "type": "JOB",
-        }
-        with self.lock:
-            self.executions.setdefault(job_id, []).append(execution)
+        execution = self.plant(
+            job_id, self.clock(), "READY", dict(body.get("parameters", {})), condition=body.get("jobCondition", {})
+        )
         answer = self.shown(execution)
         if not self.create_echo:
             answer["parsedParameters"] = []

@@ -36,9 +36,9 @@ def coverage(collected: Collected, plan: CoalescedPlan, tolerance: timedelta) ->
         if not same_condition(plan.route.job.job_condition, item.get("jobCondition")):
             continue
         echoed = echoed_parameters(item) or {}
-        if any(name in echoed and echoed[name] != value for name, value in (fixed or {}).items()):
+        if any(name in echoed and echoed[name] != value for name, value in fixed.items()):
             continue  # another route's run on the same job, or another bucket's
-        sure = fixed is not None and spec.parameter in echoed and all(name in echoed for name in fixed)
+        sure = spec.parameter in echoed and all(name in echoed for name in fixed)
         named = set(echoed[spec.parameter].split(spec.separator)) if spec.parameter in echoed else set()
         when = created(item)
         for member in plan.members:
@@ -56,18 +56,19 @@ def coverage(collected: Collected, plan: CoalescedPlan, tolerance: timedelta) ->
     return Coverage(covered, unknown, why if unknown else "")
 
 
-def _fixed(plan: CoalescedPlan) -> dict[str, str] | None:
-    """The route's parameters every group renders alike (no {count}, no time), as sent for this bucket;
-    None when nothing in a run tells which bucket it read (the route may match several)."""
-    route, bucket = plan.route, plan.members[0].bucket
-    values = {"bucket": bucket, "route": route.name}
-    fixed = {
+def _fixed(plan: CoalescedPlan) -> dict[str, str]:
+    """The route's parameters every group renders alike (no {count}, no time), as sent for this bucket.
+
+    A route that matches several buckets and names none of them in a parameter cannot tell one
+    bucket's run from another's: `validate` warns about it.
+    """
+    route = plan.route
+    values = {"bucket": plan.members[0].bucket, "route": route.name}
+    return {
         name: template.render(values, {}, plan.members[0].time, UTC)
         for name, template in route.parameters
         if template.fields <= {"bucket", "route"} and not any(isinstance(part, Time) for part in template.parts)
     }
-    says_bucket = any("bucket" in template.fields for name, template in route.parameters if name in fixed)
-    return fixed if route.match.bucket is not None or says_bucket else None
 
 
 def groups(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo) -> list[PlannedExecution | Failed]:

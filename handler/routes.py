@@ -460,6 +460,13 @@ def route_warnings(route: Route, zone: tzinfo = UTC) -> list[str]:
             "match.prefix starts with '/': object keys seldom do (s3://bucket/a/b.csv has the key a/b.csv), "
             "so this route may never match"
         )
+    names_bucket = any("bucket" in template.fields for _, template in route.parameters)
+    if route.coalesce is not None and route.match.bucket is None and not names_bucket:
+        warnings.append(
+            "a coalescing route that matches any bucket and names none in a parameter cannot tell one bucket's run "
+            "from another's: a run for one bucket's key would cover the same key in another; add {bucket} to a "
+            "parameter or set match.bucket"
+        )
     renders_time = any(_renders_time(template) for _, template in route.parameters)
     if route.match.source == "schedule" and renders_time and zone is UTC:
         warnings.append(

@@ -170,23 +170,10 @@ def test_the_reading_learned_is_logged_once_per_container_and_job(clock: FakeClo
 
 def seed(api: Emulator, count: int, *, minutes_before: float, clock: FakeClock) -> None:
     """`count` runs of other events, the newest `minutes_before` minutes before now, one a minute."""
-    from datetime import UTC, datetime
-
     for index in range(count):
-        created = datetime.fromtimestamp(clock.wall() - 60 * (minutes_before + count - index), UTC)
-        api.executions.setdefault(JOB, []).append(
-            {
-                "jobExecutionId": f"old{index:04d}",
-                "jobId": JOB,
-                "jobCondition": {"workerType": "DEFAULT", "numWorker": 2, "timeout": 360},
-                "status": "COMPLETED",
-                "startDate": created.isoformat(timespec="seconds"),
-                "createdDate": created.isoformat(timespec="seconds"),
-                "runningTime": 3,
-                "parsedParameters": {"$input": f"raw-data/old/{index}.csv", "$dedup": f"old-key-{index}"},
-                "type": "JOB",
-            }
-        )
+        at = clock.wall() - 60 * (minutes_before + count - index)
+        parameters = {"$input": f"raw-data/old/{index}.csv", "$dedup": f"old-key-{index}"}
+        api.plant(JOB, at, "COMPLETED", parameters, execution_id=f"old{index:04d}")
 
 
 SHAPES = {

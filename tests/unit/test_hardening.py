@@ -207,6 +207,19 @@ def test_nested_quantifiers_are_warned_about() -> None:
     assert not any("backtrack" in warning for warning in route_warnings(plain))
 
 
+def test_a_coalescing_route_that_cannot_tell_buckets_apart_is_warned_about() -> None:
+    def warned(route: dict[str, object]) -> bool:
+        checked = check_route(
+            {"name": "c", "jobId": "J", "coalesce": {"parameter": "$files"}, **route}, "c", Problems()
+        )
+        assert checked is not None
+        return any("cannot tell one bucket's run" in warning for warning in route_warnings(checked))
+
+    assert warned({"match": {"source": "object"}})
+    assert not warned({"match": {"source": "object", "bucket": "raw"}})
+    assert not warned({"match": {"source": "object"}, "parameters": {"$bucket": "{bucket}"}})
+
+
 def test_duplicate_route_names_are_found_in_linear_time() -> None:
     problems = Problems()
     check_routes([{"name": f"r{index % 3000}", "jobId": "J"} for index in range(6000)], "DATAFLOW_ROUTES", problems)
