@@ -18,9 +18,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from emulator.server import QuietServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "/2018-06-01/runtime"
@@ -53,7 +55,7 @@ class RuntimeAPI:
         self.answers: dict[str, queue.Queue[Invocation]] = {}
         self.init_errors: list[Any] = []
         self.lock = threading.Lock()
-        self.server = _Server(("127.0.0.1", 0), self._handler_class())
+        self.server = QuietServer(("127.0.0.1", 0), self._handler_class())
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -90,16 +92,6 @@ class RuntimeAPI:
             runtime = api
 
         return Handler
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A runtime process that ends while it waits for the next event resets its connection: no fault.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

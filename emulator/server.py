@@ -49,11 +49,14 @@ class Fault:
     cut: bool = False  # announce the full body, send half of it, then close the connection
 
 
-class _Server(ThreadingHTTPServer):
+class QuietServer(ThreadingHTTPServer):
+    """A threading server for which a peer that hangs up is traffic, not a fault."""
+
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-answer (a deadline cut, a timeout) is traffic, not an emulator fault.
+        # A client that hangs up mid-answer (a deadline cut, a timeout, a runtime process that ends while
+        # it waits for the next event) resets its connection: nothing to report.
         if isinstance(sys.exc_info()[1], ConnectionError):
             return
         super().handle_error(request, client_address)
@@ -201,7 +204,7 @@ class Emulator:
         self.lock = threading.Lock()
         self.released = threading.Event()
         self.host = host
-        self.server = _Server((host, port), self._handler_class())
+        self.server = QuietServer((host, port), self._handler_class())
         self.thread: threading.Thread | None = None
 
     @property

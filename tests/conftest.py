@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger
 from hypothesis import settings
 
 from emulator.lambda_context import LambdaContextStub
-from emulator.server import Emulator
+from emulator.server import Emulator, Fault, Received
 from handler import app, ncp
 from handler.clocks import Clocks
 from handler.events import Platform
@@ -92,6 +92,24 @@ def cli(*args: str, env: Mapping[str, str], cwd: Path = ROOT, timeout: float = 6
         timeout=timeout,
         check=False,
     )
+
+
+def connected(endpoint: str, **settings: str) -> dict[str, str]:
+    """The test credentials and `endpoint` (an emulator's URL), with the other settings a test needs."""
+    return {"NCLOUD_ACCESS_KEY": ACCESS_KEY, "NCLOUD_SECRET_KEY": SECRET_KEY, "DATAFLOW_ENDPOINT": endpoint, **settings}
+
+
+def lose_the_answer_and_the_lookup(api: Emulator, lookup: Fault | None = None) -> None:
+    """The next create runs but its answer is lost, and `lookup` (by default 503, four times) answers what follows."""
+    api.inject(Fault(drop=True, execute=True, method="POST"))
+    then = lookup or Fault(status=503, method="GET", times=4)
+
+    def after_the_create(request: Received) -> None:
+        if request.method == "POST":
+            api.inject(then)
+            api.on_request = None
+
+    api.on_request = after_the_create
 
 
 def load_event(name: str) -> Any:
@@ -223,12 +241,7 @@ def launcher(clock: FakeClock) -> Launcher:
 
 @pytest.fixture
 def config(emulator: Emulator) -> dict[str, str]:
-    return {
-        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-        "NCLOUD_SECRET_KEY": SECRET_KEY,
-        "DATAFLOW_ENDPOINT": emulator.url,
-        "DATAFLOW_JOB_ID": "gqigvH123456",
-    }
+    return connected(emulator.url, DATAFLOW_JOB_ID="gqigvH123456")
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from emulator.server import Emulator, Received
-from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, cli, load_event
+from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, cli, connected, load_event
 
 ROUTES = [
     {
@@ -48,13 +48,7 @@ def api() -> Iterator[Emulator]:
 
 
 def env(api: Emulator, **more: str) -> dict[str, str]:
-    return {
-        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-        "NCLOUD_SECRET_KEY": SECRET_KEY,
-        "DATAFLOW_ENDPOINT": api.url,
-        "DATAFLOW_ROUTES": json.dumps(ROUTES),
-        **more,
-    }
+    return connected(api.url, **{"DATAFLOW_ROUTES": json.dumps(ROUTES), **more})
 
 
 def object_event(tmp_path: Path, bucket: str, key: str, event_name: str = "ObjectCreated:Put") -> str:

@@ -7,7 +7,7 @@ import threading
 
 from emulator.server import Emulator, Fault, Received
 from handler.launcher import Launcher
-from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, load_event, result_of, sqs_batch, upload
+from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, connected, load_event, result_of, sqs_batch, upload
 
 # A barrier that a broken test would otherwise wait on forever: fail in seconds instead.
 WAIT_S = 5.0
@@ -18,13 +18,7 @@ def two_routes(endpoint: str) -> dict[str, str]:
         {"name": "a", "match": {"source": "object"}, "jobId": "JobA", "parameters": {"$k": "{key}"}},
         {"name": "b", "match": {"source": "object"}, "jobId": "JobB", "parameters": {"$k": "{key}"}},
     ]
-    return {
-        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-        "NCLOUD_SECRET_KEY": SECRET_KEY,
-        "DATAFLOW_ENDPOINT": endpoint,
-        "DATAFLOW_ROUTES": json.dumps(routes),
-        "DATAFLOW_MAX_CONCURRENCY": "2",
-    }
+    return connected(endpoint, DATAFLOW_ROUTES=json.dumps(routes), DATAFLOW_MAX_CONCURRENCY="2")
 
 
 class SkewRace:
@@ -86,13 +80,7 @@ def test_two_uploads_of_one_key_whose_answers_were_lost_end_in_two_runs(launcher
     race = SettleTogether()
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, on_request=race) as api:
         api.inject(Fault(status=500, execute=True, method="POST"), Fault(status=500, method="POST"))
-        config = {
-            "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-            "NCLOUD_SECRET_KEY": SECRET_KEY,
-            "DATAFLOW_ENDPOINT": api.url,
-            "DATAFLOW_JOB_ID": "gqigvH123456",
-            "DATAFLOW_PARAMETERS": '{"$input": "{bucket}/{key}"}',
-        }
+        config = connected(api.url, DATAFLOW_JOB_ID="gqigvH123456", DATAFLOW_PARAMETERS='{"$input": "{bucket}/{key}"}')
         first = upload("in/a.csv", at=clock.wall() - 5, etag="v1", sequencer="01")
         second = upload("in/a.csv", at=clock.wall() - 4, etag="v2", sequencer="02")
         result = result_of(launcher, config, sqs_batch([first, second]))
@@ -108,15 +96,13 @@ def test_a_lookup_never_sees_a_siblings_run_before_it_is_remembered(launcher: La
     # fail a new event. The first lookup is held: without the job's turns, siblings would create meanwhile.
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, echo="none") as api:
         api.inject(Fault(hold=0.3, method="GET"))
-        config = {
-            "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-            "NCLOUD_SECRET_KEY": SECRET_KEY,
-            "DATAFLOW_ENDPOINT": api.url,
-            "DATAFLOW_JOB_ID": "gqigvH123456",
-            "DATAFLOW_PARAMETERS": '{"$input": "{bucket}/{key}"}',
-            "DATAFLOW_DEDUP_PARAMETER": "$dedup",
-            "DATAFLOW_DEDUP_UNVERIFIABLE": "fail",
-        }
+        config = connected(
+            api.url,
+            DATAFLOW_JOB_ID="gqigvH123456",
+            DATAFLOW_PARAMETERS='{"$input": "{bucket}/{key}"}',
+            DATAFLOW_DEDUP_PARAMETER="$dedup",
+            DATAFLOW_DEDUP_UNVERIFIABLE="fail",
+        )
         batch = sqs_batch([upload(f"in/{index}.csv", at=clock.wall()) for index in range(20)])
         result = result_of(launcher, config, batch)
         assert len(api.all_executions()) == 20

@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
-from emulator.server import Emulator, Fault, Received
+from emulator.server import Emulator
 from tests.conftest import (
     ACCESS_KEY,
     SECRET_KEY,
     FakeClock,
+    connected,
     container,
+    lose_the_answer_and_the_lookup,
     result_of,
     runs_of,
     upload,
@@ -45,14 +47,7 @@ def api(clock: FakeClock, reading: str) -> Iterator[Emulator]:
 
 
 def defaults(api: Emulator, **more: str) -> dict[str, str]:
-    return {
-        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-        "NCLOUD_SECRET_KEY": SECRET_KEY,
-        "DATAFLOW_ENDPOINT": api.url,
-        "DATAFLOW_JOB_ID": JOB,
-        "DATAFLOW_PARAMETERS": PARAMETERS,
-        **more,
-    }
+    return connected(api.url, **{"DATAFLOW_JOB_ID": JOB, "DATAFLOW_PARAMETERS": PARAMETERS, **more})
 
 
 @pytest.mark.parametrize("reading", list(ECHOING), ids=list(ECHOING))
@@ -99,18 +94,6 @@ def test_the_same_key_uploaded_again_after_its_run_started_is_a_new_run(clock: F
     second = result_of(container(clock), defaults(api), again)
     assert len(second["submitted"]) == 1
     assert runs_of(api) == ["raw-data/incoming/a.csv"] * 2
-
-
-def lose_the_answer_and_the_lookup(api: Emulator) -> None:
-    """The run starts but its answer is lost, and the lookup after it fails: the outcome stays unknown."""
-    api.inject(Fault(drop=True, execute=True, method="POST"))
-
-    def fail_the_next_lookup(request: Received) -> None:
-        if request.method == "POST":
-            api.inject(Fault(status=503, method="GET", times=4))
-            api.on_request = None
-
-    api.on_request = fail_the_next_lookup
 
 
 @pytest.mark.parametrize("reading", list(ECHOING), ids=list(ECHOING))

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from emulator.server import Emulator, Fault, Received
+from emulator.server import Emulator, Fault
 from handler.exactly_once import DedupMemory
 from handler.launcher import Launcher
 from handler.wiring import Wiring
-from tests.conftest import FakeClock, JsonLines, load_event, result_of
+from tests.conftest import FakeClock, JsonLines, load_event, lose_the_answer_and_the_lookup, result_of
 
 IDENTIFYING = '{"$input": "{bucket}/{key}"}'
 
@@ -25,18 +25,6 @@ def run(launcher: Launcher, config: dict[str, str], event: Any) -> dict[str, Any
 @pytest.fixture
 def identifying(config: dict[str, str]) -> dict[str, str]:
     return config | {"DATAFLOW_PARAMETERS": IDENTIFYING, "DATAFLOW_DEDUP_PARAMETER": "$dedup"}
-
-
-def lose_the_answer_and_the_lookup(emulator: Emulator) -> None:
-    """The run starts but its answer is lost, and the lookup after it fails: the outcome stays unknown."""
-    emulator.inject(Fault(drop=True, execute=True, method="POST"))
-
-    def fail_the_next_lookup(request: Received) -> None:
-        if request.method == "POST":
-            emulator.inject(Fault(status=503, method="GET", times=4))
-            emulator.on_request = None
-
-    emulator.on_request = fail_the_next_lookup
 
 
 @pytest.mark.parametrize("check", ["always", "ambiguous"])

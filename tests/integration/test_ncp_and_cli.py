@@ -21,7 +21,7 @@ from handler.clocks import Clocks
 from handler.errors import ConfigError, InvocationFailedError
 from handler.launcher import Launcher
 from handler.wiring import Wiring
-from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, JsonLines, cli, load_event
+from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, JsonLines, cli, connected, load_event
 from tests.unit.test_signing import KNOWN_SIGNATURE
 
 
@@ -51,13 +51,7 @@ def ncp_launcher(monkeypatch: pytest.MonkeyPatch) -> Launcher:
 
 
 def ncp_args(api: Emulator, **more: Any) -> dict[str, Any]:
-    return {
-        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-        "NCLOUD_SECRET_KEY": SECRET_KEY,
-        "DATAFLOW_ENDPOINT": api.url,
-        "DATAFLOW_JOB_ID": "gqigvH123456",
-        **more,
-    }
+    return connected(api.url, **{"DATAFLOW_JOB_ID": "gqigvH123456", **more})
 
 
 def test_configuration_parameters_are_not_part_of_the_event(ncp_launcher: Launcher, live_emulator: Emulator) -> None:
@@ -144,12 +138,7 @@ def test_cli_invoke_submits_an_event_file(live_emulator: Emulator) -> None:
     done = cli(
         "invoke",
         "events/s3-put.json",
-        env={
-            "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-            "NCLOUD_SECRET_KEY": SECRET_KEY,
-            "DATAFLOW_ENDPOINT": live_emulator.url,
-            "DATAFLOW_JOB_ID": "gqigvH123456",
-        },
+        env=connected(live_emulator.url, DATAFLOW_JOB_ID="gqigvH123456"),
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -284,13 +273,8 @@ def test_the_caller_header_can_be_turned_off_and_is_never_sent_from_lambda(
 def test_cli_invoke_for_ncp_takes_settings_from_the_event_file_like_the_runtime(
     live_emulator: Emulator, tmp_path: Path
 ) -> None:
-    event = load_event("ncp-object-storage-flat.json") | {
-        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-        "NCLOUD_SECRET_KEY": SECRET_KEY,
-        "DATAFLOW_ENDPOINT": live_emulator.url,
-        "DATAFLOW_JOB_ID": "FromTheFile",
-        "DATAFLOW_PARAMETERS": {"$key": "{key}"},
-    }
+    event = load_event("ncp-object-storage-flat.json") | connected(live_emulator.url, DATAFLOW_JOB_ID="FromTheFile")
+    event["DATAFLOW_PARAMETERS"] = {"$key": "{key}"}  # NCP default parameters are JSON values, not strings
     path = tmp_path / "activation.json"
     path.write_text(json.dumps(event))
     done = cli("invoke", "--platform", "ncp", str(path), env={"DATAFLOW_JOB_ID": "FromTheEnvironment"})

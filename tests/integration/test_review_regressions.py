@@ -11,7 +11,9 @@ from tests.conftest import (
     SECRET_KEY,
     FakeClock,
     cli,
+    connected,
     container,
+    lose_the_answer_and_the_lookup,
     result_of,
     runs_of,
     sqs_batch,
@@ -22,7 +24,7 @@ JOB = "J1"
 
 
 def settings(api: Emulator, routes: list[dict[str, Any]] | None = None, **more: str) -> dict[str, str]:
-    config = {"NCLOUD_ACCESS_KEY": ACCESS_KEY, "NCLOUD_SECRET_KEY": SECRET_KEY, "DATAFLOW_ENDPOINT": api.url, **more}
+    config = connected(api.url, **more)
     if routes is None:
         return {"DATAFLOW_JOB_ID": JOB, "DATAFLOW_PARAMETERS": '{"$input": "{bucket}/{key}"}', **config}
     return {"DATAFLOW_ROUTES": json.dumps(routes), **config}
@@ -85,14 +87,7 @@ def test_two_coalescing_routes_on_one_job_each_run_once_when_one_was_refused(clo
 def test_a_coalesced_create_whose_answer_and_lookup_were_lost_is_looked_up_again(clock: FakeClock) -> None:
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
         config = settings(api, [coalescing("c")], DATAFLOW_DEDUP_CHECK="ambiguous")
-        api.inject(Fault(drop=True, execute=True, method="POST"))
-
-        def fail_lookups(request: Any) -> None:
-            if request.method == "POST":
-                api.on_request = None
-                api.inject(Fault(status=503, method="GET", times=10))
-
-        api.on_request = fail_lookups
+        lose_the_answer_and_the_lookup(api, Fault(status=503, method="GET", times=10))
         batch = sqs_batch([upload(f"incoming/{name}.csv", at=clock.wall_now - 10) for name in "ab"])
         launcher = container(clock)
         first = result_of(launcher, config, batch)
@@ -186,14 +181,7 @@ def test_a_retry_after_past_the_cap_fails_at_once_for_the_queue_to_wait(clock: F
 
 def test_a_not_found_after_a_lost_create_proves_nothing(clock: FakeClock) -> None:
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
-        api.inject(Fault(drop=True, execute=True, method="POST"))
-
-        def not_found_once(request: Any) -> None:
-            if request.method == "POST":
-                api.on_request = None
-                api.inject(Fault(status=404, body=gateway_error("300", "Not Found"), method="GET", times=1))
-
-        api.on_request = not_found_once
+        lose_the_answer_and_the_lookup(api, Fault(status=404, body=gateway_error("300", "Not Found"), method="GET"))
         out = result_of(container(clock), settings(api), upload("incoming/a.csv", at=clock.wall_now - 5))
         assert [failure["code"] for failure in out["failed"]] == ["unknown-outcome"]
         assert len(api.all_executions()) == 1

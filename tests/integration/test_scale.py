@@ -11,7 +11,7 @@ import pytest
 from emulator.server import Emulator, Fault
 from handler.errors import ConfigError
 from handler.settings import parse_settings
-from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, container, result_of, sqs_batch, upload
+from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, connected, container, result_of, sqs_batch, upload
 
 JOB = "CoalesceJob1"
 
@@ -24,12 +24,7 @@ def coalescing(api: Emulator, **spec: Any) -> dict[str, str]:
         "coalesce": {"parameter": "$files", **spec},
         "parameters": {"$count": "{count}", "$bucket": "{bucket}"},
     }
-    return {
-        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-        "NCLOUD_SECRET_KEY": SECRET_KEY,
-        "DATAFLOW_ENDPOINT": api.url,
-        "DATAFLOW_ROUTES": json.dumps([route]),
-    }
+    return connected(api.url, DATAFLOW_ROUTES=json.dumps([route]))
 
 
 @pytest.fixture
@@ -152,14 +147,9 @@ def test_with_nothing_echoed_and_fail_a_coalesced_redelivery_is_refused_not_doub
 
 
 def plain(api: Emulator, **more: str) -> dict[str, str]:
-    return {
-        "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-        "NCLOUD_SECRET_KEY": SECRET_KEY,
-        "DATAFLOW_ENDPOINT": api.url,
-        "DATAFLOW_JOB_ID": "gqigvH123456",
-        "DATAFLOW_PARAMETERS": '{"$input": "{key}"}',
-        **more,
-    }
+    return connected(
+        api.url, **{"DATAFLOW_JOB_ID": "gqigvH123456", "DATAFLOW_PARAMETERS": '{"$input": "{key}"}', **more}
+    )
 
 
 def test_the_rate_limit_is_shared_by_the_pool_and_by_consecutive_invocations(clock: FakeClock, api: Emulator) -> None:

@@ -12,7 +12,7 @@ import pytest
 from emulator.server import Emulator
 from handler.errors import ConfigError
 from handler.settings import parse_settings
-from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, FakeClock, cli, container, load_event, result_of
+from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, FakeClock, cli, connected, container, load_event, result_of
 
 
 def problems_of(config: dict[str, str]) -> list[str]:
@@ -98,12 +98,9 @@ def test_a_schedule_rendering_its_date_in_utc_is_a_warning_until_the_zone_is_set
 
 def test_a_direct_calls_time_without_an_offset_is_read_in_the_configured_zone(clock: FakeClock) -> None:
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
-        config = {
-            "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-            "NCLOUD_SECRET_KEY": SECRET_KEY,
-            "DATAFLOW_ENDPOINT": api.url,
-            "DATAFLOW_TIMEZONE": "Asia/Seoul",
-        } | route(match={"source": "direct"}, parameters={"$day": "{time:%Y-%m-%d}", "$at": "{time}"})
+        config = connected(api.url, DATAFLOW_TIMEZONE="Asia/Seoul") | route(
+            match={"source": "direct"}, parameters={"$day": "{time:%Y-%m-%d}", "$at": "{time}"}
+        )
         result_of(container(clock), config, {"route": "r", "time": "2026-11-28T00:30:00"})
         [execution] = api.all_executions()
     # 00:30 in Seoul, not 00:30 UTC (which would be 09:30 in Seoul): the backfill's day is the one typed.

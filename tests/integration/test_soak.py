@@ -12,7 +12,7 @@ import pytest
 
 from emulator.fleet import Container
 from emulator.server import Emulator, Fault
-from tests.conftest import ACCESS_KEY, NOW, SECRET_KEY, SUMMARY, load_event
+from tests.conftest import ACCESS_KEY, NOW, SECRET_KEY, SUMMARY, connected, load_event
 
 EVENTS = 500
 CONTAINERS = 4
@@ -111,14 +111,12 @@ def test_soak_no_duplicates_no_silent_losses(reading: str) -> None:
     unverifiable = str(options.pop("unverifiable", "submit"))
     clock = [NOW]
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=lambda: clock[0], **options) as api:
-        config = {
-            "NCLOUD_ACCESS_KEY": ACCESS_KEY,
-            "NCLOUD_SECRET_KEY": SECRET_KEY,
-            "DATAFLOW_ENDPOINT": api.url,
-            "DATAFLOW_ROUTES": json.dumps([ROUTE]),
-            "DATAFLOW_READ_TIMEOUT": "2",
-            "DATAFLOW_DEDUP_UNVERIFIABLE": unverifiable,
-        }
+        config = connected(
+            api.url,
+            DATAFLOW_ROUTES=json.dumps([ROUTE]),
+            DATAFLOW_READ_TIMEOUT="2",
+            DATAFLOW_DEDUP_UNVERIFIABLE=unverifiable,
+        )
         soak = run_soak(api, clock, config, seed=7)
         runs = Counter(item["parsedParameters"]["$input"] for item in api.all_executions())
     started = Counter(runs[f"incoming/soak/file-{index:04d}.csv"] for index in range(EVENTS))
