@@ -16,12 +16,15 @@ from handler.dataflow.reconcile import (
     Collected,
     Found,
     Identity,
+    Known,
     ListPage,
     Lookup,
     Unknown,
     collect,
     echoed_parameters,
     find_in,
+    known_from,
+    refreshed,
 )
 from handler.errors import RequestError
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
@@ -40,7 +43,12 @@ log = logging.getLogger(__name__)
 RECENT_KEYS = 4096
 # A lookup reads at most this many pages of this size: a few requests, whatever the job's history.
 LOOKUP_PAGE_SIZE = 100
+# A window that the first page does not settle (a busy job, an old event) is read in pages this size:
+# a burst's own runs then cost a request per thousand, not per hundred.
+LOOKUP_WIDE_PAGE_SIZE = 1000
 LOOKUP_MAX_PAGES = 12
+# The most runs of one job a container keeps from a whole read, for later lookups to read page 0 only.
+LOOKUP_KNOWN_MOST = 12_000
 # Runs whose parameters this container remembers, to learn how the list echoes them.
 READING_SAMPLES = 64
 # Data Flow's default execution timeout (minutes): a run older than that is no longer going.
@@ -165,6 +173,7 @@ class JobGate:
         self._changed = threading.Condition()
         self._turns: dict[str, tuple[str, int]] = {}  # job -> (kind, how many are in it)
         self._pages: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}  # job -> this lookup turn's pages
+        self._known: dict[str, Known] = {}  # job -> its newest-first listing as last read whole
 
     def page(self, job_id: str, page: int, limit: int, fetch: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """A page of the job's listing, read once per lookup turn (call it inside one)."""
@@ -177,6 +186,17 @@ class JobGate:
             if self._turns.get(job_id, ("", 0))[0] == "lookup":
                 self._pages.setdefault(job_id, {})[(page, limit)] = answer
         return answer
+
+    def known(self, job_id: str) -> Known | None:
+        with self._changed:
+            return self._known.get(job_id)
+
+    def learn(self, job_id: str, known: Known | None) -> None:
+        with self._changed:
+            if known is None:
+                self._known.pop(job_id, None)
+            else:
+                self._known[job_id] = known
 
     @contextmanager
     def turn(self, job_id: str, kind: str, deadline: float | None) -> Iterator[None]:
@@ -465,7 +485,11 @@ class ExactlyOnce:
         since = max(min(*(member.time for member in plan.members), call.now), oldest) - CLOCK_TOLERANCE
         with self.gate.turn(job_id, "lookup", call.deadline):
             collected = collect(
-                self._pages(job_id, call, {}), since, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES
+                self._pages(job_id, call, {}),
+                since,
+                limit=LOOKUP_PAGE_SIZE,
+                max_pages=LOOKUP_MAX_PAGES,
+                wide=LOOKUP_WIDE_PAGE_SIZE,
             )
         return coalescing.coverage(collected, plan, CLOCK_TOLERANCE)
 
@@ -593,7 +617,7 @@ class ExactlyOnce:
         reads = min(since, call.now - running_span(step)) if step.max_running is not None else since
         statuses: dict[str, str] = {}
         with self.gate.turn(job_id, "lookup", call.deadline):
-            collected = self._collected(job_id, call, statuses, reads, purpose)
+            collected = self._collected(job_id, call, statuses, reads, purpose, step.max_running is None)
             found = find_in(collected, identity)
             lookup = found if purpose in ("count", "peek") else self._claimed(step, found)
             running, admitted = sum(1 for status in statuses.values() if status in GOING), True
@@ -603,11 +627,28 @@ class ExactlyOnce:
         self._trail.lookups.append(describe(lookup))
         return Looked(lookup, running, admitted, collected.reason)
 
-    def _collected(self, job_id: str, call: Call, statuses: dict[str, str], since: datetime, purpose: str) -> Collected:
+    def _collected(
+        self, job_id: str, call: Call, statuses: dict[str, str], since: datetime, purpose: str, reuse: bool
+    ) -> Collected:
+        """The job's runs since `since`. With `reuse` (no count of statuses needed), a newest-first listing
+        read whole before costs page 0 only: what is new comes on top of what was read."""
         try:
-            return collect(
-                self._pages(job_id, call, statuses), since, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES
+            known = self.gate.known(job_id) if reuse else None
+            if known is not None:
+                again = refreshed(known, self._pages(job_id, call, statuses)(0, LOOKUP_PAGE_SIZE), since)
+                if again is not None:
+                    self.gate.learn(job_id, known_from(again, known.reached, LOOKUP_KNOWN_MOST))
+                    return again
+            collected = collect(
+                self._pages(job_id, call, statuses),  # page 0 again comes from the turn's pages
+                since,
+                limit=LOOKUP_PAGE_SIZE,
+                max_pages=LOOKUP_MAX_PAGES,
+                wide=LOOKUP_WIDE_PAGE_SIZE,
             )
+            if reuse:
+                self.gate.learn(job_id, known_from(collected, since, LOOKUP_KNOWN_MOST))
+            return collected
         except RequestError as exc:
             if exc.status != 404 or purpose == "settle":
                 raise
@@ -762,16 +803,17 @@ def _guarantees(
         else "cannot identify runs: the run is started anyway; a redelivery into another container may start twice"
     )
     if route.dedup_parameter is not None:
+        again = "a key uploaded again" if route.match.source == "object" else "a schedule fired again"
         exact = (
-            "exactly once: a redelivery is matched by its dedup key, and every event (a key uploaded again too) "
-            "gets its own run"
+            f"exactly once: a redelivery is matched by its dedup key, and every event ({again} too) gets its own run"
         )
         return [
             (True, f"{route.dedup_parameter} echoed", exact),
             (False, "parameters echoed without it, or nothing", cannot_tell),
         ]
+    later = "an upload" if route.match.source == "object" else "an event"
     covering = (
-        "exactly once: a run with these parameters created since the event covers it; an upload after that run "
+        f"exactly once: a run with these parameters created since the event covers it; {later} after that run "
         "started gets a run of its own"
     )
     return [

@@ -155,7 +155,10 @@ def _routes_json(config: Mapping[str, str], problems: Problems) -> object:
     except OSError as exc:
         where = f"looked at {path}"
         if not given.is_absolute():
-            where += " (a relative @path is read from the handler/ package directory, which is what deploys)"
+            where += (
+                " (a relative @path is read from the handler/ package directory, which is what deploys; "
+                "the command line looks in the directory it runs in first)"
+            )
             if given.is_file():
                 where += f"; {given.resolve()} exists: move it into handler/ or give an absolute path"
         problems.add("DATAFLOW_ROUTES", f"cannot read routes file: {exc.strerror}; {where}")

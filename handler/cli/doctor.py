@@ -128,6 +128,8 @@ def _paging(listing: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> s
     dates = [date for date in map(created, items) if date is not None]
     if len(dates) >= 2 and dates[0] != dates[-1]:
         parts.append("newest first" if dates[0] > dates[-1] else "oldest first")
+    elif len(dates) < 2:
+        parts.append(f"order unknown ({'no runs' if not dates else 'one run'} to tell)")
     else:
         parts.append("order unknown (the runs listed share one creation time)")
     return "lists " + ", ".join(parts)

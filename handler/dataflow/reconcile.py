@@ -158,9 +158,9 @@ def created(item: Mapping[str, Any]) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
-def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int) -> Lookup:
+def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int, wide: int = 0) -> Lookup:
     """Looks through the job's executions created since `identity.since` for ours."""
-    return find_in(collect(list_page, identity.since, limit=limit, max_pages=max_pages), identity)
+    return find_in(collect(list_page, identity.since, limit=limit, max_pages=max_pages, wide=wide), identity)
 
 
 def find_in(collected: "Collected", identity: Identity) -> Lookup:
@@ -217,6 +217,40 @@ class Collected(Record):
         self.reason: Final = reason
 
 
+class Known(Record):
+    """A newest-first listing read whole back to `reached`: a later lookup reads page 0 and adds what is new."""
+
+    __slots__ = ("items", "reached")
+
+    def __init__(self, items: Sequence[Mapping[str, Any]], reached: datetime) -> None:
+        self.items: Final = items
+        self.reached: Final = reached
+
+
+def known_from(collected: Collected, since: datetime, most: int) -> Known | None:
+    """What a whole read of a newest-first listing lets later lookups reuse (None for another order)."""
+    if collected.reason is not None or len(collected.items) > most or _newest_first(collected.items) is not True:
+        return None
+    return Known(collected.items, since)
+
+
+def refreshed(known: Known, page: Mapping[str, Any], since: datetime) -> Collected | None:
+    """The window as page 0, read afresh, shows it on top of what was known; None unless page 0 overlaps
+    the known listing exactly (new runs only ever come on top of a newest-first listing)."""
+    items = _items(page)
+    if since < known.reached or not items or not known.items:
+        return None
+    ids = [_string(item, "jobExecutionId") for item in items]
+    top = _string(known.items[0], "jobExecutionId")
+    if top is None or top not in ids:
+        return None  # more new runs than a page: read the window whole
+    new = ids.index(top)
+    overlap = len(items) - new
+    if [_string(item, "jobExecutionId") for item in known.items[:overlap]] != ids[new:]:
+        return None
+    return Collected([*items, *known.items[overlap:]])
+
+
 def _first(answer: Mapping[str, Any], asked: int) -> _Listing:
     """Page 0 read defensively: it tells the page size (said in `limit`, or a silent cap) and maybe the total."""
     items = _items(answer)
@@ -268,20 +302,25 @@ class _Reader:
         return _page(self.list_page(page, self.limit), self.size)
 
 
-def collect(list_page: ListPage, since: datetime, *, limit: int, max_pages: int) -> Collected:
+def collect(list_page: ListPage, since: datetime, *, limit: int, max_pages: int, wide: int = 0) -> Collected:
     """Every execution that may be newer than `since`, whichever order and paging the service uses.
 
     Where the window cannot be proven read within `max_pages` requests (an answer without a list,
     an empty page before the window was reached, runs pruned while paging, too many pages), the
-    reason says why, beside what was read.
+    reason says why, beside what was read. A window that page 0 does not settle is read again in
+    pages of `wide` (if larger), so that a busy job costs a few requests, not dozens.
     """
     first = _first(list_page(0, limit), limit)
     if first.items is None:
         return Collected([], "the list of executions came without a list")
     if first.short:
         return Collected(first.items)
-    reader = _Reader(list_page, limit, first.size, max_pages)
     newest_first = _newest_first(first.items)
+    if newest_first and _reaches(first.items, since):
+        return Collected(first.items)
+    if wide > limit and first.size == limit and max_pages > 1:
+        return collect(list_page, since, limit=wide, max_pages=max_pages - 1)
+    reader = _Reader(list_page, limit, first.size, max_pages)
     if newest_first is False:
         found = _last_page(reader, first)
         if isinstance(found, str):

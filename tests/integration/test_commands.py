@@ -240,6 +240,7 @@ def test_doctor_passes_where_everything_holds(api: Emulator) -> None:
     done = cli("doctor", env=env(api))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "credentials accepted; job SalesJob1 (sales) reachable" in done.stdout
+    assert "job SalesJob1: lists count 0, order unknown (no runs to tell)" in done.stdout  # not "share one time"
 
 
 @pytest.mark.parametrize(

@@ -195,7 +195,7 @@ def test_cli_validate_shows_effective_sources_and_warnings() -> None:
     assert plain["warnings"] == []
     assert plain["guarantee"] == {
         "parameters echoed (object or name/value)": "exactly once: a run with these parameters created since the "
-        "event covers it; an upload after that run started gets a run of its own",
+        "event covers it; an event after that run started gets a run of its own",
         "only some parameters echoed, or nothing": "cannot identify runs: the run is started anyway; a redelivery "
         "into another container may start twice",
     }

@@ -185,3 +185,25 @@ def test_a_not_found_after_a_lost_create_proves_nothing(clock: FakeClock) -> Non
         out = result_of(container(clock), settings(api), upload("incoming/a.csv", at=clock.wall_now - 5))
         assert [failure["code"] for failure in out["failed"]] == ["unknown-outcome"]
         assert len(api.all_executions()) == 1
+
+
+def test_a_busy_window_read_whole_once_costs_later_lookups_page_0_only(clock: FakeClock) -> None:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
+        for index in range(450):  # a burst's own runs since the events
+            api.plant(JOB, clock.wall_now - 50 + index * 0.1, "COMPLETED", {"$input": f"raw-data/o/{index}"})
+        launcher, config = container(clock), settings(api)
+
+        def lists_for(key: str) -> tuple[int, dict[str, Any]]:
+            before = sum(1 for request in api.received if request.method == "GET")
+            out = result_of(launcher, config, upload(key, at=clock.wall_now - 60))
+            return sum(1 for request in api.received if request.method == "GET") - before, out
+
+        assert lists_for("incoming/a.csv")[0] == 2  # page 0 of 100, then again of 1,000: the whole window
+        assert lists_for("incoming/b.csv")[0] == 1  # page 0 only: a's run and b's come on top of it
+        api.plant(JOB, clock.wall_now, "READY", {"$input": "raw-data/incoming/c.csv"}, execution_id="theirs")
+        reads, out = lists_for("incoming/c.csv")  # another container ran c meanwhile: on top of page 0
+        assert reads == 1 and [skip["jobExecutionId"] for skip in out["skipped"]] == ["theirs"]
+        for index in range(150):  # more new runs than page 0 holds: the window is read whole again
+            api.plant(JOB, clock.wall_now, "COMPLETED", {"$input": f"raw-data/p/{index}"})
+        assert lists_for("incoming/d.csv")[0] == 2
+        assert runs_of(api).count("raw-data/incoming/d.csv") == 1

@@ -8,7 +8,19 @@ from typing import Any
 
 import pytest
 
-from handler.dataflow.reconcile import Absent, Found, Identity, Unknown, collect, echoed_parameters, find, verdict
+from handler.dataflow.reconcile import (
+    Absent,
+    Found,
+    Identity,
+    Known,
+    Unknown,
+    collect,
+    echoed_parameters,
+    find,
+    known_from,
+    refreshed,
+    verdict,
+)
 
 SINCE = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 OURS = {"$input": "raw/a.csv", "$day": "2026-11-28"}
@@ -155,6 +167,21 @@ def test_newest_first_stops_at_the_first_page_that_reaches_the_window() -> None:
     assert pages.requests == [0]
 
 
+def test_a_busy_window_is_read_again_in_wide_pages() -> None:
+    # 2,500 runs since the event (a burst's own): 25 pages of 100, or page 0 once more and a few of 1,000.
+    for newest_first in (True, False):
+        pages = Pages(history(3000, newest_first=newest_first, start=-500), newest_first=newest_first)
+        collected = collect(pages, SINCE, limit=100, max_pages=12, wide=1000)
+        assert collected.reason is None, newest_first
+        assert len(pages.requests) <= 5, (newest_first, pages.requests)
+        assert {entry["jobExecutionId"] for entry in collected.items} >= {f"E{i}" for i in range(500, 3000)}
+    quiet = Pages(history(300, newest_first=True, start=-250))  # page 0 reaches the window: one request
+    assert collect(quiet, SINCE, limit=100, max_pages=12, wide=1000).reason is None and quiet.requests == [0]
+    capped = Pages(history(3000, newest_first=True, start=-500), cap=100)  # a service that caps at 100
+    assert collect(capped, SINCE, limit=100, max_pages=12, wide=1000).reason is not None
+    assert len(capped.requests) == 12
+
+
 def test_oldest_first_reads_the_last_pages_backwards() -> None:
     pages = Pages(history(1000, newest_first=False, start=-950))
     collected = collect(pages, SINCE, limit=100, max_pages=3)
@@ -286,3 +313,18 @@ def test_find_reports_found_absent_and_unknown() -> None:
 def test_executions_older_than_the_window_are_ignored() -> None:
     old_silent = [item("OLD", -10, [])]
     assert find(Pages(old_silent), identity(), limit=100, max_pages=3) == Absent(0)
+
+
+def test_a_known_listing_takes_new_runs_on_top_only_where_page_0_overlaps_it_exactly() -> None:
+    old = history(300, newest_first=True, start=-100)
+    known = known_from(collect(Pages(old), SINCE, limit=1000, max_pages=2), SINCE, most=1000)
+    assert isinstance(known, Known)
+    new = [item(f"N{index}", 300 + index, {"$input": f"raw/n{index}.csv"}) for index in range(3)][::-1]
+    again = refreshed(known, {"list": (new + old)[:100]}, SINCE)
+    assert again is not None and [entry["jobExecutionId"] for entry in again.items[:4]] == ["N2", "N1", "N0", "E299"]
+    assert len(again.items) == 303
+    assert refreshed(known, {"list": (new + old[1:])[:100]}, SINCE) is None  # a run vanished from the top
+    assert refreshed(known, {"list": new}, SINCE - timedelta(hours=1)) is None  # older than what was read
+    assert refreshed(known, {"list": [item(f"M{i}", 400, {}) for i in range(100)]}, SINCE) is None  # no overlap
+    oldest_first = Pages(history(300, newest_first=False, start=-100), newest_first=False)
+    assert known_from(collect(oldest_first, SINCE, limit=1000, max_pages=2), SINCE, 1000) is None

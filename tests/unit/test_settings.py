@@ -167,6 +167,7 @@ def test_a_missing_relative_routes_file_says_where_it_looked(tmp_path: Path, mon
     [problem] = problems(base)
     assert f"looked at {settings_module.PACKAGE_DIR / 'my-routes.json'}" in problem
     assert "read from the handler/ package directory" in problem
+    assert "the command line looks in the directory it runs in first" in problem
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my-routes.json").write_text("[]")
     problem = problems(base)[0]
