@@ -43,9 +43,6 @@ log = logging.getLogger(__name__)
 RECENT_KEYS = 4096
 # A lookup reads at most this many pages of this size: a few requests, whatever the job's history.
 LOOKUP_PAGE_SIZE = 100
-# A window that the first page does not settle (a busy job, an old event) is read in pages this size:
-# a burst's own runs then cost a request per thousand, not per hundred.
-LOOKUP_WIDE_PAGE_SIZE = 1000
 LOOKUP_MAX_PAGES = 12
 # The most runs of one job a container keeps from a whole read, for later lookups to read page 0 only.
 LOOKUP_KNOWN_MOST = 12_000
@@ -489,7 +486,6 @@ class ExactlyOnce:
                 since,
                 limit=LOOKUP_PAGE_SIZE,
                 max_pages=LOOKUP_MAX_PAGES,
-                wide=LOOKUP_WIDE_PAGE_SIZE,
             )
         return coalescing.coverage(collected, plan, CLOCK_TOLERANCE)
 
@@ -644,7 +640,6 @@ class ExactlyOnce:
                 since,
                 limit=LOOKUP_PAGE_SIZE,
                 max_pages=LOOKUP_MAX_PAGES,
-                wide=LOOKUP_WIDE_PAGE_SIZE,
             )
             if reuse:
                 self.gate.learn(job_id, known_from(collected, since, LOOKUP_KNOWN_MOST))

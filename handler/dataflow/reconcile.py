@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any, Final, Literal
 
 from handler.records import Record
@@ -158,9 +159,9 @@ def created(item: Mapping[str, Any]) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
-def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int, wide: int = 0) -> Lookup:
+def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int) -> Lookup:
     """Looks through the job's executions created since `identity.since` for ours."""
-    return find_in(collect(list_page, identity.since, limit=limit, max_pages=max_pages, wide=wide), identity)
+    return find_in(collect(list_page, identity.since, limit=limit, max_pages=max_pages), identity)
 
 
 def find_in(collected: "Collected", identity: Identity) -> Lookup:
@@ -231,6 +232,9 @@ def known_from(collected: Collected, since: datetime, most: int) -> Known | None
     """What a whole read of a newest-first listing lets later lookups reuse (None for another order)."""
     if collected.reason is not None or len(collected.items) > most or _newest_first(collected.items) is not True:
         return None
+    dates = [date for date in map(created, collected.items) if date is not None]
+    if len(dates) < len(collected.items) or any(newer < older for newer, older in pairwise(dates)):
+        return None  # not newest first throughout (oldest-first pages read backwards, undated runs)
     return Known(collected.items, since)
 
 
@@ -245,6 +249,9 @@ def refreshed(known: Known, page: Mapping[str, Any], since: datetime) -> Collect
     if top is None or top not in ids:
         return None  # more new runs than a page: read the window whole
     new = ids.index(top)
+    last, newest = created(items[-1]), created(known.items[0])
+    if last is None or newest is None or last >= newest:
+        return None  # runs created in the same second as the known top may sort below page 0
     overlap = len(items) - new
     if [_string(item, "jobExecutionId") for item in known.items[:overlap]] != ids[new:]:
         return None
@@ -302,25 +309,20 @@ class _Reader:
         return _page(self.list_page(page, self.limit), self.size)
 
 
-def collect(list_page: ListPage, since: datetime, *, limit: int, max_pages: int, wide: int = 0) -> Collected:
+def collect(list_page: ListPage, since: datetime, *, limit: int, max_pages: int) -> Collected:
     """Every execution that may be newer than `since`, whichever order and paging the service uses.
 
     Where the window cannot be proven read within `max_pages` requests (an answer without a list,
     an empty page before the window was reached, runs pruned while paging, too many pages), the
-    reason says why, beside what was read. A window that page 0 does not settle is read again in
-    pages of `wide` (if larger), so that a busy job costs a few requests, not dozens.
+    reason says why, beside what was read.
     """
     first = _first(list_page(0, limit), limit)
     if first.items is None:
         return Collected([], "the list of executions came without a list")
     if first.short:
         return Collected(first.items)
-    newest_first = _newest_first(first.items)
-    if newest_first and _reaches(first.items, since):
-        return Collected(first.items)
-    if wide > limit and first.size == limit and max_pages > 1:
-        return collect(list_page, since, limit=wide, max_pages=max_pages - 1)
     reader = _Reader(list_page, limit, first.size, max_pages)
+    newest_first = _newest_first(first.items)
     if newest_first is False:
         found = _last_page(reader, first)
         if isinstance(found, str):

@@ -167,21 +167,6 @@ def test_newest_first_stops_at_the_first_page_that_reaches_the_window() -> None:
     assert pages.requests == [0]
 
 
-def test_a_busy_window_is_read_again_in_wide_pages() -> None:
-    # 2,500 runs since the event (a burst's own): 25 pages of 100, or page 0 once more and a few of 1,000.
-    for newest_first in (True, False):
-        pages = Pages(history(3000, newest_first=newest_first, start=-500), newest_first=newest_first)
-        collected = collect(pages, SINCE, limit=100, max_pages=12, wide=1000)
-        assert collected.reason is None, newest_first
-        assert len(pages.requests) <= 5, (newest_first, pages.requests)
-        assert {entry["jobExecutionId"] for entry in collected.items} >= {f"E{i}" for i in range(500, 3000)}
-    quiet = Pages(history(300, newest_first=True, start=-250))  # page 0 reaches the window: one request
-    assert collect(quiet, SINCE, limit=100, max_pages=12, wide=1000).reason is None and quiet.requests == [0]
-    capped = Pages(history(3000, newest_first=True, start=-500), cap=100)  # a service that caps at 100
-    assert collect(capped, SINCE, limit=100, max_pages=12, wide=1000).reason is not None
-    assert len(capped.requests) == 12
-
-
 def test_oldest_first_reads_the_last_pages_backwards() -> None:
     pages = Pages(history(1000, newest_first=False, start=-950))
     collected = collect(pages, SINCE, limit=100, max_pages=3)
@@ -328,3 +313,20 @@ def test_a_known_listing_takes_new_runs_on_top_only_where_page_0_overlaps_it_exa
     assert refreshed(known, {"list": [item(f"M{i}", 400, {}) for i in range(100)]}, SINCE) is None  # no overlap
     oldest_first = Pages(history(300, newest_first=False, start=-100), newest_first=False)
     assert known_from(collect(oldest_first, SINCE, limit=1000, max_pages=2), SINCE, 1000) is None
+
+
+def test_a_listing_not_newest_first_throughout_is_not_kept() -> None:
+    # Oldest first, read from the last page backwards: its two ends are in order, its pages are not.
+    backwards = Pages(history(1500, newest_first=False, start=-900), newest_first=False)
+    collected = collect(backwards, SINCE, limit=1000, max_pages=3)
+    assert collected.reason is None and backwards.requests == [0, 1, 0]
+    assert known_from(collected, SINCE, most=5000) is None
+
+
+def test_a_top_second_that_runs_past_page_0_is_read_whole() -> None:
+    # 150 runs in the newest second: a new run of that second may sort below page 0, unseen.
+    same = [item(f"S{index}", 10, {"$input": f"raw/s{index}.csv"}) for index in range(150)]
+    older = history(50, newest_first=True, start=-40)
+    known = known_from(collect(Pages(same + older), SINCE, limit=1000, max_pages=2), SINCE, most=1000)
+    assert isinstance(known, Known)
+    assert refreshed(known, {"list": (same + older)[:100]}, SINCE) is None
