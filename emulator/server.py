@@ -249,27 +249,27 @@ class Emulator:
     def plant(
         self,
         job_id: str,
-        at: float,
+        at: float | None,
         status: str,
         parameters: dict[str, Any],
         *,
         execution_id: str | None = None,
         condition: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Store an execution created at `at` (epoch seconds), as a create would or as history a test needs."""
-        created = datetime.fromtimestamp(at, KST).isoformat(timespec="seconds")
+        """Store an execution created at `at` (epoch seconds; None: now, as a create does), or as history a test
+        needs. A create's time is taken under the lock: the listing is in creation order, as a database sorts it."""
         execution = {
             "jobExecutionId": execution_id or uuid.uuid4().hex[:12],
             "jobId": job_id,
             "jobCondition": {"workerType": "DEFAULT", "numWorker": 2, "timeout": 360, **(condition or {})},
             "status": status,
-            "startDate": created,
-            "createdDate": created,
             "runningTime": 0,
             "parsedParameters": parameters,
             "type": "JOB",
         }
         with self.lock:
+            created = datetime.fromtimestamp(self.clock() if at is None else at, KST).isoformat(timespec="seconds")
+            execution["startDate"] = execution["createdDate"] = created
             self.executions.setdefault(job_id, []).append(execution)
         return execution
 
@@ -451,7 +451,7 @@ class Emulator:
             return 400, dataflow_error("bad-parameter", "; ".join(problems))
         body = request.json or {}
         execution = self.plant(
-            job_id, self.clock(), "READY", dict(body.get("parameters", {})), condition=body.get("jobCondition", {})
+            job_id, None, "READY", dict(body.get("parameters", {})), condition=body.get("jobCondition", {})
         )
         answer = self.shown(execution)
         if not self.create_echo:

@@ -627,11 +627,13 @@ class ExactlyOnce:
         self, job_id: str, call: Call, statuses: dict[str, str], since: datetime, purpose: str, reuse: bool
     ) -> Collected:
         """The job's runs since `since`. With `reuse` (no count of statuses needed), a newest-first listing
-        read whole before costs page 0 only: what is new comes on top of what was read."""
+        read whole before costs only its newest pages, down to what was read: what is new comes on top, so
+        a busy job's window stays readable however long it grows."""
         try:
             known = self.gate.known(job_id) if reuse else None
             if known is not None:
-                again = refreshed(known, self._pages(job_id, call, statuses)(0, LOOKUP_PAGE_SIZE), since)
+                pages = self._pages(job_id, call, statuses)
+                again = refreshed(known, pages, since, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES)
                 if again is not None:
                     self.gate.learn(job_id, known_from(again, known.reached, LOOKUP_KNOWN_MOST))
                     return again
@@ -641,7 +643,7 @@ class ExactlyOnce:
                 limit=LOOKUP_PAGE_SIZE,
                 max_pages=LOOKUP_MAX_PAGES,
             )
-            if reuse:
+            if reuse and collected.reason is None:  # a read that fell short says nothing against what was kept
                 self.gate.learn(job_id, known_from(collected, since, LOOKUP_KNOWN_MOST))
             return collected
         except RequestError as exc:

@@ -238,20 +238,33 @@ def known_from(collected: Collected, since: datetime, most: int) -> Known | None
     return Known(collected.items, since)
 
 
-def refreshed(known: Known, page: Mapping[str, Any], since: datetime) -> Collected | None:
-    """The window as page 0, read afresh, shows it on top of what was known; None unless page 0 overlaps
-    the known listing exactly (new runs only ever come on top of a newest-first listing)."""
-    items = _items(page)
-    if since < known.reached or not items or not known.items:
+def refreshed(known: Known, list_page: ListPage, since: datetime, *, limit: int, max_pages: int) -> Collected | None:
+    """The window as the newest pages, read afresh, show it on top of what was known. New runs only ever
+    come on top of a newest-first listing, but runs of one second may sort either way: the pages are
+    read past the known top's second (or to the listing's end). None unless they overlap the known
+    listing exactly, within `max_pages`."""
+    top, newest = (_string(known.items[0], "jobExecutionId"), created(known.items[0])) if known.items else (None, None)
+    if since < known.reached or top is None or newest is None:
         return None
+    items: list[Mapping[str, Any]] = []
+    seen: set[str | None] = set()
+    for page in range(max_pages):
+        got = _items(list_page(page, limit))
+        if got is None:
+            return None
+        for item in got:  # a run created between two requests pushes the listing down: runs come again
+            if (key := _string(item, "jobExecutionId")) not in seen:
+                seen.add(key)
+                items.append(item)
+        last = created(got[-1]) if got else None
+        if len(got) < limit or (last is not None and last < newest):
+            break
+    else:
+        return None  # more new runs (or runs of the top's second) than a few pages: read the window whole
     ids = [_string(item, "jobExecutionId") for item in items]
-    top = _string(known.items[0], "jobExecutionId")
-    if top is None or top not in ids:
-        return None  # more new runs than a page: read the window whole
+    if top not in ids:
+        return None
     new = ids.index(top)
-    last, newest = created(items[-1]), created(known.items[0])
-    if last is None or newest is None or last >= newest:
-        return None  # runs created in the same second as the known top may sort below page 0
     overlap = len(items) - new
     if [_string(item, "jobExecutionId") for item in known.items[:overlap]] != ids[new:]:
         return None

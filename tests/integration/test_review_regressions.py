@@ -203,8 +203,11 @@ def test_a_busy_window_read_whole_once_costs_later_lookups_page_0_only(clock: Fa
         api.plant(JOB, clock.wall_now, "READY", {"$input": "raw-data/incoming/c.csv"}, execution_id="theirs")
         reads, out = lists_for("incoming/c.csv")  # another container ran c meanwhile: on top of page 0
         assert reads == 1 and [skip["jobExecutionId"] for skip in out["skipped"]] == ["theirs"]
-        for index in range(150):  # more new runs than page 0 holds: the window is read whole again
+        for index in range(150):  # more new runs than page 0 holds, all in the top's second: pages 0 and 1
             api.plant(JOB, clock.wall_now, "COMPLETED", {"$input": f"raw-data/p/{index}"})
-        # 603 runs: pages 0-6, and page 0 once more (its runs share one second, so its order is unproven)
-        assert lists_for("incoming/d.csv")[0] == 8
-        assert runs_of(api).count("raw-data/incoming/d.csv") == 1
+        assert lists_for("incoming/d.csv")[0] == 2
+        for index in range(400):  # a second more, 400 runs: the newest pages down to what was kept
+            api.plant(JOB, clock.wall_now + 1, "COMPLETED", {"$input": f"raw-data/q/{index}"})
+        # 1,004 runs, of which the newest 556 are new or in the kept top's second: pages 0-5, not 0-10
+        assert lists_for("incoming/e.csv")[0] == 6
+        assert runs_of(api).count("raw-data/incoming/d.csv") == runs_of(api).count("raw-data/incoming/e.csv") == 1

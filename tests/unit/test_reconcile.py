@@ -305,12 +305,13 @@ def test_a_known_listing_takes_new_runs_on_top_only_where_page_0_overlaps_it_exa
     known = known_from(collect(Pages(old), SINCE, limit=1000, max_pages=2), SINCE, most=1000)
     assert isinstance(known, Known)
     new = [item(f"N{index}", 300 + index, {"$input": f"raw/n{index}.csv"}) for index in range(3)][::-1]
-    again = refreshed(known, {"list": (new + old)[:100]}, SINCE)
+    again = refreshed(known, Pages(new + old), SINCE, limit=100, max_pages=3)
     assert again is not None and [entry["jobExecutionId"] for entry in again.items[:4]] == ["N2", "N1", "N0", "E299"]
     assert len(again.items) == 303
-    assert refreshed(known, {"list": (new + old[1:])[:100]}, SINCE) is None  # a run vanished from the top
-    assert refreshed(known, {"list": new}, SINCE - timedelta(hours=1)) is None  # older than what was read
-    assert refreshed(known, {"list": [item(f"M{i}", 400, {}) for i in range(100)]}, SINCE) is None  # no overlap
+    assert refreshed(known, Pages(new + old[1:]), SINCE, limit=100, max_pages=3) is None  # a run vanished on top
+    assert refreshed(known, Pages(new + old), SINCE - timedelta(hours=1), limit=100, max_pages=3) is None  # older
+    crowd = [item(f"M{i}", 400 - i, {}) for i in range(400)]  # more new runs than the pages it may read
+    assert refreshed(known, Pages(crowd + old), SINCE, limit=100, max_pages=3) is None
     oldest_first = Pages(history(300, newest_first=False, start=-100), newest_first=False)
     assert known_from(collect(oldest_first, SINCE, limit=1000, max_pages=2), SINCE, 1000) is None
 
@@ -323,10 +324,33 @@ def test_a_listing_not_newest_first_throughout_is_not_kept() -> None:
     assert known_from(collected, SINCE, most=5000) is None
 
 
-def test_a_top_second_that_runs_past_page_0_is_read_whole() -> None:
-    # 150 runs in the newest second: a new run of that second may sort below page 0, unseen.
-    same = [item(f"S{index}", 10, {"$input": f"raw/s{index}.csv"}) for index in range(150)]
+def test_a_top_second_that_runs_past_page_0_is_read_past_that_second() -> None:
+    # 150 runs in the newest second; a new run of that second sorts below page 0 (ties by id, say).
+    same = [item(f"S{index:03d}", 10, {"$input": f"raw/s{index}.csv"}) for index in range(150)]
     older = history(50, newest_first=True, start=-40)
     known = known_from(collect(Pages(same + older), SINCE, limit=1000, max_pages=2), SINCE, most=1000)
     assert isinstance(known, Known)
-    assert refreshed(known, {"list": (same + older)[:100]}, SINCE) is None
+    theirs = item("S120x", 10, OURS)
+    listing = Pages([*same[:121], theirs, *same[121:], *older])
+    again = refreshed(known, listing, SINCE, limit=100, max_pages=3)
+    assert again is None or "S120x" in {entry["jobExecutionId"] for entry in again.items}
+    assert listing.requests == [0, 1]  # page 0 alone ends inside the top's second
+    assert refreshed(known, listing, SINCE, limit=100, max_pages=1) is None
+
+
+def test_a_run_created_between_two_pages_of_a_refresh_is_no_mismatch() -> None:
+    old = history(300, newest_first=True, start=-100)
+    known = known_from(collect(Pages(old), SINCE, limit=1000, max_pages=2), SINCE, most=1000)
+    assert isinstance(known, Known)
+    new = [item(f"N{index:03d}", 200, {}) for index in range(150)][::-1]  # more than page 0 holds
+    listing = Pages(new + old)
+
+    def shifting(page: int, limit: int) -> Mapping[str, Any]:
+        if page == 1:  # another container creates two runs after page 0 was read: the rest moves down
+            listing.items[:0] = [item("X1", 201, {}), item("X2", 201, {})]
+        return listing(page, limit)
+
+    again = refreshed(known, shifting, SINCE, limit=100, max_pages=12)
+    assert again is not None
+    ids = [entry["jobExecutionId"] for entry in again.items]
+    assert len(ids) == len(set(ids)) == 450 and ids[150] == "E299"
