@@ -219,7 +219,7 @@ class Collected(Record):
 
 
 class Known(Record):
-    """A newest-first listing read whole back to `reached`: a later lookup reads page 0 and adds what is new."""
+    """A newest-first listing read whole back to `reached`: a later lookup reads its newest pages, adds what is new."""
 
     __slots__ = ("items", "reached")
 
