@@ -44,7 +44,7 @@ RECENT_KEYS = 4096
 # A lookup reads at most this many pages of this size: a few requests, whatever the job's history.
 LOOKUP_PAGE_SIZE = 100
 LOOKUP_MAX_PAGES = 12
-# The most runs of one job a container keeps from a whole read, for later lookups to read page 0 only.
+# The most runs of one job a container keeps from a whole read, for later lookups to read only the newest pages.
 LOOKUP_KNOWN_MOST = 12_000
 # Runs whose parameters this container remembers, to learn how the list echoes them.
 READING_SAMPLES = 64
