@@ -1,10 +1,9 @@
 """The command line: one parser, a module per group of commands."""
 
 import argparse
-import sys
 
 from handler.cli import backfill, basics, doctor, explain, runs
-from handler.cli.common import CommandError
+from handler.cli.common import CommandError, say
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,5 +21,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return 2

@@ -11,7 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from handler.cli.common import CommandError, configuration, emit, settings
+from handler.cli.common import CommandError, configuration, emit, out, settings
 from handler.cli.runs import MAX_PAGES, PAGE
 from handler.dataflow.reconcile import created, echoed_parameters
 from handler.errors import EventError, RequestError
@@ -195,10 +195,10 @@ def _summary(rows: list[tuple[datetime, str, str, str]], total: int, as_json: bo
         return
     tally = Counter(outcome for _, outcome, _, _ in rows)
     stopped = f"; stopped after {len(rows)} of {total} (Ctrl-C): run it again to go on" if len(rows) < total else ""
-    print(f"{'TIME':32} {'OUTCOME':10} {'RUN':14} DETAIL")
+    out(f"{'TIME':32} {'OUTCOME':10} {'RUN':14} DETAIL")
     for when, outcome, execution_id, detail in rows:
-        print(f"{when.isoformat():32} {outcome:10} {execution_id or '-':14} {detail}")
-    print(", ".join(f"{count} {name}" for name, count in sorted(tally.items())) + stopped)
+        out(f"{when.isoformat():32} {outcome:10} {execution_id or '-':14} {detail}")
+    out(", ".join(f"{count} {name}" for name, count in sorted(tally.items())) + stopped)
 
 
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from handler.cli.common import CHECKOUT, CommandError, configuration, emit, read_json
+from handler.cli.common import CHECKOUT, CommandError, configuration, emit, out, read_json, say
 from handler.dataflow.signing import Credentials, masked, signed_headers, string_to_sign
 from handler.errors import ConfigError, InvocationFailedError
 from handler.exactly_once import delivery_guarantee
@@ -43,11 +43,11 @@ def invoke(args: argparse.Namespace) -> int:
     try:
         emit(run())
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        say(exc)
         return 2
     except InvocationFailedError as exc:
         emit(exc.result)
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return 1
     return 0
 
@@ -66,7 +66,7 @@ def _under_the_lambda_runtime(event: object, dry_run: bool) -> int:
     config = configuration() | ({"DATAFLOW_DRY_RUN": "true"} if dry_run else {})
     with LambdaRuntime(dict(config)) as runtime:
         answer = runtime.invoke(event)
-    print(runtime.output, file=sys.stderr, end="")
+    say(runtime.output, end="")
     emit(answer.body)
     return 0 if answer.kind == "response" else 1
 
@@ -82,7 +82,7 @@ def validate(args: argparse.Namespace) -> int:
     try:
         settings = parse_settings(configuration())
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        say(exc)
         return 2
     routes = [
         {
@@ -104,16 +104,15 @@ def sign(args: argparse.Namespace) -> int:
     access = os.environ.get("NCLOUD_ACCESS_KEY", "")
     secret = os.environ.get("NCLOUD_SECRET_KEY", "")
     if not access or not secret:
-        print("set NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY to sign", file=sys.stderr)
+        say("set NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY to sign")
         return 2
     if args.timestamp is not None and not (args.timestamp.isascii() and args.timestamp.isdigit()):
-        print(f"--timestamp must be epoch milliseconds (digits only), got {args.timestamp!r}", file=sys.stderr)
+        say(f"--timestamp must be epoch milliseconds (digits only), got {args.timestamp!r}")
         return 2
     if not args.path.startswith("/") or "://" in args.path:
-        print(
+        say(
             f"give the path and query exactly as sent, starting with '/' (e.g. /api/v1/jobs/ID/executions), "
-            f"not {args.path!r}: the scheme and host are not signed",
-            file=sys.stderr,
+            f"not {args.path!r}: the scheme and host are not signed"
         )
         return 2
     timestamp = args.timestamp or str(int(time.time() * 1000))
@@ -129,7 +128,7 @@ def sign(args: argparse.Namespace) -> int:
 
 def emulate(args: argparse.Namespace) -> int:
     if not (CHECKOUT / "emulator" / "server.py").exists():
-        print("the emulator ships with the source checkout, not with the deployed package", file=sys.stderr)
+        say("the emulator ships with the source checkout, not with the deployed package")
         return 2
     sys.path.insert(0, str(CHECKOUT))
     from emulator.server import Emulator, Received
@@ -138,14 +137,14 @@ def emulate(args: argparse.Namespace) -> int:
         line = {"method": request.method, "path": request.path, "status": request.status, "verdict": request.verdict}
         if request.expected_string_to_sign is not None:
             line["expectedStringToSign"] = request.expected_string_to_sign
-        print(json.dumps(line | {"body": request.json}), flush=True)
+        out(json.dumps(line | {"body": request.json}), flush=True)
 
     try:
         api = Emulator({args.access_key: args.secret_key}, host=args.host, port=args.port, on_request=show)
     except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port", file=sys.stderr)
+        say(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port")
         return 2
-    print(
+    out(
         f"Data Flow emulator on {api.url}; it accepts access key {args.access_key} with secret key "
         f"{args.secret_key} (export them as NCLOUD_ACCESS_KEY / NCLOUD_SECRET_KEY, and DATAFLOW_ENDPOINT={api.url}). "
         "Ctrl-C stops it.",

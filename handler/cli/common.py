@@ -18,12 +18,17 @@ class CommandError(HandlerError):
     """A command cannot go on (a missing or malformed file, a bad option): one line, exit status 2."""
 
 
+# The command line's only writers: what a command answers goes to stdout, what it says on the way to stderr.
+def out(text: str, *, flush: bool = False) -> None:
+    print(text, flush=flush)
+
+
 def emit(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    out(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+def say(line: object, *, end: str = "\n") -> None:
+    print(line, file=sys.stderr, end=end, flush=True)
 
 
 def read_json(path: str, what: str = "event file") -> object:

@@ -5,7 +5,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
-from handler.cli.common import CommandError, emit, settings
+from handler.cli.common import CommandError, emit, out, settings
 from handler.clocks import Clocks
 from handler.dataflow.client import Answer, DataflowClient, error_from_body
 from handler.dataflow.reconcile import created, echoed_parameters
@@ -44,9 +44,9 @@ def doctor(args: argparse.Namespace) -> int:
     if args.json:
         emit({"endpoint": loaded.endpoint, "checks": [_shown(check) for check in checks], "ok": not failed})
     else:
-        print(f"doctor: {loaded.endpoint}")
+        out(f"doctor: {loaded.endpoint}")
         for check in checks:
-            print(f"  {check.verdict:7}  {check.what}" + (f"\n           fix: {check.fix}" if check.fix else ""))
+            out(f"  {check.verdict:7}  {check.what}" + (f"\n           fix: {check.fix}" if check.fix else ""))
     return 1 if failed else 0
 
 

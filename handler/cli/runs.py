@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from handler.cli.common import CommandError, configuration, emit, say, settings
+from handler.cli.common import CommandError, configuration, emit, out, say, settings
 from handler.dataflow.reconcile import collect, created, echoed_parameters
 from handler.errors import RequestError
 from handler.jobs import ID_PATTERN
@@ -61,7 +61,7 @@ def runs(args: argparse.Namespace) -> int:
     if args.json:
         emit({"jobId": args.job, "since": since.isoformat(), "runs": rows})
     else:
-        print(_table(args.job, since, rows))
+        out(_table(args.job, since, rows))
     return 1 if any(row["status"] == "FAILED" for row in rows) and args.fail_on_failed else 0
 
 
