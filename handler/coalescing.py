@@ -143,10 +143,10 @@ def group(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo, closed: 
     )
 
 
-def remembered(plan: CoalescedPlan, known: Mapping[str, str | None], reason: str = "duplicate") -> list[Skipped]:
+def remembered(plan: CoalescedPlan, known: Mapping[str, str | None]) -> list[Skipped]:
     """Each object an earlier run already covers, skipped with that run's id."""
     return [
-        Skipped(plan.route.name, reason, member.source, member.messages, member.file_key, known[member.file_key])
+        Skipped(plan.route.name, "duplicate", member.source, member.messages, member.file_key, known[member.file_key])
         for member in plan.members
         if member.file_key in known
     ]

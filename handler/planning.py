@@ -223,36 +223,32 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, 
     if trigger.key.endswith("/") and not trigger.size:
         return [Skipped(None, "folder-marker", source, messages)]
     fired: list[Fired] = []
+    misses: list[dict[str, str]] = []  # which filter each route failed: the no-route record says why
     for route in routes:
         if route.writes(trigger.bucket, trigger.key):
             fired.append(Skipped(route.name, "own-output", source, messages))
             continue
         try:
-            groups = route.match.object_groups(trigger)
+            tested = route.match.test_object(trigger)
         except PatternTimeoutError:
             message = f"match.pattern ran past {MATCH_BUDGET_S:g} s of CPU on this key; rewrite it without nesting"
             fired.append(Failed(route.name, None, "pattern-timeout", message, False, source, messages))
             continue
-        if groups is not None and route.coalesce is not None:
+        if isinstance(tested, Miss):
+            if len(misses) < MISSES_LOGGED:
+                misses.append(
+                    {"route": route.name, "filter": tested.filter, "wanted": tested.wanted, "seen": tested.seen}
+                )
+        elif route.coalesce is not None:
             file_key = dedup_key(route.name, route.job, {}, trigger.identity())
             fired.append(Member(route, trigger.bucket, trigger.key, trigger.time, file_key, source, messages))
-        elif groups is not None:
-            fired.append(planned(route, trigger, groups, zone, origin))
+        else:
+            fired.append(planned(route, trigger, tested, zone, origin))
     if fired:
         return fired
     if not trigger.event_name.lower().startswith("objectcreated"):
         return [Skipped(None, "event-type", source, messages)]
-    return [Skipped(None, "no-route", source, messages, details={"misses": _misses(trigger, routes)})]
-
-
-def _misses(trigger: ObjectTrigger, routes: Sequence[Route]) -> list[dict[str, str]]:
-    """Which filter of each route the object failed, with what it wanted and saw: the log says why no-route."""
-    out = []
-    for route in routes[:MISSES_LOGGED]:
-        tested = route.match.test_object(trigger)
-        if isinstance(tested, Miss):
-            out.append({"route": route.name, "filter": tested.filter, "wanted": tested.wanted, "seen": tested.seen})
-    return out
+    return [Skipped(None, "no-route", source, messages, details={"misses": misses})]
 
 
 def planned(

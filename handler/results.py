@@ -63,9 +63,6 @@ class Result(TypedDict):
     omitted: NotRequired[dict[str, int]]
 
 
-Entry = SubmittedEntry | SkippedEntry | FailedEntry
-
-
 class Report(Record):
     """An invocation's result, and whether a failure in it must make the platform keep the event.
 

@@ -82,11 +82,6 @@ class Match(Record):
         self.events: Final = events
         self.schedule: Final = schedule
 
-    def object_groups(self, trigger: ObjectTrigger) -> dict[str, str] | None:
-        """The pattern's named groups when the object matches, else None."""
-        tested = self.test_object(trigger)
-        return None if isinstance(tested, Miss) else tested
-
     def test_object(self, trigger: ObjectTrigger) -> "dict[str, str] | Miss":
         """The pattern's named groups when the object matches, else the first filter that failed."""
         if self.source not in (None, "object"):

@@ -19,7 +19,8 @@ ALL_FIELDS = OBJECT_FIELDS | SCHEDULE_FIELDS | COMMON_FIELDS | GROUP_FIELDS
 
 _TIME = re.compile(r"time(?:(?P<sign>[+-])(?P<amount>\d{1,6})(?P<unit>[dhm]))?(?::(?P<format>.*))?", re.S)
 _MATCH = re.compile(r"match\.(?P<group>[A-Za-z_][A-Za-z0-9_]*)")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+# The units of a time offset ({time-1d}), and of the command line's spans (--every 6h, --since 30m).
+UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 # An offset written where the strftime format ends ({time:%Y-%m-%d-1d}): almost surely meant before it.
 _LATE_OFFSET = re.compile(r"[+-]\d{1,6}[dhm]$")
 
@@ -109,7 +110,7 @@ def _placeholder(body: str) -> Part:
         offset = timedelta()
         if time["sign"]:
             amount = int(time["amount"]) * (-1 if time["sign"] == "-" else 1)
-            offset = timedelta(**{_UNITS[time["unit"]]: amount})
+            offset = timedelta(**{UNITS[time["unit"]]: amount})
         fmt = time["format"]
         if fmt is not None and not fmt:
             raise TemplateError("{time:} needs a format after ':'")

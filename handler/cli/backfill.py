@@ -1,17 +1,16 @@
 """`backfill`: a route run once per step of a time range, through the same path as a real event."""
 
 import argparse
-import re
 import signal
 import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from handler.cli.common import CommandError, configuration, emit, out, settings
+from handler.cli.common import CommandError, configuration, emit, out, settings, span
 from handler.cli.runs import MAX_PAGES, PAGE
 from handler.dataflow.reconcile import created, echoed_parameters
 from handler.errors import EventError, RequestError
@@ -21,18 +20,15 @@ from handler.planning import PlannedExecution, planned
 from handler.routes import Route
 from handler.wiring import Wiring
 
-_EVERY = re.compile(r"(?P<amount>\d{1,4})(?P<unit>[dhm])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 MAX_STEPS = 10_000
 BAR_WIDTH = 30
 
 
 def steps(start: str, end: str, every: str, zone: tzinfo) -> list[datetime]:
     """Every time from `start` to `end` (both included) `every` apart; times without an offset are in `zone`."""
-    found = _EVERY.fullmatch(every.strip())
-    if found is None or int(found["amount"]) == 0:
+    step = span(every, "--every", "1d, 6h, 30m")
+    if not step:
         raise CommandError(f"--every takes a number and d, h or m (1d, 6h, 30m), got {every!r}")
-    step = timedelta(**{_UNITS[found["unit"]]: int(found["amount"])})
     try:
         first, last = parse_time(start, "--from", zone), parse_time(end, "--to", zone)
     except EventError as exc:

@@ -2,16 +2,20 @@
 
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from handler.errors import ConfigError, HandlerError
 from handler.hints import json_problem
 from handler.settings import Settings, config_from, parse_settings
+from handler.templates import UNITS
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
+_SPAN = re.compile(r"(?P<amount>\d{1,6})(?P<unit>[dhm])")
 
 
 class CommandError(HandlerError):
@@ -60,3 +64,11 @@ def settings(config: Mapping[str, str] | None = None) -> Settings:
         return parse_settings(configuration() if config is None else config)
     except ConfigError as exc:
         raise CommandError(str(exc)) from exc
+
+
+def span(text: str, option: str, examples: str) -> timedelta:
+    """'2h', '30m', '1d' as a duration; anything else is a CommandError naming the option."""
+    found = _SPAN.fullmatch(text.strip())
+    if found is None:
+        raise CommandError(f"{option} takes a number and d, h or m ({examples}), got {text!r}")
+    return timedelta(**{UNITS[found["unit"]]: int(found["amount"])})

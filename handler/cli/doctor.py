@@ -1,13 +1,12 @@
 """`doctor`: read-only checks against the configured endpoint, each failure with its fix."""
 
 import argparse
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from handler.cli.common import CommandError, emit, out, settings
 from handler.clocks import Clocks
-from handler.dataflow.client import Answer, DataflowClient, error_from_body
+from handler.dataflow.client import Answer, DataflowClient, error_from_body, json_object
 from handler.dataflow.reconcile import created, echoed_parameters
 from handler.errors import RequestError
 from handler.exactly_once import guarantee_in
@@ -65,7 +64,7 @@ def _job(client: DataflowClient, job_id: str, routes: Sequence[Route], loaded: S
     refused = _refusal(answer, offset, job_id, names)
     if refused is not None:
         return [*checks, refused]
-    listing = _json(answer)
+    listing = json_object(answer)
     if listing is None or not isinstance(listing.get("list"), list):
         return [*checks, Check("failed", f"job {job_id}: the listing is not a JSON object with a list", "")]
     items = [item for item in listing["list"] if isinstance(item, dict)]
@@ -102,14 +101,6 @@ def _refusal(answer: Answer, offset: float | None, job_id: str, names: str) -> C
         404: f"check the jobId of route(s) {names}: the job {job_id} does not exist in this account or region",
     }
     return Check("failed", said, fixes.get(answer.status, "see docs/results.md for this code"))
-
-
-def _json(answer: Answer) -> dict[str, Any] | None:
-    try:
-        body = json.loads(answer.content or b"")
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _paging(listing: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> str:

@@ -1,31 +1,20 @@
 """`runs`: a job's recent executions, newest first, with the parameters and event they carry."""
 
 import argparse
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from handler.cli.common import CommandError, configuration, emit, out, say, settings
+from handler.cli.common import CommandError, configuration, emit, out, say, settings, span
 from handler.dataflow.reconcile import collect, created, echoed_parameters
 from handler.errors import RequestError
 from handler.jobs import ID_PATTERN
 from handler.settings import Settings
 from handler.wiring import Submitter, Wiring
 
-_SPAN = re.compile(r"(?P<amount>\d{1,6})(?P<unit>[dhm])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 PAGE = 100
 MAX_PAGES = 20
-
-
-def span(text: str) -> timedelta:
-    """'2h', '30m', '1d' as a duration; anything else is a CommandError."""
-    found = _SPAN.fullmatch(text.strip())
-    if found is None:
-        raise CommandError(f"--since takes a number and d, h or m (2h, 30m, 1d), got {text!r}")
-    return timedelta(**{_UNITS[found["unit"]]: int(found["amount"])})
 
 
 def reader(job_id: str) -> tuple[Settings, Submitter]:
@@ -43,7 +32,7 @@ def runs(args: argparse.Namespace) -> int:
     if not ID_PATTERN.fullmatch(args.job):
         raise CommandError(f"--job must be 1-64 letters, digits, '-' or '_', got {args.job!r}")
     loaded, client = reader(args.job)
-    since = datetime.now(UTC) - span(args.since)
+    since = datetime.now(UTC) - span(args.since, "--since", "2h, 30m, 1d")
     try:
         listed = collect(
             lambda page, limit: client.list_executions(args.job, page=page, limit=limit),

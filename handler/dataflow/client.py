@@ -243,7 +243,7 @@ class DataflowClient:
             return CreateAnswer({}, attempts, body_lost=True)
         if not answer.content.strip():
             return CreateAnswer({}, attempts)
-        execution = _json_object(answer)
+        execution = json_object(answer)
         if execution is None:
             raise RequestError(
                 "bad-response",
@@ -266,7 +266,7 @@ class DataflowClient:
     ) -> dict[str, Any]:
         query = {"page": str(page), "limit": str(limit)}
         answer, attempts = self._send("GET", _executions_path(job_id), query, None, deadline, headers)
-        listing = _json_object(answer) if answer.content is not None else None
+        listing = json_object(answer) if answer.content is not None else None
         if listing is None:
             raise RequestError(
                 "bad-response",
@@ -429,7 +429,8 @@ def _executions_path(job_id: str) -> str:
     return f"/api/v1/jobs/{job_id}/executions"
 
 
-def _json_object(answer: Answer) -> dict[str, Any] | None:
+def json_object(answer: Answer) -> dict[str, Any] | None:
+    """An answer's body as a JSON object; None for anything else (a proxy's page, an array, nesting too deep)."""
     try:
         body = json.loads(answer.content or b"")
     except (ValueError, RecursionError):

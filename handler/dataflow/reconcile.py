@@ -159,11 +159,6 @@ def created(item: Mapping[str, Any]) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
-def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int) -> Lookup:
-    """Looks through the job's executions created since `identity.since` for ours."""
-    return find_in(collect(list_page, identity.since, limit=limit, max_pages=max_pages), identity)
-
-
 def find_in(collected: "Collected", identity: Identity) -> Lookup:
     """Ours among what a listing read. A run of ours is found even where the rest of the window could
     not be read; "absent" needs the whole window read."""

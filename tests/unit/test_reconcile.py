@@ -13,14 +13,22 @@ from handler.dataflow.reconcile import (
     Found,
     Identity,
     Known,
+    ListPage,
+    Lookup,
     Unknown,
     collect,
     echoed_parameters,
-    find,
+    find_in,
     known_from,
     refreshed,
     verdict,
 )
+
+
+def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int) -> Lookup:
+    """The lookup as the handler makes it: collect the window, then find ours in it."""
+    return find_in(collect(list_page, identity.since, limit=limit, max_pages=max_pages), identity)
+
 
 SINCE = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 OURS = {"$input": "raw/a.csv", "$day": "2026-11-28"}
