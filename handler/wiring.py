@@ -14,6 +14,8 @@ from handler.settings import Settings
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
+    from requests import PreparedRequest
+
     from handler.dataflow.pacing import RateLimit
 
 log = logging.getLogger(__name__)
@@ -47,16 +49,27 @@ class DryRunSubmitter:
     def create_execution(
         self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
     ) -> CreateAnswer:
-        prepared = self.client.prepare_create(request, headers)
+        self._log(self.client.prepare_create(request, headers))
+        return CreateAnswer({}, 0, dry_run=True)
+
+    def list_executions(
+        self,
+        job_id: str,
+        *,
+        page: int,
+        limit: int,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A maxRunning count's listing, logged like a create and answered as a job with no runs."""
+        self._log(self.client.prepare_list(job_id, page, limit, headers))
+        return {"list": [], "count": 0, "page": page, "limit": limit}
+
+    def _log(self, prepared: "PreparedRequest") -> None:
         log.info(
             "dry-run request",
             extra={"request": describe_prepared(prepared), "placeholderCredentials": self.placeholder_credentials},
         )
-        return CreateAnswer({}, 0, dry_run=True)
-
-    def list_executions(self, job_id: str, **options: Any) -> dict[str, Any]:
-        # Reading changes nothing; a dry run turns the dedup check off, so nothing calls this yet.
-        return self.client.list_executions(job_id, **options)
 
 
 # Builds the Submitter that real requests go through; tests pass one of their own (an in-memory fake).

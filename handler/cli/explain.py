@@ -69,6 +69,8 @@ def _verdict(
     """One route against one trigger: the first filter that failed, with what it saw, or what would be sent."""
     groups: dict[str, str] = {}
     match trigger:
+        case ObjectTrigger() if route.writes(trigger.bucket, trigger.key):
+            return {"route": route.name, "fires": False, "why": "own-output: the route's job writes here"}
         case ObjectTrigger():
             try:
                 tested = route.match.test_object(trigger)

@@ -233,6 +233,11 @@ class DataflowClient:
     ) -> requests.PreparedRequest:
         return self.prepare("POST", _executions_path(request.job.job_id), request.job.query(), request.body(), headers)
 
+    def prepare_list(
+        self, job_id: str, page: int, limit: int, headers: Mapping[str, str] | None = None
+    ) -> requests.PreparedRequest:
+        return self.prepare("GET", _executions_path(job_id), _list_query(page, limit), None, headers)
+
     def create_execution(
         self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
     ) -> CreateAnswer:
@@ -264,8 +269,9 @@ class DataflowClient:
         deadline: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        query = {"page": str(page), "limit": str(limit)}
-        answer, attempts = self._send("GET", _executions_path(job_id), query, None, deadline, headers)
+        answer, attempts = self._send(
+            "GET", _executions_path(job_id), _list_query(page, limit), None, deadline, headers
+        )
         listing = json_object(answer) if answer.content is not None else None
         if listing is None:
             raise RequestError(
@@ -427,6 +433,10 @@ class DataflowClient:
 
 def _executions_path(job_id: str) -> str:
     return f"/api/v1/jobs/{job_id}/executions"
+
+
+def _list_query(page: int, limit: int) -> dict[str, str]:
+    return {"page": str(page), "limit": str(limit)}
 
 
 def json_object(answer: Answer) -> dict[str, Any] | None:

@@ -96,6 +96,19 @@ def test_explain_a_schedule_miss_says_which_name_it_wanted(api: Emulator, tmp_pa
     assert (verdict["failed"], verdict["wanted"], verdict["seen"]) == ("schedule", "nightly", "hourly")
 
 
+def test_explain_says_an_object_under_the_routes_output_is_its_own_as_invoke_skips_it(
+    api: Emulator, tmp_path: Path
+) -> None:
+    routes = [{**ROUTES[0], "output": "acme-lake/landing/sales/dt=2026-11-27/_out/", "allowRecursion": True}]
+    path = object_event(tmp_path, "acme-lake", "landing/sales/dt=2026-11-27/_out/a.parquet")
+    done = cli("explain", path, "--offline", env=env(api, DATAFLOW_ROUTES=json.dumps(routes)))
+    assert done.returncode == 0, done.stderr
+    [verdict] = json.loads(done.stdout)["records"][0]["routes"]
+    assert (verdict["fires"], verdict["why"].split(":")[0]) == (False, "own-output")
+    invoked = cli("invoke", path, "--dry-run", env=env(api, DATAFLOW_ROUTES=json.dumps(routes)))
+    assert [skip["reason"] for skip in json.loads(invoked.stdout)["skipped"]] == ["own-output"]
+
+
 def test_explain_a_hit_shows_what_would_be_sent_and_whether_the_service_has_it(api: Emulator, tmp_path: Path) -> None:
     path = object_event(tmp_path, "acme-lake", "landing/sales/dt=2026-11-27/a.parquet")
     first = explained(api, path)["sales"]

@@ -11,7 +11,17 @@ import pytest
 from emulator.server import Emulator, Fault
 from handler.errors import ConfigError
 from handler.settings import parse_settings
-from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, connected, container, result_of, sqs_batch, upload
+from tests.conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    FakeClock,
+    JsonLines,
+    connected,
+    container,
+    result_of,
+    sqs_batch,
+    upload,
+)
 
 JOB = "CoalesceJob1"
 
@@ -223,3 +233,12 @@ def test_the_guard_defers_at_max_running_and_submits_once_the_runs_finish(clock:
     last = result_of(launcher, guarded(api, 2), batch)
     assert len(last["submitted"]) == 2
     assert len(api.all_executions()) == 4
+
+
+def test_a_dry_run_with_max_running_sends_nothing(clock: FakeClock, api: Emulator, logs: JsonLines) -> None:
+    config = guarded(api, 1) | {"DATAFLOW_DRY_RUN": "true", "DATAFLOW_MAX_CONCURRENCY": "1"}
+    out = result_of(container(clock), config, sqs_batch(files(2, clock)))
+    assert api.received == []  # the count's listing is logged, like the create, not sent
+    assert len(out["submitted"]) == 2  # a dry run lists no runs, and its own starts nothing
+    methods = [record["request"]["method"] for record in logs.records if record["message"] == "dry-run request"]
+    assert methods == ["GET", "POST", "GET", "POST"]
