@@ -10,7 +10,7 @@ from handler.outcomes import Failed, Skipped
 from handler.planning import CoalescedPlan, Member, PlannedExecution, dedup_key
 from handler.records import Record
 from handler.routes import Coalesce
-from handler.templates import TemplateError, Time
+from handler.templates import TemplateError
 
 
 class Coverage(Record):
@@ -67,7 +67,7 @@ def _fixed(plan: CoalescedPlan) -> dict[str, str]:
     return {
         name: template.render(values, {}, plan.members[0].time, UTC)
         for name, template in route.parameters
-        if template.fields <= {"bucket", "route"} and not any(isinstance(part, Time) for part in template.parts)
+        if template.fields <= {"bucket", "route"} and not template.renders_time
     }
 
 

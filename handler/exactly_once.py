@@ -23,6 +23,7 @@ from handler.dataflow.reconcile import (
     collect,
     echoed_parameters,
     find_in,
+    grown,
     known_from,
     refreshed,
 )
@@ -635,7 +636,7 @@ class ExactlyOnce:
                 pages = self._pages(job_id, call, statuses)
                 again = refreshed(known, pages, since, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES)
                 if again is not None:
-                    self.gate.learn(job_id, known_from(again, known.reached, LOOKUP_KNOWN_MOST))
+                    self.gate.learn(job_id, grown(known, again, LOOKUP_KNOWN_MOST))
                     return again
             collected = collect(
                 self._pages(job_id, call, statuses),  # page 0 again comes from the turn's pages

@@ -19,7 +19,6 @@ from handler.templates import (
     SCHEDULE_FIELDS,
     Template,
     TemplateError,
-    Time,
     parse_template,
 )
 
@@ -462,7 +461,7 @@ def route_warnings(route: Route, zone: tzinfo = UTC) -> list[str]:
             "from another's: a run for one bucket's key would cover the same key in another; add {bucket} to a "
             "parameter or set match.bucket"
         )
-    renders_time = any(_renders_time(template) for _, template in route.parameters)
+    renders_time = any(template.renders_time for _, template in route.parameters)
     if route.match.source == "schedule" and renders_time and zone is UTC:
         warnings.append(
             "a schedule route renders {time...} in UTC (DATAFLOW_TIMEZONE): if its schedule fires in another zone, "
@@ -475,10 +474,6 @@ def route_warnings(route: Route, zone: tzinfo = UTC) -> list[str]:
             "of CPU and the event fails for this route (pattern-timeout)"
         )
     return warnings
-
-
-def _renders_time(template: Template) -> bool:
-    return any(isinstance(part, Time) for part in template.parts)
 
 
 def check_routes(raw: object, where: str, problems: Problems) -> tuple[Route, ...]:

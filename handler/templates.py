@@ -69,6 +69,10 @@ class Template(Record):
         return frozenset(part.name for part in self.parts if isinstance(part, Field))
 
     @property
+    def renders_time(self) -> bool:
+        return any(isinstance(part, Time) for part in self.parts)
+
+    @property
     def match_groups(self) -> frozenset[str]:
         return frozenset(part.group for part in self.parts if isinstance(part, MatchGroup))
 

@@ -263,7 +263,15 @@ def refreshed(known: Known, list_page: ListPage, since: datetime, *, limit: int,
     overlap = len(items) - new
     if [_string(item, "jobExecutionId") for item in known.items[:overlap]] != ids[new:]:
         return None
+    dates = [date for date in map(created, items[: new + 1]) if date is not None]
+    if len(dates) <= new or any(newer < older for newer, older in pairwise(dates)):
+        return None  # the new runs are not newest first: read the window whole
     return Collected([*items, *known.items[overlap:]])
+
+
+def grown(known: Known, again: Collected, most: int) -> Known | None:
+    """What is kept after a refresh: the refreshed window, back to the same point (None past `most` runs)."""
+    return Known(again.items, known.reached) if len(again.items) <= most else None
 
 
 def _first(answer: Mapping[str, Any], asked: int) -> _Listing:

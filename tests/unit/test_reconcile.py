@@ -362,3 +362,12 @@ def test_a_run_created_between_two_pages_of_a_refresh_is_no_mismatch() -> None:
     assert again is not None
     ids = [entry["jobExecutionId"] for entry in again.items]
     assert len(ids) == len(set(ids)) == 450 and ids[150] == "E299"
+
+
+def test_new_runs_out_of_order_on_top_of_a_kept_listing_read_it_whole() -> None:
+    old = history(300, newest_first=True, start=-100)
+    known = known_from(collect(Pages(old), SINCE, limit=1000, max_pages=2), SINCE, most=1000)
+    assert isinstance(known, Known)
+    shuffled = [item("N0", 250, {}), item("N1", 260, {})]  # the newer run below the older: not newest first
+    assert refreshed(known, Pages(shuffled + old), SINCE, limit=100, max_pages=3) is None
+    assert refreshed(known, Pages(shuffled[::-1] + old), SINCE, limit=100, max_pages=3) is not None
