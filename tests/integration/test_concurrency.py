@@ -56,11 +56,13 @@ def test_a_refusal_signed_with_an_older_offset_is_re_signed_not_failed(launcher:
 
 
 class SettleTogether:
-    """The two lookups that follow both lost creates leave together: neither has claimed a run when the other lists."""
+    """Both creates are in flight before either is answered, and the two lookups that follow both lost creates
+    leave together: neither has claimed a run when the other lists."""
 
     def __init__(self) -> None:
         self.posts = 0
         self.settles = 0
+        self.creates = threading.Barrier(2, timeout=WAIT_S)
         self.together = threading.Barrier(2, timeout=WAIT_S)
         self.lock = threading.Lock()
 
@@ -70,6 +72,8 @@ class SettleTogether:
             settling = request.method == "GET" and self.posts >= 2
             self.settles += settling
             first_two = settling and self.settles <= 2
+        if request.method == "POST":
+            self.creates.wait()
         if first_two:
             self.together.wait()
 
@@ -80,7 +84,14 @@ def test_two_uploads_of_one_key_whose_answers_were_lost_end_in_two_runs(launcher
     race = SettleTogether()
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, on_request=race) as api:
         api.inject(Fault(status=500, execute=True, method="POST"), Fault(status=500, method="POST"))
-        config = connected(api.url, DATAFLOW_JOB_ID="gqigvH123456", DATAFLOW_PARAMETERS='{"$input": "{bucket}/{key}"}')
+        # Looking only after a lost answer: a check before each create would leave the two workers' creates
+        # and lookups in an order the job's turns decide, not the test.
+        config = connected(
+            api.url,
+            DATAFLOW_JOB_ID="gqigvH123456",
+            DATAFLOW_PARAMETERS='{"$input": "{bucket}/{key}"}',
+            DATAFLOW_DEDUP_CHECK="ambiguous",
+        )
         first = upload("in/a.csv", at=clock.wall() - 5, etag="v1", sequencer="01")
         second = upload("in/a.csv", at=clock.wall() - 4, etag="v2", sequencer="02")
         result = result_of(launcher, config, sqs_batch([first, second]))

@@ -152,6 +152,28 @@ def test_with_the_check_off_a_two_xx_that_is_not_an_execution_fails_as_bad_respo
     assert result["failed"][0]["error"].startswith("bad-response: HTTP 200 answer is not a JSON object")
 
 
+def test_a_found_run_is_claimed_by_one_event_only() -> None:
+    memory = DedupMemory(capacity=64)
+    assert memory.claim("event-a", "E1") is True
+    assert memory.claim("event-b", "E1") is False  # another event of this container holds it
+    assert memory.claim("event-a", "E1") is True  # its owner may take it again
+    assert memory.claim("event-b", "E2") is True
+    start = threading.Barrier(8)
+    won: list[str] = []
+
+    def race(key: str) -> None:
+        start.wait(timeout=5)
+        if memory.claim(key, "E3"):
+            won.append(key)
+
+    threads = [threading.Thread(target=race, args=(f"racer-{index}",)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1
+
+
 def test_the_dedup_memory_holds_under_concurrent_use() -> None:
     memory = DedupMemory(capacity=64)
     errors: list[BaseException] = []
