@@ -1,5 +1,7 @@
 """`python -m handler`: the command line (handler/cli)."""
 
+from __future__ import annotations
+
 import sys
 
 from handler.cli import main

@@ -1,5 +1,7 @@
 """AWS Lambda adapter: lambda_handler, with Powertools structured logging and EMF metrics."""
 
+from __future__ import annotations
+
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -11,12 +13,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from handler.errors import ConfigError, InvocationFailedError
 from handler.launcher import Launcher
 from handler.outcomes import Outcome
-from handler.results import Result, counts
+from handler.results import counts
 from handler.secrets import KEY_NAMES, SECRET_SETTING, SecretReader
 from handler.settings import config_from
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from handler.results import Result
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "dataflow-launcher"
 # Our messages are plain words: str skips the JSON decode Powertools tries on each (a quarter of a record's cost).
@@ -55,7 +59,7 @@ def record_metrics(outcomes: Sequence[Outcome]) -> None:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: "LambdaContext") -> Result:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Result:
     """Raises InvocationFailedError (carrying the result) when a failure lies outside batchItemFailures."""
     try:
         try:

@@ -1,5 +1,7 @@
 """Time sources, injectable so that tests never sleep: wall clock, monotonic clock, sleeper, jitter."""
 
+from __future__ import annotations
+
 import random
 import time
 from collections.abc import Callable

@@ -1,16 +1,20 @@
 """Coalescing: a route's objects of one invocation into groups, each one run naming its files."""
 
+from __future__ import annotations
+
 from collections.abc import Mapping, Sequence
 from datetime import UTC, timedelta, tzinfo
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from handler.dataflow.reconcile import Collected, created, echoed_parameters, same_condition
-from handler.events import EventSource
 from handler.outcomes import Failed, Skipped
 from handler.planning import CoalescedPlan, Member, PlannedExecution, dedup_key
 from handler.records import Record
 from handler.routes import Coalesce
 from handler.templates import TemplateError
+
+if TYPE_CHECKING:
+    from handler.events import EventSource
 
 
 class Coverage(Record):

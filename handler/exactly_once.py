@@ -1,5 +1,7 @@
 """Exactly once: the dedup memory, the lookup decision and the submit/settle loop, ending in typed outcomes."""
 
+from __future__ import annotations
+
 import logging
 import threading
 from collections import OrderedDict
@@ -17,7 +19,6 @@ from handler.dataflow.reconcile import (
     Found,
     Identity,
     Known,
-    ListPage,
     Lookup,
     Unknown,
     collect,
@@ -33,11 +34,13 @@ from handler.planning import CoalescedPlan, Member, PlannedExecution
 from handler.records import Record
 from handler.results import logged
 from handler.routes import Route
-from handler.settings import DedupCheck, Settings, Unverifiable
+from handler.settings import Settings
 from handler.wiring import Wiring
 
 if TYPE_CHECKING:
     from handler import coalescing
+    from handler.dataflow.reconcile import ListPage
+    from handler.settings import DedupCheck, Unverifiable
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +398,7 @@ class ExactlyOnce:
                 return _failed(step, "deferred", message, True, {"running": looked.running})
         return self._submit(step, call, unverified)
 
-    def _judged(self, step: PlannedExecution, call: Call, looked: "Looked") -> Outcome | None:
+    def _judged(self, step: PlannedExecution, call: Call, looked: Looked) -> Outcome | None:
         """The outcome a lookup decides before any submission: None to go on and submit."""
         lookup = looked.lookup
         match lookup:
@@ -474,7 +477,7 @@ class ExactlyOnce:
         ]
         return left, decided
 
-    def _coverage(self, plan: CoalescedPlan, call: Call) -> "coalescing.Coverage":
+    def _coverage(self, plan: CoalescedPlan, call: Call) -> coalescing.Coverage:
         """Which of the plan's objects existing runs cover: one listing for them all, in the job's lookup turn."""
         from handler import coalescing
 
@@ -595,7 +598,7 @@ class ExactlyOnce:
             _would_send(step) if answer.dry_run else None,
         )
 
-    def _lookup(self, step: PlannedExecution, call: Call, purpose: str) -> "Looked":
+    def _lookup(self, step: PlannedExecution, call: Call, purpose: str) -> Looked:
         """Inside the job's lookup turn: this event's run among the job's recent ones, and under
         maxRunning whether it may start, counted from the same listing. Purposes: `check` before a
         submission (claims a found run, admits); `count` only admits; `settle` follows a create that

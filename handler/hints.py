@@ -1,5 +1,7 @@
 """What a mistyped word was probably meant to be, and the likely cause of a JSON error."""
 
+from __future__ import annotations
+
 import json
 from collections.abc import Iterable
 

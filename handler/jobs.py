@@ -1,5 +1,7 @@
 """What one Data Flow execution needs (job id, query ids, jobCondition) and its validation."""
 
+from __future__ import annotations
+
 import re
 from collections.abc import Mapping
 from typing import Any, Final

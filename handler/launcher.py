@@ -1,17 +1,23 @@
 """One invocation, platform-free: settings, normalise, plan, execute exactly once, report."""
 
+from __future__ import annotations
+
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from handler.errors import ConfigError
-from handler.events import Platform, normalise
+from handler.events import normalise
 from handler.exactly_once import Call, DedupMemory, ExactlyOnce
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.planning import CoalescedPlan, PlannedExecution, Step, plan
 from handler.results import Report, counts, logged, report
 from handler.settings import Settings, load_settings
 from handler.wiring import Wiring
+
+if TYPE_CHECKING:
+    from handler.events import Platform
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,21 @@
 """NAVER Cloud Functions adapter: main(args) -> dict."""
 
+from __future__ import annotations
+
 import base64
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
 from handler.errors import InvocationFailedError
 from handler.launcher import Launcher
-from handler.results import Result
 from handler.settings import CONFIG_NAMES, config_from
+
+if TYPE_CHECKING:
+    from handler.results import Result
 
 CALLER_HEADER = "x-ncp-dataflow-payload"
 # Messages are plain words: str skips the JSON decode Powertools tries on each.

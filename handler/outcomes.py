@@ -1,10 +1,14 @@
 """Typed outcomes: how each planned execution, or each event that fired none, ended."""
 
-from collections.abc import Mapping
-from typing import Any, Final
+from __future__ import annotations
 
-from handler.events import EventSource
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
 from handler.records import Record
+
+if TYPE_CHECKING:
+    from handler.events import EventSource
 
 
 class Submitted(Record):

@@ -1,16 +1,17 @@
 """All triggers of an invocation against the routes: planned executions, or each unfired event's outcome."""
 
+from __future__ import annotations
+
 import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, tzinfo
-from typing import Final, assert_never
+from typing import TYPE_CHECKING, Final, assert_never
 
 from handler.events import (
     BadEvent,
     Batch,
-    EventSource,
     JobInvocation,
     ObjectTrigger,
     RoutableTrigger,
@@ -24,6 +25,9 @@ from handler.outcomes import Failed, Skipped
 from handler.records import Record
 from handler.routes import MATCH_BUDGET_S, Miss, PatternTimeoutError, Route
 from handler.templates import TemplateError
+
+if TYPE_CHECKING:
+    from handler.events import EventSource
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ class PlannedExecution(Record):
         source: EventSource | None = None,
         messages: tuple[str, ...] = (),
         max_running: int | None = None,
-        members: tuple["Member", ...] = (),
+        members: tuple[Member, ...] = (),
         closed: str | None = None,
     ) -> None:
         self.route: Final = route

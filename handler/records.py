@@ -1,5 +1,7 @@
 """Record: the base of the handler's immutable values, with equality and repr read from __slots__."""
 
+from __future__ import annotations
+
 
 class Record:
     """A value: its fields are its `__slots__`, each set once by a hand-written `__init__` as `Final`.

@@ -1,5 +1,7 @@
 """NCP keys from AWS Secrets Manager through the Parameters and Secrets Lambda Extension, without an SDK."""
 
+from __future__ import annotations
+
 import http.client
 import json
 import time

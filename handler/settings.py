@@ -1,12 +1,14 @@
 """Configuration strings into one validated, frozen Settings object, every problem reported at once."""
 
+from __future__ import annotations
+
 import ipaddress
 import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Final, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from handler.dataflow.signing import Credentials
@@ -16,7 +18,7 @@ from handler.records import Record
 from handler.routes import Match, Route, available_fields, check_dedup_parameter, check_routes, check_templates
 
 DEFAULT_ENDPOINT = "https://dataflow.apigw.ntruss.com"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).parent
 # Placeholder credentials for a dry run without keys: the request is signed, and the log says so.
 DRY_RUN_ACCESS_KEY = "DRY-RUN-PLACEHOLDER-KEY"
 DRY_RUN_SECRET_KEY = "dry-run-placeholder-secret"  # noqa: S105 - deliberately public
@@ -45,10 +47,13 @@ CONFIG_NAMES = (
     "DATAFLOW_DEDUP_UNVERIFIABLE",
     "DATAFLOW_RATE_LIMIT",
 )
-DedupCheck = Literal["always", "ambiguous", "off"]
-# What a duplicate check does when the service's answers cannot identify runs (the contract's "Exactly once").
-Unverifiable = Literal["submit", "fail"]
-Choice = TypeVar("Choice", DedupCheck, Unverifiable)
+if TYPE_CHECKING:  # types only: a Literal or TypeVar costs tens of microseconds at every cold start
+    DedupCheck = Literal["always", "ambiguous", "off"]
+    # What a duplicate check does when the service's answers cannot identify runs (the contract's "Exactly once").
+    Unverifiable = Literal["submit", "fail"]
+    Choice = TypeVar("Choice", DedupCheck, Unverifiable)
+DEDUP_CHECKS: Final[tuple[DedupCheck, ...]] = ("always", "ambiguous", "off")
+UNVERIFIABLE_CHOICES: Final[tuple[Unverifiable, ...]] = ("submit", "fail")
 DEFAULT_ONLY = (
     "DATAFLOW_WORKFLOW_ID",
     "DATAFLOW_TRIGGER_ID",
@@ -215,13 +220,13 @@ def _credential(config: Mapping[str, str], name: str, problems: Problems) -> str
     return value
 
 
-def _choice(config: Mapping[str, str], name: str, default: Choice, problems: Problems) -> Choice:
-    """One of the words of `default`'s Literal type (DedupCheck, Unverifiable)."""
-    options: tuple[str, ...] = get_args(DedupCheck) if default in get_args(DedupCheck) else get_args(Unverifiable)
+def _choice(config: Mapping[str, str], name: str, options: tuple[Choice, ...], problems: Problems) -> Choice:
+    """One of `options`; the first is the default."""
+    default = options[0]
     text = (_value(config, name) or default).lower()
     for option in options:
         if text == option:
-            return option  # type: ignore[return-value]
+            return option
     problems.add(name, f"must be one of {', '.join(options)}, got {describe(text)}")
     return default
 
@@ -324,8 +329,8 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
     connect_timeout = _number(config, "DATAFLOW_CONNECT_TIMEOUT", 3.05, 0.1, 60, problems)
     read_timeout = _number(config, "DATAFLOW_READ_TIMEOUT", 10.0, 0.1, 300, problems)
     max_attempts = int(_number(config, "DATAFLOW_MAX_ATTEMPTS", 4, 1, 10, problems, integer=True))
-    dedup_check = _choice(config, "DATAFLOW_DEDUP_CHECK", "always", problems)
-    unverifiable = _choice(config, "DATAFLOW_DEDUP_UNVERIFIABLE", "submit", problems)
+    dedup_check = _choice(config, "DATAFLOW_DEDUP_CHECK", DEDUP_CHECKS, problems)
+    unverifiable = _choice(config, "DATAFLOW_DEDUP_UNVERIFIABLE", UNVERIFIABLE_CHOICES, problems)
     window_hours = _number(config, "DATAFLOW_DEDUP_WINDOW_HOURS", 24, 1, 24 * 14, problems)
     caller_header = _flag(config, "DATAFLOW_CALLER_HEADER", problems, default=True)
     max_concurrency = int(_number(config, "DATAFLOW_MAX_CONCURRENCY", 10, 1, 32, problems, integer=True))

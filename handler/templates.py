@@ -1,5 +1,7 @@
 """A tiny parameter template language: named placeholders and {time} only, nothing evaluated."""
 
+from __future__ import annotations
+
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, tzinfo

@@ -1,5 +1,7 @@
 """Per-container wiring: one Data Flow client per thread, the shared signer, the pool, dry run."""
 
+from __future__ import annotations
+
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -18,25 +20,28 @@ if TYPE_CHECKING:
 
     from handler.dataflow.pacing import RateLimit
 
+    # What the exactly-once loop is given; a Protocol class costs about 0.1 ms at every cold start.
+    class Submitter(Protocol):
+        """What the exactly-once loop asks of Data Flow: create an execution, list a job's executions."""
+
+        def create_execution(
+            self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
+        ) -> CreateAnswer: ...
+
+        def list_executions(
+            self,
+            job_id: str,
+            *,
+            page: int,
+            limit: int,
+            deadline: float | None = None,
+            headers: Mapping[str, str] | None = None,
+        ) -> dict[str, Any]: ...
+
+    # Builds the Submitter that real requests go through; tests pass one of their own (an in-memory fake).
+    Connect = Callable[[Settings, DataflowClient], Submitter]
+
 log = logging.getLogger(__name__)
-
-
-class Submitter(Protocol):
-    """What the exactly-once loop asks of Data Flow: create an execution, list a job's executions."""
-
-    def create_execution(
-        self, request: ExecutionRequest, *, deadline: float | None = None, headers: Mapping[str, str] | None = None
-    ) -> CreateAnswer: ...
-
-    def list_executions(
-        self,
-        job_id: str,
-        *,
-        page: int,
-        limit: int,
-        deadline: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]: ...
 
 
 class DryRunSubmitter:
@@ -65,15 +70,11 @@ class DryRunSubmitter:
         self._log(self.client.prepare_list(job_id, page, limit, headers))
         return {"list": [], "count": 0, "page": page, "limit": limit}
 
-    def _log(self, prepared: "PreparedRequest") -> None:
+    def _log(self, prepared: PreparedRequest) -> None:
         log.info(
             "dry-run request",
             extra={"request": describe_prepared(prepared), "placeholderCredentials": self.placeholder_credentials},
         )
-
-
-# Builds the Submitter that real requests go through; tests pass one of their own (an in-memory fake).
-Connect = Callable[[Settings, DataflowClient], Submitter]
 
 
 def _real(settings: Settings, client: DataflowClient) -> Submitter:
@@ -104,7 +105,7 @@ class Wiring:
                 self._auth = (settings, NcpSignatureV2(settings.credentials, self.clocks.wall))
             return self._auth[1]
 
-    def pace(self, settings: Settings) -> "RateLimit | None":
+    def pace(self, settings: Settings) -> RateLimit | None:
         """The container's one rate limit at DATAFLOW_RATE_LIMIT: every thread and invocation shares it."""
         if settings.rate_limit is None:
             return None
@@ -135,7 +136,7 @@ class Wiring:
         self._threads.submitter = (settings, submitter)
         return submitter
 
-    def pool(self, size: int) -> "ThreadPoolExecutor":
+    def pool(self, size: int) -> ThreadPoolExecutor:
         """Created once per warm container, used only when an invocation has several submissions."""
         # Imported here: a cold start with one submission never needs it.
         from concurrent.futures import ThreadPoolExecutor

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import pytest
@@ -23,9 +23,11 @@ from emulator.lambda_context import LambdaContextStub
 from emulator.server import Emulator, Fault, Received
 from handler import app, ncp
 from handler.clocks import Clocks
-from handler.events import Platform
 from handler.launcher import Launcher
 from handler.wiring import Wiring
+
+if TYPE_CHECKING:
+    from handler.events import Platform
 
 __all__ = ["LambdaContextStub"]
 

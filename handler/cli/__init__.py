@@ -1,5 +1,7 @@
 """The command line: one parser, a module per group of commands."""
 
+from __future__ import annotations
+
 import argparse
 
 from handler.cli import backfill, basics, doctor, explain, runs

@@ -1,5 +1,7 @@
 """`backfill`: a route run once per step of a time range, through the same path as a real event."""
 
+from __future__ import annotations
+
 import argparse
 import signal
 import sys
@@ -197,7 +199,7 @@ def _summary(rows: list[tuple[datetime, str, str, str]], total: int, as_json: bo
     out(", ".join(f"{count} {name}" for name, count in sorted(tally.items())) + stopped)
 
 
-def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command = commands.add_parser(
         "backfill",
         help="run a route once per step of a time range (same dedup keys as real events: a rerun skips what started)",

@@ -1,5 +1,7 @@
 """The first commands: invoke an event file, validate the configuration, sign a request, run the emulator."""
 
+from __future__ import annotations
+
 import argparse
 import json
 import logging
@@ -7,15 +9,18 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handler.cli.common import CHECKOUT, CommandError, configuration, emit, out, read_json, say
 from handler.dataflow.signing import Credentials, masked, signed_headers, string_to_sign
 from handler.errors import ConfigError, InvocationFailedError
 from handler.exactly_once import delivery_guarantee
-from handler.results import Report, Result
+from handler.results import Report
 from handler.routes import route_warnings
 from handler.settings import parse_settings
+
+if TYPE_CHECKING:
+    from handler.results import Result
 
 
 def invoke(args: argparse.Namespace) -> int:
@@ -161,7 +166,7 @@ def emulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser("invoke", help="run the handler on an event file with the environment's configuration")
     run.add_argument("event", help="a JSON event file, e.g. events/s3-put.json")
     run.add_argument("--dry-run", action="store_true", help="build, sign and log requests; send nothing")

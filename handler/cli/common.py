@@ -1,5 +1,7 @@
 """What the commands share: one-line errors, reading files and settings from where the command runs."""
 
+from __future__ import annotations
+
 import json
 import os
 import re

@@ -1,5 +1,7 @@
 """`doctor`: read-only checks against the configured endpoint, each failure with its fix."""
 
+from __future__ import annotations
+
 import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
@@ -174,7 +176,7 @@ def _route(route: Route, items: Sequence[Mapping[str, Any]], reading: str, loade
     return checks
 
 
-def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command = commands.add_parser(
         "doctor",
         help="check the configured endpoint read-only: credentials, clock, jobs, how it pages and echoes, guarantees",

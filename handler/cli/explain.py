@@ -1,5 +1,7 @@
 """`explain`: for each record of an event file and each route, whether it fires and why not, without sending."""
 
+from __future__ import annotations
+
 import argparse
 from datetime import UTC, datetime
 from typing import Any, assert_never
@@ -41,7 +43,7 @@ def explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verdicts(trigger: Trigger, config: Settings, checker: "_Checker | None") -> list[dict[str, Any]]:
+def _verdicts(trigger: Trigger, config: Settings, checker: _Checker | None) -> list[dict[str, Any]]:
     match trigger:
         case BadEvent():
             return [{"route": None, "fires": False, "why": f"bad-event: {trigger.reason}"}]
@@ -64,7 +66,7 @@ def _verdict(
     route: Route,
     trigger: ObjectTrigger | ScheduleTrigger | RouteInvocation,
     config: Settings,
-    checker: "_Checker | None",
+    checker: _Checker | None,
 ) -> dict[str, Any]:
     """One route against one trigger: the first filter that failed, with what it saw, or what would be sent."""
     groups: dict[str, str] = {}
@@ -105,7 +107,7 @@ def _missed(route: Route, miss: Miss) -> dict[str, Any]:
     return {"route": route.name, "fires": False, "failed": miss.filter, "wanted": miss.wanted, "seen": miss.seen}
 
 
-def _fires(step: PlannedExecution, checker: "_Checker | None") -> dict[str, Any]:
+def _fires(step: PlannedExecution, checker: _Checker | None) -> dict[str, Any]:
     verdict: dict[str, Any] = {
         "route": step.route,
         "fires": True,
@@ -135,7 +137,7 @@ class _Checker:
             return f"lookup failed: {exc}"
 
 
-def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command = commands.add_parser(
         "explain",
         help="why an event file does (or does not) start each route's job; with credentials, whether it already ran",

@@ -1,17 +1,22 @@
 """`runs`: a job's recent executions, newest first, with the parameters and event they carry."""
 
+from __future__ import annotations
+
 import argparse
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handler.cli.common import CommandError, configuration, emit, out, say, settings, span
 from handler.dataflow.reconcile import collect, created, echoed_parameters
 from handler.errors import RequestError
 from handler.jobs import ID_PATTERN
 from handler.settings import Settings
-from handler.wiring import Submitter, Wiring
+from handler.wiring import Wiring
+
+if TYPE_CHECKING:
+    from handler.wiring import Submitter
 
 PAGE = 100
 MAX_PAGES = 20
@@ -96,7 +101,7 @@ def _table(job_id: str, since: datetime, rows: Sequence[Mapping[str, Any]]) -> s
     return "\n".join(lines)
 
 
-def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command = commands.add_parser("runs", help="a job's recent executions, newest first (failed ones marked !!)")
     command.add_argument("--job", required=True, help="the Data Flow job id")
     command.add_argument("--since", default="24h", help="how far back: 30m, 2h, 1d (default 24h)")

@@ -1,5 +1,7 @@
 """Data Flow API client: one session, deadline-bounded attempts, a failure classifier and typed errors."""
 
+from __future__ import annotations
+
 import json
 import logging
 import math
@@ -184,7 +186,7 @@ class DataflowClient:
         policy: RetryPolicy | None = None,
         clocks: Clocks | None = None,
         auth: NcpSignatureV2 | None = None,
-        pace: "RateLimit | None" = None,
+        pace: RateLimit | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.https = self.endpoint.startswith("https:")

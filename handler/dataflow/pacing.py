@@ -1,5 +1,7 @@
 """A client-side rate limit: one token bucket per container, shared by every request it sends."""
 
+from __future__ import annotations
+
 import threading
 
 from handler.clocks import Clocks

@@ -1,10 +1,14 @@
 """The retry policy as data: which answers are retried, which may have run, attempts and backoff."""
 
-from collections.abc import Callable
-from typing import Final
+from __future__ import annotations
 
-from handler.errors import FailureKind
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
 from handler.records import Record
+
+if TYPE_CHECKING:
+    from handler.errors import FailureKind
 
 
 class RetryPolicy(Record):

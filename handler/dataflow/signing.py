@@ -1,5 +1,7 @@
 """NCP API Gateway signature v2: pure functions and a requests auth that signs what is sent."""
 
+from __future__ import annotations
+
 import base64
 import hashlib
 import hmac

@@ -1,5 +1,7 @@
 """HTTP transport whose every attempt ends at its deadline, however slowly the server answers."""
 
+from __future__ import annotations
+
 import logging
 import math
 import socket

@@ -7,7 +7,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from emulator.server import Received, check_create
 from handler.dataflow.client import CreateAnswer, DataflowClient, ExecutionRequest
 from handler.dataflow.signing import Credentials
-from handler.events import Platform
 from handler.launcher import Launcher
 from handler.wiring import Wiring
 from tests.conftest import EVENTS, ROOT, FakeClock, result_of
+
+if TYPE_CHECKING:
+    from handler.events import Platform
 
 ROUTES = (ROOT / "emulator" / "demo-routes.json").read_text(encoding="utf-8")
 SAMPLES = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in sorted(EVENTS.glob("*.json"))}

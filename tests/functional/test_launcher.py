@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handler.dataflow.client import CreateAnswer, DataflowClient, ExecutionRequest
 from handler.launcher import Launcher
 from handler.settings import Settings
-from handler.wiring import Submitter, Wiring
+from handler.wiring import Wiring
 from tests.conftest import FakeClock, load_event
+
+if TYPE_CHECKING:
+    from handler.wiring import Submitter
 
 
 class Broken:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import pytest
@@ -15,7 +15,6 @@ from handler.events import (
     BadEvent,
     JobInvocation,
     ObjectTrigger,
-    Platform,
     RouteInvocation,
     S3TestTrigger,
     ScheduleTrigger,
@@ -23,6 +22,9 @@ from handler.events import (
     normalise,
 )
 from tests.conftest import load_event
+
+if TYPE_CHECKING:
+    from handler.events import Platform
 
 NOW = datetime(2026, 11, 28, 0, 0, 42, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,7 +13,6 @@ from handler.dataflow.reconcile import (
     Found,
     Identity,
     Known,
-    ListPage,
     Lookup,
     Unknown,
     collect,
@@ -23,6 +22,9 @@ from handler.dataflow.reconcile import (
     refreshed,
     verdict,
 )
+
+if TYPE_CHECKING:
+    from handler.dataflow.reconcile import ListPage
 
 
 def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int) -> Lookup:

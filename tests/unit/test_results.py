@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from handler.events import EventSource
+from typing import TYPE_CHECKING
+
 from handler.outcomes import Failed, Skipped, Submitted
 from handler.results import counts, report
+
+if TYPE_CHECKING:
+    from handler.events import EventSource
 
 SOURCE: EventSource = {"kind": "object", "bucket": "b", "key": "k", "eventName": "ObjectCreated:Put"}
 
