@@ -50,15 +50,17 @@ MAX_OBJECTS = 100
 # A parameter value beyond this many UTF-8 bytes would crowd the 1 MB request limits of both platforms.
 MAX_BYTES_LIMIT = 262_144
 OBJECT_FILTERS = ("bucket", "prefix", "suffix", "pattern", "events")
+# Checks of DATAFLOW_ROUTES only: kept as text, compiled on first use (re caches them), so a function
+# configured without routes compiles none at its cold start.
 # A pattern with a quantified group that is itself quantified can backtrack exponentially.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}|](?:[^()\\]|\\.)*\)[+*{]")
+_NESTED_QUANTIFIER = r"\((?:[^()\\]|\\.)*[+*}|](?:[^()\\]|\\.)*\)[+*{]"
 
 # A cron, rate or at expression where a schedule's name is expected.
-_EXPRESSION = re.compile(r"\s*(cron|rate|at)\s*\(", re.IGNORECASE)
+_EXPRESSION = r"(?i)\s*(cron|rate|at)\s*\("
 # CPU seconds a pattern may take on one key; a sane one takes microseconds on the longest (1024 bytes).
 MATCH_BUDGET_S = 0.05
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
 
 class Match(Record):
@@ -328,7 +330,7 @@ def _check_never_matches(texts: Mapping[str, str | None], where: str, problems: 
     if bucket is not None and ("://" in bucket or "/" in bucket):
         name = bucket.split("://", 1)[-1].split("/", 1)[0]
         problems.add(f"{where}.bucket", f"is a bucket's name, not a URL or a path (did you mean {name!r}?)")
-    if schedule is not None and (_EXPRESSION.match(schedule) or " " in schedule.strip()):
+    if schedule is not None and (re.match(_EXPRESSION, schedule) or " " in schedule.strip()):
         problems.add(
             f"{where}.schedule",
             f"{schedule!r} looks like a schedule expression; match.schedule is the schedule's name (the EventBridge "
@@ -342,7 +344,7 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
     if raw is None:
         return None
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(_NAME, name):
         problems.add(f"{where}.name", f"must be 1-64 letters, digits, '.', '-' or '_', got {describe(name)}")
     match = _check_match(raw.get("match", {}), f"{where}.match", problems)
     job = check_job_spec(raw, where, problems)
@@ -470,7 +472,7 @@ def route_warnings(route: Route, zone: tzinfo = UTC) -> list[str]:
             "a schedule route renders {time...} in UTC (DATAFLOW_TIMEZONE): if its schedule fires in another zone, "
             "a run at 01:00 local time renders the day before; set DATAFLOW_TIMEZONE to the schedule's zone"
         )
-    if route.match.pattern is not None and _NESTED_QUANTIFIER.search(route.match.pattern.pattern):
+    if route.match.pattern is not None and re.search(_NESTED_QUANTIFIER, route.match.pattern.pattern):
         warnings.append(
             "match.pattern has a quantified group inside a quantifier or an alternation under one; on keys of "
             f"up to 1024 bytes it may backtrack catastrophically: a match is stopped after {MATCH_BUDGET_S:g} s "

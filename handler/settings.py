@@ -63,7 +63,8 @@ DEFAULT_ONLY = (
 )
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-_OFFSET = re.compile(r"(?P<sign>[+-])(?P<hours>\d{2}):(?P<minutes>\d{2})")
+# Compiled on first use (re caches it), not at every cold start: most zones are UTC or a name.
+_OFFSET = r"(?P<sign>[+-])(?P<hours>\d{2}):(?P<minutes>\d{2})"
 
 
 class Settings(Record):
@@ -235,7 +236,7 @@ def _zone(config: Mapping[str, str], problems: Problems) -> tzinfo:
     name = _value(config, "DATAFLOW_TIMEZONE") or "UTC"
     if name.upper() in ("UTC", "Z"):
         return UTC
-    offset = _OFFSET.fullmatch(name)
+    offset = re.fullmatch(_OFFSET, name)
     if offset:
         hours, minutes = int(offset["hours"]), int(offset["minutes"])
         if hours <= 23 and minutes <= 59:

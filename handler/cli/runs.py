@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from handler.cli.common import CommandError, configuration, emit, out, say, settings, span
 from handler.dataflow.reconcile import collect, created, echoed_parameters
 from handler.errors import RequestError
-from handler.jobs import ID_PATTERN
+from handler.jobs import is_id
 from handler.settings import Settings
 from handler.wiring import Wiring
 
@@ -34,7 +34,7 @@ def reader(job_id: str) -> tuple[Settings, Submitter]:
 
 
 def runs(args: argparse.Namespace) -> int:
-    if not ID_PATTERN.fullmatch(args.job):
+    if not is_id(args.job):
         raise CommandError(f"--job must be 1-64 letters, digits, '-' or '_', got {args.job!r}")
     loaded, client = reader(args.job)
     since = datetime.now(UTC) - span(args.since, "--since", "2h, 30m, 1d")
