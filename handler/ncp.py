@@ -12,7 +12,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 
 from handler.errors import InvocationFailedError
 from handler.launcher import Launcher
-from handler.settings import CONFIG_NAMES, config_from
+from handler.settings import SETTING_NAMES, config_from
 
 if TYPE_CHECKING:
     from handler.results import Result
@@ -44,7 +44,7 @@ def main(args: dict[str, Any]) -> Result:
     Raises InvocationFailedError (carrying the result) when anything failed.
     """
     config = {**config_from(os.environ), **config_from(args)}
-    event = {name: value for name, value in args.items() if name not in CONFIG_NAMES}
+    event = {name: value for name, value in args.items() if name not in SETTING_NAMES}
     activation = os.environ.get("__OW_ACTIVATION_ID", "")
     action = os.environ.get("__OW_ACTION_NAME", "")
     logger.append_keys(activation_id=activation or None, action_name=action or None)

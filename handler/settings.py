@@ -47,6 +47,7 @@ CONFIG_NAMES = (
     "DATAFLOW_DEDUP_UNVERIFIABLE",
     "DATAFLOW_RATE_LIMIT",
 )
+SETTING_NAMES: Final = frozenset(CONFIG_NAMES)
 if TYPE_CHECKING:  # types only: a Literal or TypeVar costs tens of microseconds at every cold start
     DedupCheck = Literal["always", "ambiguous", "off"]
     # What a duplicate check does when the service's answers cannot identify runs (the contract's "Exactly once").
@@ -124,11 +125,13 @@ class Settings(Record):
 def config_from(sources: Mapping[str, object]) -> dict[str, str]:
     """The configuration subset of a mapping; non-strings (NCP parameters) become JSON text."""
     config: dict[str, str] = {}
-    for name in CONFIG_NAMES:
-        value = sources.get(name)
-        if value is None:
-            continue
-        config[name] = value if isinstance(value, str) else json.dumps(value)
+    # Walks the source's names, not ours: os.environ encodes a name for each lookup and raises inside
+    # for each unset one, which cost 13 us of every warm call; walking its names costs a third of that.
+    for name in sources:
+        if name in SETTING_NAMES:
+            value = sources[name]
+            if value is not None:
+                config[name] = value if isinstance(value, str) else json.dumps(value)
     return config
 
 
@@ -402,7 +405,7 @@ _cache: dict[tuple[tuple[str, str], ...], Settings] = {}
 
 def load_settings(config: Mapping[str, str]) -> Settings:
     """parse_settings, memoised per distinct configuration (NCP sends it with every call)."""
-    key = tuple(sorted((name, value) for name, value in config.items() if name in CONFIG_NAMES))
+    key = tuple(sorted((name, value) for name, value in config.items() if name in SETTING_NAMES))
     settings = _cache.get(key)
     if settings is None:
         settings = parse_settings(config)
