@@ -123,18 +123,22 @@ def failed_entry(outcome: Failed) -> FailedEntry:
 
 def logged(outcome: Outcome, extra: Mapping[str, Any] | None = None) -> Outcome:
     """Writes the decision's one log record: entry fields flat, the log-only details, and `extra`."""
-    more = {**outcome.details, **(extra or {})}
     match outcome:
         case Submitted():
-            every = {"keys": list(outcome.objects)} if outcome.objects else {}
+            fields, write = _flat(submitted_entry(outcome)), log.info
             said = "dry run: not sent" if outcome.request is not None else "submitted"
-            log.info(said, extra={**_flat(submitted_entry(outcome)), **every, **more})
+            if outcome.objects:
+                fields["keys"] = list(outcome.objects)
         case Skipped():
-            log.info("skipped", extra={**_flat(skipped_entry(outcome)), **more})
+            fields, write, said = _flat(skipped_entry(outcome)), log.info, "skipped"
         case Failed():
-            log.error("failed", extra={**_flat(failed_entry(outcome)), **more})
+            fields, write, said = _flat(failed_entry(outcome)), log.error, "failed"
         case _:
             assert_never(outcome)
+    fields.update(outcome.details)
+    if extra:
+        fields.update(extra)
+    write(said, extra=fields)
     return outcome
 
 
@@ -197,7 +201,7 @@ def _cap(entries: list[Any]) -> int:
 
 def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A result entry as log fields: the source's fields lifted to the top, kind renamed."""
-    fields = {name: value for name, value in entry.items() if name != "source"}
-    source = entry.get("source", {})
-    fields.update({("sourceKind" if name == "kind" else name): value for name, value in source.items()})
+    fields = dict(entry)
+    for name, value in fields.pop("source", {}).items():
+        fields["sourceKind" if name == "kind" else name] = value
     return fields
