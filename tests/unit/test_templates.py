@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from handler.templates import ALL_FIELDS, TemplateError, parse_template
+from handler.templates import ALL_FIELDS, TemplateError, Time, parse_template
 
 EVENT_TIME = datetime(2026, 11, 27, 23, 10, 5, tzinfo=UTC)
 VALUES = {"bucket": "raw-data", "key": "incoming/orders/a b.csv", "route": "orders"}
@@ -110,3 +111,67 @@ def test_parse_either_succeeds_or_raises_template_error(pieces: list[str]) -> No
     except TemplateError:
         return
     assert isinstance(template.render({}, {}, EVENT_TIME, UTC), str)
+
+
+# The {time} grammar as the contract states it, written as the pattern the parser once was: the
+# hand-written reader (no pattern compiled at every cold start) must accept and read exactly this.
+TIME_GRAMMAR = re.compile(r"time(?:(?P<sign>[+-])(?P<amount>\d{1,6})(?P<unit>[dhm]))?(?::(?P<format>.*))?", re.S)
+LATE_OFFSET = re.compile(r"[+-]\d{1,6}[dhm]\Z")
+TIME_ALPHABET = st.sampled_from([*"time+-0123456789dhm:%Y ", "\u0663", "\n", "x"])
+
+
+def grammar_reading(body: str) -> tuple[timedelta, str | None] | str | None:
+    """What the grammar makes of a placeholder body: (offset, format), an error's start, or None."""
+    found = TIME_GRAMMAR.fullmatch(body)
+    if found is None:
+        return None
+    offset = timedelta()
+    if found["sign"]:
+        amount = int(found["amount"]) * (-1 if found["sign"] == "-" else 1)
+        offset = timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[found["unit"]]: amount})
+    fmt = found["format"]
+    if fmt == "":
+        return "{time:} needs a format"
+    if not found["sign"] and LATE_OFFSET.search(fmt or ""):
+        return f"{{{body}}}: an offset after the format"
+    return offset, fmt
+
+
+DIGITS = st.text(st.sampled_from([*"0123456789", "\u0663"]), max_size=8)
+SHAPED = st.tuples(
+    st.sampled_from(["", "+", "-", "x"]),
+    DIGITS,
+    st.sampled_from(["", "d", "h", "m", "s"]),
+    st.sampled_from(["", ":"]),
+    st.text(TIME_ALPHABET, max_size=6),
+    st.sampled_from(["", "-"]),
+    DIGITS,
+    st.sampled_from(["", "d", "m"]),
+).map(lambda parts: "time" + "".join(parts))
+
+
+@given(st.text(TIME_ALPHABET, max_size=14).map(lambda rest: "time" + rest) | SHAPED)
+@example("time+123456d")
+@example("time+1234567d")
+@example("time-1h:%H")
+@example("time:%Y-%m-%d-1d")
+@example("time:%Y-123456d")
+@example("time:%Y-1234567d")
+@example("time:%Y+1m")
+@example("time:")
+@example("time+1d:")
+@example("time+\u0663d")
+@example("time+\u00b2d")
+@example("time+")
+@example("timex")
+@example("time-1d:%d-2d")
+def test_time_placeholders_are_read_as_the_grammar_says(body: str) -> None:
+    expected = grammar_reading(body)
+    try:
+        part = parse_template("{" + body + "}").parts[0]
+    except TemplateError as exc:
+        assert isinstance(expected, str) or expected is None, (body, str(exc))
+        assert str(exc).startswith(expected or "unknown placeholder")
+        return
+    assert isinstance(part, Time), body
+    assert (part.offset, part.strftime) == expected
