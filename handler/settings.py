@@ -18,6 +18,7 @@ from handler.records import Record
 from handler.routes import Match, Route, available_fields, check_dedup_parameter, check_routes, check_templates
 
 DEFAULT_ENDPOINT = "https://dataflow.apigw.ntruss.com"
+# Relative @files are read from here, resolved when used (resolving it at import costs every cold start).
 PACKAGE_DIR = Path(__file__).parent
 # Placeholder credentials for a dry run without keys: the request is signed, and the log says so.
 DRY_RUN_ACCESS_KEY = "DRY-RUN-PLACEHOLDER-KEY"
@@ -158,7 +159,7 @@ def _routes_json(config: Mapping[str, str], problems: Problems) -> object:
     if text is None or not text.startswith("@"):
         return _json(config, "DATAFLOW_ROUTES", problems)
     given = Path(text[1:])
-    path = given if given.is_absolute() else PACKAGE_DIR / given
+    path = given if given.is_absolute() else PACKAGE_DIR.resolve() / given
     try:
         content = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -162,6 +162,17 @@ def test_a_relative_routes_file_is_read_from_the_package_directory(
     assert [route.name for route in parse_settings(config).routes] == ["from-package"]
 
 
+def test_a_package_directory_reached_through_a_symlink_is_named_by_its_real_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    monkeypatch.setattr(settings_module, "PACKAGE_DIR", tmp_path / "link")
+    [problem] = problems({"NCLOUD_ACCESS_KEY": "AK", "NCLOUD_SECRET_KEY": "s", "DATAFLOW_ROUTES": "@../routes.json"})
+    assert f"looked at {real.resolve() / '..' / 'routes.json'}" in problem
+
+
 def test_a_missing_relative_routes_file_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = {"NCLOUD_ACCESS_KEY": "AK", "NCLOUD_SECRET_KEY": "s", "DATAFLOW_ROUTES": "@my-routes.json"}
     [problem] = problems(base)
