@@ -386,7 +386,7 @@ class ExactlyOnce:
             try:
                 looked = self._lookup(step, call, "check" if checks else "count")
             except RequestError as exc:  # the lookup met what the submission would meet: say that
-                return _failed(step, exc.code, exc.message, exc.retryable, status=exc.status)
+                return step_failed(step, exc.code, exc.message, exc.retryable, status=exc.status)
             decided = self._judged(step, call, looked) if checks else None
             if decided is not None:
                 return decided
@@ -395,7 +395,7 @@ class ExactlyOnce:
                 going = f"{looked.running} executions READY, RUNNING or starting"
                 counted = "" if looked.counted else f" in what could be read ({looked.lookup_reason})"
                 message = f"the job has {going}{counted} (maxRunning {step.max_running})"
-                return _failed(step, "deferred", message, True, {"running": looked.running})
+                return step_failed(step, "deferred", message, True, {"running": looked.running})
         return self._submit(step, call, unverified)
 
     def _judged(self, step: PlannedExecution, call: Call, looked: Looked) -> Outcome | None:
@@ -421,7 +421,7 @@ class ExactlyOnce:
         if not self._refuses(step.job.job_id, step.route, call, lookup.reason):
             return None
         message = f"cannot prove this event has no run yet: {lookup.reason}"
-        return _failed(step, "unknown-outcome", message, True, {"dedupUnverifiable": True})
+        return step_failed(step, "unknown-outcome", message, True, {"dedupUnverifiable": True})
 
     def _refuses(self, job_id: str, route: str | None, call: Call, reason: str) -> bool:
         """Warns once per job and container that runs cannot be identified; True when the setting is fail."""
@@ -500,7 +500,7 @@ class ExactlyOnce:
             except RequestError as exc:
                 details = {"attempts": exc.attempts, "status": exc.status, "elapsedMs": self._since(call.started)}
                 if not exc.ambiguous:
-                    return _failed(step, exc.code, exc.message, exc.retryable, details, exc.status)
+                    return step_failed(step, exc.code, exc.message, exc.retryable, details, exc.status)
                 settled = self._after_unknown(step, call, exc, details)
                 if settled is not None:
                     return settled
@@ -515,7 +515,7 @@ class ExactlyOnce:
                     answer = _answer(found, answer.attempts)
             return self._submitted(step, answer, None, call, unverified)
         message = f"the execution stayed absent after {MAX_RESENDS} resends that each lost their answer"
-        return _failed(step, "unknown-outcome", message, True)
+        return step_failed(step, "unknown-outcome", message, True)
 
     def _create(self, step: PlannedExecution, call: Call) -> CreateAnswer:
         """The create call, inside this job's create turn: its run is remembered before any lookup may see it."""
@@ -564,7 +564,7 @@ class ExactlyOnce:
                 # may start the run twice unless the unverifiable setting is fail.
                 safe = mode == "always" and (not lookup.unidentified or call.settings.dedup_unverifiable == "fail")
                 code, message = _unresolved(exc, lookup.reason)
-                return _failed(step, code, message, safe, details, exc.status)
+                return step_failed(step, code, message, safe, details, exc.status)
             case Absent():
                 return None
             case _:
@@ -740,7 +740,7 @@ def _duplicate(step: PlannedExecution, execution_id: str | None) -> Skipped:
     return Skipped(step.route, "duplicate", step.source, step.messages, step.dedup_key, execution_id)
 
 
-def _failed(
+def step_failed(
     step: PlannedExecution,
     code: str,
     message: str,
@@ -748,6 +748,7 @@ def _failed(
     details: Mapping[str, Any] | None = None,
     status: int | None = None,
 ) -> Failed:
+    """The step failed before or without a run: its route, job, source, messages and dedup key."""
     job_id, key = step.job.job_id, step.dedup_key
     return Failed(step.route, job_id, code, message, retryable, step.source, step.messages, key, status, details)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from handler.errors import ConfigError
 from handler.events import normalise
-from handler.exactly_once import Call, DedupMemory, ExactlyOnce
+from handler.exactly_once import Call, DedupMemory, ExactlyOnce, step_failed
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.planning import CoalescedPlan, PlannedExecution, Step, plan
 from handler.results import Report, counts, logged, report
@@ -130,14 +130,4 @@ class Launcher:
             log.exception("internal error", extra={"dedupKey": step.dedup_key, "route": step.route})
             # Whether it got as far as sending is unknown: a redelivery must look first, so not retryable.
             message = f"{type(exc).__name__} inside the handler; the execution may exist"
-            failed = Failed(
-                step.route,
-                step.job.job_id,
-                "internal-error",
-                message,
-                False,
-                step.source,
-                step.messages,
-                step.dedup_key,
-            )
-            return logged(failed)
+            return logged(step_failed(step, "internal-error", message, False))
