@@ -62,7 +62,7 @@ def masked(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: (MASK if name.lower() == SIGNATURE_HEADER else value) for name, value in headers.items()}
 
 
-class NcpSignatureV2(requests.auth.AuthBase):
+class NcpSignatureV2:
     """Signs a prepared request at send time, so the signed path and query are the sent ones.
 
     It owns the clock offset (gateway minus local, seconds), as requests-aws4auth's signer owns
@@ -80,9 +80,6 @@ class NcpSignatureV2(requests.auth.AuthBase):
 
     def timestamp_ms(self, offset: float | None = None) -> str:
         return str(int((self.clock() + (self.offset if offset is None else offset)) * 1000))
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return self.sign(request, self.offset)
 
     def sign(self, request: requests.PreparedRequest, offset: float) -> requests.PreparedRequest:
         method = request.method or "GET"

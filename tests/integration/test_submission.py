@@ -255,16 +255,14 @@ def test_query_altered_after_signing_is_refused(emulator: Emulator, clock: FakeC
     auth = NcpSignatureV2(Credentials(ACCESS_KEY, SECRET_KEY), clock=clock.wall)
     session = requests.Session()
     url = f"{emulator.url}/api/v1/jobs/gqigvH123456/executions"
-    prepared = session.prepare_request(requests.Request("POST", url, params={"triggerId": "t1"}, json={}, auth=auth))
+    request = requests.Request("POST", url, params={"triggerId": "t1"}, json={})
+    prepared = auth.sign(session.prepare_request(request), auth.offset)
     prepared.url = f"{url}?triggerId=t2"  # tampered in flight
     response = session.send(prepared, timeout=5)
     assert response.status_code == 401
     assert emulator.received[0].path.endswith("?triggerId=t2")
     assert emulator.received[0].verdict == "rejected: signature mismatch"
-    untouched = session.send(
-        session.prepare_request(requests.Request("POST", url, params={"triggerId": "t1"}, json={}, auth=auth)),
-        timeout=5,
-    )
+    untouched = session.send(auth.sign(session.prepare_request(request), auth.offset), timeout=5)
     assert untouched.status_code == 200
 
 

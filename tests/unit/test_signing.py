@@ -36,13 +36,13 @@ def test_known_answer_vector() -> None:
 
 def test_auth_signs_the_query_string_as_sent() -> None:
     auth = NcpSignatureV2(CREDENTIALS, clock=lambda: 1_700_000_000.0)
-    request = requests.Request(
+    unsigned = requests.Request(
         "POST",
         "https://dataflow.apigw.ntruss.com/api/v1/jobs/gqigvH123456/executions",
         params={"triggerId": "t1", "workflowId": "w1"},
         json={"parameters": {}},
-        auth=auth,
     ).prepare()
+    request = auth.sign(unsigned, auth.offset)
     assert request.path_url == "/api/v1/jobs/gqigvH123456/executions?triggerId=t1&workflowId=w1"
     assert request.headers[SIGNATURE_HEADER] == KNOWN_SIGNATURE_WITH_QUERY
     assert request.headers[SIGNATURE_HEADER] != KNOWN_SIGNATURE
@@ -51,10 +51,10 @@ def test_auth_signs_the_query_string_as_sent() -> None:
 def test_each_signing_takes_a_fresh_timestamp() -> None:
     now = [1_700_000_000.0]
     auth = NcpSignatureV2(CREDENTIALS, clock=lambda: now[0])
-    first = auth(requests.Request("GET", "https://h/api/v1/jobs/a/executions").prepare())
+    first = auth.sign(requests.Request("GET", "https://h/api/v1/jobs/a/executions").prepare(), auth.offset)
     first_headers = dict(first.headers)
     now[0] += 1.5
-    second = auth(requests.Request("GET", "https://h/api/v1/jobs/a/executions").prepare())
+    second = auth.sign(requests.Request("GET", "https://h/api/v1/jobs/a/executions").prepare(), auth.offset)
     assert first_headers["x-ncp-apigw-timestamp"] == "1700000000000"
     assert second.headers["x-ncp-apigw-timestamp"] == "1700000001500"
     assert second.headers[SIGNATURE_HEADER] != first_headers[SIGNATURE_HEADER]
