@@ -193,9 +193,8 @@ def _steps(
             assert_never(trigger)
 
 
-def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo, origin: Origin | None = None) -> list[Fired]:
+def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo, origin: Origin) -> list[Fired]:
     """Every route the trigger fires, or exactly one skip (or failure) saying why none fired."""
-    origin = origin or Origin()
     source, messages = origin.source, origin.messages
     match trigger:
         case ObjectTrigger():

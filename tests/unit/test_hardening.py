@@ -17,7 +17,7 @@ from handler.errors import ConfigError, Problems
 from handler.events import BadEvent, ObjectTrigger, normalise
 from handler.jobs import JobSpec
 from handler.outcomes import Failed
-from handler.planning import PlannedExecution, fire
+from handler.planning import Origin, PlannedExecution, fire
 from handler.routes import Route, check_route, check_routes, route_warnings
 from handler.settings import parse_settings
 from handler.templates import parse_template
@@ -81,7 +81,7 @@ def test_times_rendered_out_of_range_are_bad_events_naming_the_parameter(event_t
         JobSpec("J"),
         (("$t", parse_template(template)),),
     )
-    [step] = fire(trigger, [route], zone)
+    [step] = fire(trigger, [route], zone, Origin())
     if isinstance(step, Failed):
         assert step.code == "bad-event"
         assert step.message.startswith("parameters.$t: the event time")
@@ -168,7 +168,7 @@ def keys_of(config: dict[str, str], event: Any, platform: str = "aws", now: date
     [delivery] = normalise(event, platform=platform, now=now).deliveries  # type: ignore[arg-type]
     keys = []
     for trigger in delivery.triggers:
-        for step in fire(trigger, settings.routes, settings.zone):  # type: ignore[arg-type]
+        for step in fire(trigger, settings.routes, settings.zone, Origin()):  # type: ignore[arg-type]
             assert isinstance(step, PlannedExecution)
             keys.append(step.dedup_key)
     return keys

@@ -11,7 +11,7 @@ from handler.errors import Problems
 from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger
 from handler.jobs import JobSpec
 from handler.outcomes import Failed, Skipped
-from handler.planning import PlannedExecution, fire
+from handler.planning import Origin, PlannedExecution, fire
 from handler.routes import Route, check_route, check_routes
 
 TIME = datetime(2026, 11, 27, 23, 10, 5, tzinfo=UTC)
@@ -31,11 +31,11 @@ def obj(
 
 
 def fired(trigger: Any, table: tuple[Route, ...]) -> list[str | None]:
-    return [step.route for step in fire(trigger, table, UTC) if isinstance(step, PlannedExecution)]
+    return [step.route for step in fire(trigger, table, UTC, Origin()) if isinstance(step, PlannedExecution)]
 
 
 def skips(trigger: Any, table: tuple[Route, ...]) -> list[str]:
-    return [step.reason for step in fire(trigger, table, UTC) if isinstance(step, Skipped)]
+    return [step.reason for step in fire(trigger, table, UTC, Origin()) if isinstance(step, Skipped)]
 
 
 TABLE = routes(
@@ -75,7 +75,7 @@ def test_every_matching_route_fires() -> None:
 
 
 def test_pattern_groups_and_object_placeholders_render() -> None:
-    [step, _] = fire(obj("incoming/orders/a.csv"), TABLE, UTC)
+    [step, _] = fire(obj("incoming/orders/a.csv"), TABLE, UTC, Origin())
     assert isinstance(step, PlannedExecution)
     assert step.parameters == {"$t": "orders", "$k": "incoming/orders/a.csv"}
 
@@ -102,7 +102,7 @@ def test_folder_markers_are_skipped() -> None:
 def test_schedules_match_by_name_and_render_offsets() -> None:
     trigger = ScheduleTrigger("nightly", datetime(2026, 11, 28, 15, tzinfo=UTC))
     assert fired(trigger, TABLE) == ["nightly", "any-schedule"]
-    step = fire(trigger, TABLE, UTC)[0]
+    step = fire(trigger, TABLE, UTC, Origin())[0]
     assert isinstance(step, PlannedExecution)
     assert step.parameters == {"$d": "2026-11-27", "$s": "nightly"}
     assert fired(ScheduleTrigger("hourly", TIME), TABLE) == ["any-schedule"]
@@ -112,23 +112,23 @@ def test_direct_routes_fire_only_by_name_and_any_route_can_be_replayed() -> None
     assert "manual" not in fired(obj("incoming/o/a.csv"), TABLE)
     assert fired(RouteInvocation("manual", TIME), TABLE) == ["manual"]
     assert fired(RouteInvocation("nightly", TIME), TABLE) == ["nightly"]
-    [reject] = fire(RouteInvocation("missing", TIME), TABLE, UTC)
+    [reject] = fire(RouteInvocation("missing", TIME), TABLE, UTC, Origin())
     assert isinstance(reject, Failed)
     assert (reject.route, reject.code) == ("missing", "unknown-route")
     assert reject.message.startswith("no route is named 'missing' (routes: csv, all-raw,")
 
 
 def test_direct_job_runs_literally() -> None:
-    [step] = fire(JobInvocation(JobSpec("J9"), {"$a": "{bucket}"}, TIME), TABLE, UTC)
+    [step] = fire(JobInvocation(JobSpec("J9"), {"$a": "{bucket}"}, TIME), TABLE, UTC, Origin())
     assert isinstance(step, PlannedExecution)
     assert step.parameters == {"$a": "{bucket}"}  # literal values are never rendered
     assert step.route is None
 
 
 def test_dedup_keys_are_stable_per_event_and_route() -> None:
-    first = fire(obj("incoming/o/a.csv"), TABLE, UTC)
-    again = fire(obj("incoming/o/a.csv"), TABLE, UTC)
-    other = fire(obj("incoming/o/b.csv"), TABLE, UTC)
+    first = fire(obj("incoming/o/a.csv"), TABLE, UTC, Origin())
+    again = fire(obj("incoming/o/a.csv"), TABLE, UTC, Origin())
+    other = fire(obj("incoming/o/b.csv"), TABLE, UTC, Origin())
     keys = [s.dedup_key for s in first if isinstance(s, PlannedExecution)]
     assert keys == [s.dedup_key for s in again if isinstance(s, PlannedExecution)]
     assert len(set(keys)) == 2
@@ -221,7 +221,7 @@ def test_route_problems_name_the_field(raw: Any, expected: list[str]) -> None:
 def test_default_source_serves_objects_and_schedules_with_both_placeholders() -> None:
     table = routes({"name": "default", "jobId": "J", "parameters": {"$k": "{key}", "$s": "{schedule}"}})
     assert fired(obj("x.csv"), table) == ["default"]
-    step = fire(ScheduleTrigger("nightly", TIME), table, UTC)[0]
+    step = fire(ScheduleTrigger("nightly", TIME), table, UTC, Origin())[0]
     assert isinstance(step, PlannedExecution)
     assert step.parameters == {"$k": "", "$s": "nightly"}  # object placeholders render empty
 
@@ -244,7 +244,7 @@ def test_a_pattern_that_backtracks_catastrophically_is_stopped_and_fails_its_rou
     [hang, _] = table
     assert route_warnings(hang)[0].startswith("match.pattern has a quantified group inside a quantifier")
     started = time.process_time()
-    failed, planned = fire(obj("a" * 60 + "b"), table, UTC)  # unbounded, this takes longer than the universe
+    failed, planned = fire(obj("a" * 60 + "b"), table, UTC, Origin())  # unbounded, this takes longer than the universe
     assert time.process_time() - started < 1.0
     assert isinstance(failed, Failed) and (failed.route, failed.code) == ("hang", "pattern-timeout")
     assert isinstance(planned, PlannedExecution) and planned.route == "fine"
@@ -288,6 +288,6 @@ def test_an_object_under_a_routes_declared_output_is_skipped_as_its_own() -> Non
             "allowRecursion": True,
         }
     )
-    [skip] = fire(obj("landing/out/part-0.parquet"), table, UTC)
+    [skip] = fire(obj("landing/out/part-0.parquet"), table, UTC, Origin())
     assert isinstance(skip, Skipped) and (skip.route, skip.reason) == ("sales", "own-output")
     assert fired(obj("landing/in/part-0.parquet"), table) == ["sales"]
