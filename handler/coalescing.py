@@ -3,61 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, timedelta, tzinfo
-from typing import TYPE_CHECKING, Final
+from datetime import UTC, tzinfo
+from typing import TYPE_CHECKING
 
-from handler.dataflow.reconcile import Collected, created, echoed_parameters, same_condition
 from handler.outcomes import Failed, Skipped
 from handler.planning import CoalescedPlan, Member, PlannedExecution, dedup_key
-from handler.records import Record
 from handler.routes import Coalesce
+from handler.runs.view import Covering
 from handler.templates import TemplateError
 
 if TYPE_CHECKING:
     from handler.events import EventSource
 
 
-class Coverage(Record):
-    """Which objects existing runs already cover (file key -> run id), which the answers cannot tell, and why."""
-
-    __slots__ = ("covered", "unknown", "reason")
-
-    def __init__(self, covered: Mapping[str, str | None], unknown: frozenset[str], reason: str = "") -> None:
-        self.covered: Final = covered
-        self.unknown: Final = unknown
-        self.reason: Final = reason
-
-
-def coverage(collected: Collected, plan: CoalescedPlan, tolerance: timedelta) -> Coverage:
-    """A run of the route's job that names an object in its coalesce parameter, created since the
-    object's event, with the route's other fixed parameters, covers the object (it saw it). A run
-    that echoes too little to tell may cover any object older than itself, and leaves it unknown;
-    so does every object not covered where the listing could not be read whole."""
-    spec, fixed = _spec(plan), _fixed(plan)
-    covered: dict[str, str | None] = {}
-    maybe: set[str] = set()
-    for item in collected.items:
-        if not same_condition(plan.route.job.job_condition, item.get("jobCondition")):
-            continue
-        echoed = echoed_parameters(item) or {}
-        if any(name in echoed and echoed[name] != value for name, value in fixed.items()):
-            continue  # another route's run on the same job, or another bucket's
-        sure = spec.parameter in echoed and all(name in echoed for name in fixed)
-        named = set(echoed[spec.parameter].split(spec.separator)) if spec.parameter in echoed else set()
-        when = created(item)
-        for member in plan.members:
-            if (when is not None and when < member.time - tolerance) or (named and member.key not in named):
-                continue
-            if sure and member.file_key not in covered:
-                execution_id = item.get("jobExecutionId")
-                covered[member.file_key] = execution_id if isinstance(execution_id, str) else None
-            elif not sure:
-                maybe.add(member.file_key)
-    if collected.reason is not None:
-        maybe.update(member.file_key for member in plan.members)
-    unknown = frozenset(maybe - covered.keys())
-    why = collected.reason or f"{len(unknown)} object(s) may be covered by runs that echo too little to tell"
-    return Coverage(covered, unknown, why if unknown else "")
+def covering(plan: CoalescedPlan) -> Covering:
+    """What the route's runs for this bucket look like, for the reader to tell which objects they cover."""
+    route, spec = plan.route, _spec(plan)
+    names = frozenset({spec.parameter, *(name for name, _ in route.parameters)})
+    return Covering(spec.parameter, _fixed(plan), names, route.job.job_condition)
 
 
 def _fixed(plan: CoalescedPlan) -> dict[str, str]:

@@ -8,54 +8,35 @@ from collections import OrderedDict
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, assert_never
+from typing import TYPE_CHECKING, Any, Final, TypeVar, assert_never
 
 from handler.clocks import Clocks
 from handler.dataflow.client import CreateAnswer, ExecutionRequest
-from handler.dataflow.reconcile import (
-    CLOCK_TOLERANCE,
-    Absent,
-    Collected,
-    Found,
-    Identity,
-    Known,
-    Lookup,
-    Unknown,
-    collect,
-    echoed_parameters,
-    find_in,
-    grown,
-    known_from,
-    refreshed,
-)
 from handler.errors import RequestError
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.planning import CoalescedPlan, Member, PlannedExecution
 from handler.records import Record
 from handler.results import logged
 from handler.routes import Route
+from handler.runs.reader import Runs, Source, source
+from handler.runs.view import Absent, Coverage, Found, Identity, Lookup, Unknown
+from handler.runs.view import Member as RunMember
 from handler.settings import Settings
 from handler.wiring import Wiring
 
 if TYPE_CHECKING:
-    from handler import coalescing
-    from handler.dataflow.reconcile import ListPage
     from handler.settings import DedupCheck, Unverifiable
+
+_T = TypeVar("_T")
+# Executions carry the service's clock and events the source's, both NTP-synchronised; the service's
+# createdDate is truncated to the second. A run created this long before the event still covers it.
+CLOCK_TOLERANCE = timedelta(seconds=5)
 
 log = logging.getLogger(__name__)
 
 RECENT_KEYS = 4096
-# A lookup reads at most this many pages of this size: a few requests, whatever the job's history.
-LOOKUP_PAGE_SIZE = 100
-LOOKUP_MAX_PAGES = 12
-# The most runs of one job a container keeps from a whole read, for later lookups to read only the newest pages.
-LOOKUP_KNOWN_MOST = 12_000
-# Runs whose parameters this container remembers, to learn how the list echoes them.
-READING_SAMPLES = 64
 # Data Flow's default execution timeout (minutes): a run older than that is no longer going.
 DEFAULT_TIMEOUT_MINUTES = 360
-# Execution statuses of runs still going: what maxRunning counts.
-GOING = frozenset({"READY", "RUNNING"})
 # A wait for the job's turn wakes this often to check the invocation's deadline.
 GATE_POLL_S = 0.5
 UNVERIFIABLE_HINT = (
@@ -69,7 +50,7 @@ MAX_RESENDS = 2
 class Call(Record):
     """What every submission of one invocation shares."""
 
-    __slots__ = ("settings", "started", "deadline", "now", "headers")
+    __slots__ = ("settings", "started", "deadline", "now", "headers", "reaches")
 
     def __init__(
         self,
@@ -78,6 +59,7 @@ class Call(Record):
         deadline: float | None,
         now: datetime,
         headers: Mapping[str, str] | None,
+        reaches: dict[str, datetime] | None = None,
     ) -> None:
         self.settings: Final = settings
         # monotonic: the elapsedMs of submissions, failures and the summary counts from here
@@ -85,6 +67,11 @@ class Call(Record):
         self.deadline: Final = deadline
         self.now: Final = now
         self.headers: Final = headers
+        # Per job, how far back the invocation's lookups reach: its one read of the job goes that far.
+        self.reaches: Final[dict[str, datetime]] = {} if reaches is None else reaches
+
+    def reach(self, job_id: str, since: datetime) -> datetime:
+        return min(self.reaches.get(job_id, since), since)
 
     @property
     def dedup_check(self) -> DedupCheck:
@@ -158,46 +145,18 @@ class _OtherRuns:
 
 
 class JobGate:
-    """Per job, a lookup never overlaps a create of the same container: lookups may run together and
-    creates may run together, but a lookup that saw a sibling's run before its answer was remembered
+    """Per job, a read of its runs never overlaps a create of the same container: reads may run together
+    and creates may run together, but a read that saw a sibling's run before its answer was remembered
     could neither tell it apart nor leave it to its owner.
 
-    No kind can starve the other: a worker waiting for its create holds no lookup, so a lookup turn
-    ends once the few workers in it are done (at most DATAFLOW_MAX_CONCURRENCY), and so does a create turn.
-
-    While a lookup turn lasts, no create of this container can change the listing: its pages are read
-    once and shared by every lookup in the turn (a burst's lookups cost one listing, not one each).
+    No kind can starve the other: a worker waiting for its create holds no read, so a read turn ends
+    once the few workers in it are done (at most DATAFLOW_MAX_CONCURRENCY), and so does a create turn.
     """
 
     def __init__(self, clocks: Clocks) -> None:
         self.clocks = clocks
         self._changed = threading.Condition()
         self._turns: dict[str, tuple[str, int]] = {}  # job -> (kind, how many are in it)
-        self._pages: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}  # job -> this lookup turn's pages
-        self._known: dict[str, Known] = {}  # job -> its newest-first listing as last read whole
-
-    def page(self, job_id: str, page: int, limit: int, fetch: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """A page of the job's listing, read once per lookup turn (call it inside one)."""
-        with self._changed:
-            held = self._pages.get(job_id, {}).get((page, limit))
-        if held is not None:
-            return held
-        answer = fetch()
-        with self._changed:
-            if self._turns.get(job_id, ("", 0))[0] == "lookup":
-                self._pages.setdefault(job_id, {})[(page, limit)] = answer
-        return answer
-
-    def known(self, job_id: str) -> Known | None:
-        with self._changed:
-            return self._known.get(job_id)
-
-    def learn(self, job_id: str, known: Known | None) -> None:
-        with self._changed:
-            if known is None:
-                self._known.pop(job_id, None)
-            else:
-                self._known[job_id] = known
 
     @contextmanager
     def turn(self, job_id: str, kind: str, deadline: float | None) -> Iterator[None]:
@@ -212,7 +171,6 @@ class JobGate:
             current, active = self._turns[job_id]
             if active == 1:
                 del self._turns[job_id]
-                self._pages.pop(job_id, None)
                 self._changed.notify_all()
             else:
                 self._turns[job_id] = (current, active - 1)
@@ -238,14 +196,11 @@ class RunningGuard:
         self._lock = threading.Lock()
         self._pending: dict[str, int] = {}
 
-    def admit(self, job_id: str, running: int, limit: int, counted: bool) -> tuple[bool, int]:
-        """Whether one more may start, and how many runs are going or starting (the listing's and ours).
-
-        Where the listing could not be read back far enough (`counted` false), none may start.
-        """
+    def admit(self, job_id: str, running: int, limit: int) -> tuple[bool, int]:
+        """Whether one more may start, and how many runs are going or starting (the listing's and ours)."""
         with self._lock:
             going = running + self._pending.get(job_id, 0)
-            if going >= limit or not counted:
+            if going >= limit:
                 return False, going
             self._pending[job_id] = going - running + 1
             return True, going
@@ -260,89 +215,16 @@ class RunningGuard:
 
 
 class Looked(Record):
-    """A lookup's verdict, the job's executions READY or RUNNING in what it read, whether to start,
-    and why the listing was not read whole (None: it was)."""
+    """A lookup's verdict, the job's executions READY or RUNNING, whether to start, and the rule the
+    count followed where it could not read every run that may be going (None: it read them all)."""
 
-    __slots__ = ("lookup", "running", "admitted", "lookup_reason")
+    __slots__ = ("lookup", "running", "admitted", "count_rule")
 
-    def __init__(self, lookup: Lookup, running: int, admitted: bool, lookup_reason: str | None = None) -> None:
+    def __init__(self, lookup: Lookup, running: int, admitted: bool, count_rule: str | None = None) -> None:
         self.lookup: Final = lookup
         self.running: Final = running
         self.admitted: Final = admitted
-        self.lookup_reason: Final = lookup_reason
-
-    @property
-    def counted(self) -> bool:
-        return self.lookup_reason is None
-
-
-class Readings:
-    """What this container learned of how the service echoes each job's parameters; logged when it changes."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._learned: dict[tuple[str, str], str] = {}  # (job, "create" or "list") -> reading
-        self._sent: OrderedDict[str, tuple[str, Mapping[str, str]]] = OrderedDict()  # run -> (job, parameters)
-        self._warned: set[str] = set()
-
-    def started(
-        self, job_id: str, execution_id: str | None, sent: Mapping[str, str], answer: Mapping[str, Any]
-    ) -> None:
-        """A run this container started: the create answer's echo, and what later listings must show.
-
-        Each is learned once per job; a warm call whose job's readings are known does nothing here.
-        """
-        if not sent:
-            return  # nothing sent, nothing to compare
-        if execution_id and (job_id, "list") not in self._learned:
-            with self._lock:
-                self._sent[execution_id] = (job_id, sent)
-                while len(self._sent) > READING_SAMPLES:
-                    self._sent.popitem(last=False)
-        if (job_id, "create") not in self._learned:
-            self._learn(job_id, "create", reading_of(sent, answer.get("parsedParameters")))
-
-    def listed(self, job_id: str, items: Sequence[Mapping[str, Any]]) -> None:
-        """Learns the list's reading from a run this container started and can compare."""
-        for item in items:
-            with self._lock:
-                known = self._sent.get(_string(item.get("jobExecutionId")))
-            if known is not None and known[0] == job_id:
-                self._learn(job_id, "list", reading_of(known[1], item.get("parsedParameters")))
-                return
-
-    def echoes_all(self, job_id: str) -> bool:
-        with self._lock:
-            return self._learned.get((job_id, "list")) in ("object", "items")
-
-    def first_unverifiable(self, job_id: str) -> bool:
-        """True once per job and container: the first time a check could not identify runs."""
-        with self._lock:
-            if job_id in self._warned:
-                return False
-            self._warned.add(job_id)
-            return True
-
-    def _learn(self, job_id: str, answer: str, reading: str) -> None:
-        with self._lock:
-            changed = self._learned.get((job_id, answer)) != reading
-            self._learned[(job_id, answer)] = reading
-        if changed:
-            log.info("service reading", extra={"jobId": job_id, "answer": answer, "echo": reading})
-
-
-def reading_of(sent: Mapping[str, str], raw: object) -> str:
-    """How an answer echoes what was sent: in full (object, items), only some of it, or nothing."""
-    echoed = echoed_parameters({"parsedParameters": raw})
-    if not echoed:
-        return "none"
-    if not all(echoed.get(name) == value for name, value in sent.items()):
-        return "partial"
-    return "object" if isinstance(raw, dict) else "items"
-
-
-def _string(value: object) -> str:
-    return value if isinstance(value, str) else ""
+        self.count_rule: Final = count_rule
 
 
 class ExactlyOnce:
@@ -353,10 +235,17 @@ class ExactlyOnce:
         self.clocks: Clocks = wiring.clocks
         self.memory = memory or DedupMemory()
         self.gate = JobGate(self.clocks)
-        self.readings = Readings()
+        self.runs = Runs(self.clocks.monotonic)
         self.guard = RunningGuard()
         # What the lookups of the step this thread is running saw, for that step's one log record.
         self._trail = threading.local()
+
+    def plan_reads(self, steps: Sequence[object], call: Call) -> None:
+        """How far back each job's one read of this invocation must reach: its oldest lookup's window."""
+        for step in steps:
+            if isinstance(step, PlannedExecution):
+                job_id = step.job.job_id
+                call.reaches[job_id] = call.reach(job_id, lookup_since(step, call))
 
     def execute(self, step: PlannedExecution, call: Call) -> Outcome:
         """One planned execution, exactly once; its one log record also says what each lookup saw."""
@@ -393,7 +282,7 @@ class ExactlyOnce:
             unverified = checks and isinstance(looked.lookup, Unknown)
             if not looked.admitted:
                 going = f"{looked.running} executions READY, RUNNING or starting"
-                counted = "" if looked.counted else f" in what could be read ({looked.lookup_reason})"
+                counted = "" if looked.count_rule is None else f" ({looked.count_rule})"
                 message = f"the job has {going}{counted} (maxRunning {step.max_running})"
                 return step_failed(step, "deferred", message, True, {"running": looked.running})
         return self._submit(step, call, unverified)
@@ -426,7 +315,7 @@ class ExactlyOnce:
     def _refuses(self, job_id: str, route: str | None, call: Call, reason: str) -> bool:
         """Warns once per job and container that runs cannot be identified; True when the setting is fail."""
         setting = call.settings.dedup_unverifiable
-        if self.readings.first_unverifiable(job_id):
+        if self.runs.readings.first_unverifiable(job_id):
             follows = "fails such events (unknown-outcome, kept)" if setting == "fail" else "submits them anyway"
             log.warning(
                 "the duplicate check cannot identify runs",
@@ -477,21 +366,19 @@ class ExactlyOnce:
         ]
         return left, decided
 
-    def _coverage(self, plan: CoalescedPlan, call: Call) -> coalescing.Coverage:
-        """Which of the plan's objects existing runs cover: one listing for them all, in the job's lookup turn."""
+    def _coverage(self, plan: CoalescedPlan, call: Call) -> Coverage:
+        """Which of the plan's objects existing runs cover, each over its own window: one read for them all."""
         from handler import coalescing
 
         job_id = plan.route.job.job_id
         oldest = call.now - call.settings.dedup_window
-        since = max(min(*(member.time for member in plan.members), call.now), oldest) - CLOCK_TOLERANCE
-        with self.gate.turn(job_id, "lookup", call.deadline):
-            collected = collect(
-                self._pages(job_id, call, {}),
-                since,
-                limit=LOOKUP_PAGE_SIZE,
-                max_pages=LOOKUP_MAX_PAGES,
-            )
-        return coalescing.coverage(collected, plan, CLOCK_TOLERANCE)
+        members = [
+            RunMember(member.file_key, member.key, max(min(member.time, call.now), oldest) - CLOCK_TOLERANCE)
+            for member in plan.members
+        ]
+        source = self._source(job_id, call)
+        reach = min(member.since for member in members)
+        return self.runs.cover(source, coalescing.covering(plan), members, call.started, reach)
 
     def _submit(self, step: PlannedExecution, call: Call, unverified: bool) -> Outcome:
         for resend in range(MAX_RESENDS + 1):
@@ -524,6 +411,7 @@ class ExactlyOnce:
         turns = call.dedup_check != "off" or step.max_running is not None
         if turns:
             self.gate.enter(job_id, "create", call.deadline)
+        answer = None
         try:
             answer = self.wiring.submitter(call.settings).create_execution(
                 request, deadline=call.deadline, headers=call.headers
@@ -531,16 +419,20 @@ class ExactlyOnce:
             if not answer.dry_run:  # a 2xx whose body was cut off started a run too, its id unknown yet
                 self._remember(step, answer.execution_id)
             if not answer.dry_run and not answer.body_lost:
-                self.readings.started(job_id, answer.execution_id, step.parameters, answer.execution)
+                self.runs.readings.started(job_id, answer.execution_id, step.parameters, answer.execution)
         except RequestError as exc:
             if exc.ambiguous:
                 for key in (step.dedup_key, *(member.file_key for member in step.members)):
                     self.memory.mark_ambiguous(key)
             raise
         finally:
-            self._release()
             if turns:
                 self.gate.leave(job_id)
+            # Outside the turn (a read holds the job's runs while it waits for creates to end); before the
+            # slot is released, so that a count sees the run in one place or the other.
+            if answer is not None and not answer.dry_run:
+                self.runs.created(job_id, answer.execution, answer.body_lost, step.parameters)
+            self._release()
         return answer
 
     def _remember(self, step: PlannedExecution, execution_id: str | None) -> None:
@@ -599,87 +491,63 @@ class ExactlyOnce:
         )
 
     def _lookup(self, step: PlannedExecution, call: Call, purpose: str) -> Looked:
-        """Inside the job's lookup turn: this event's run among the job's recent ones, and under
-        maxRunning whether it may start, counted from the same listing. Purposes: `check` before a
-        submission (claims a found run, admits); `count` only admits; `settle` follows a create that
-        reached the service (claims; a 404 then proves nothing); `peek` reads only. Raises what the
-        list call met."""
+        """This event's run among the job's recent ones, and under maxRunning whether it may start.
+        Purposes: `check` before a submission (claims a found run, admits); `count` only admits;
+        `settle` follows a create that reached the service (claims; reads afresh; a 404 then proves
+        nothing); `peek` reads only. Raises what the list call met."""
         job_id, since = step.job.job_id, lookup_since(step, call)
-        identity = Identity(
-            step.parameters,
-            step.job.job_condition,
-            step.dedup_parameter,
-            since,
-            self.memory.others_than(step.dedup_key),
-            self.readings.echoes_all(job_id),
-        )
-        # Runs still going may be as old as the job's timeout: a count reads back that far.
-        reads = min(since, call.now - running_span(step)) if step.max_running is not None else since
-        statuses: dict[str, str] = {}
-        with self.gate.turn(job_id, "lookup", call.deadline):
-            collected = self._collected(job_id, call, statuses, reads, purpose, step.max_running is None)
-            found = find_in(collected, identity)
-            lookup = found if purpose in ("count", "peek") else self._claimed(step, found)
-            running, admitted = sum(1 for status in statuses.values() if status in GOING), True
-            if purpose in ("check", "count") and step.max_running is not None:
-                admitted, running = self.guard.admit(job_id, running, step.max_running, collected.reason is None)
-                self._trail.slot = job_id if admitted else None
-        self._trail.lookups.append(describe(lookup))
-        return Looked(lookup, running, admitted, collected.reason)
-
-    def _collected(
-        self, job_id: str, call: Call, statuses: dict[str, str], since: datetime, purpose: str, reuse: bool
-    ) -> Collected:
-        """The job's runs since `since`. With `reuse` (no count of statuses needed), a newest-first listing
-        read whole before costs only its newest pages, down to what was read: what is new comes on top, so
-        a busy job's window stays readable however long it grows."""
-        try:
-            known = self.gate.known(job_id) if reuse else None
-            if known is not None:
-                pages = self._pages(job_id, call, statuses)
-                again = refreshed(known, pages, since, limit=LOOKUP_PAGE_SIZE, max_pages=LOOKUP_MAX_PAGES)
-                if again is not None:
-                    self.gate.learn(job_id, grown(known, again, LOOKUP_KNOWN_MOST))
-                    return again
-            collected = collect(
-                self._pages(job_id, call, statuses),  # page 0 again comes from the turn's pages
+        source = self._source(job_id, call)
+        # A check may use a listing read since the invocation began (one listing serves its events); a
+        # settle must see what the create just did.
+        fresh_after = self.clocks.monotonic() if purpose == "settle" else call.started
+        lookup: Lookup = Absent(0)
+        if purpose != "count":
+            identity = Identity(
+                step.parameters,
+                step.job.job_condition,
+                step.dedup_parameter,
                 since,
-                limit=LOOKUP_PAGE_SIZE,
-                max_pages=LOOKUP_MAX_PAGES,
+                self.memory.others_than(step.dedup_key),
+                self.runs.readings.echoes_all(job_id),
             )
-            if reuse and collected.reason is None:  # a read that fell short says nothing against what was kept
-                self.gate.learn(job_id, known_from(collected, since, LOOKUP_KNOWN_MOST))
-            return collected
+            lookup = self._read(
+                purpose, lambda: self.runs.find(source, identity, fresh_after, call.reach(job_id, since))
+            )
+            lookup = lookup if purpose == "peek" else self._claimed(step, lookup)
+        running, admitted, rule = 0, True, None
+        if purpose in ("check", "count") and step.max_running is not None:
+            # Runs still going may be as old as the job's timeout: the count reads back that far.
+            counted = self._read(purpose, lambda: self.runs.going(source, call.now - running_span(step), fresh_after))
+            running, rule = counted if isinstance(counted, tuple) else (0, None)
+            admitted, running = self.guard.admit(job_id, running, step.max_running)
+            self._trail.slot = job_id if admitted else None
+        self._trail.lookups.append(describe(lookup))
+        return Looked(lookup, running, admitted, rule)
+
+    def _read(self, purpose: str, question: Callable[[], _T]) -> _T | Absent:
+        """A question of the job's runs; a job that does not exist (404) has none, before anything was sent."""
+        try:
+            return question()
         except RequestError as exc:
             if exc.status != 404 or purpose == "settle":
                 raise
-            # No such job, before anything was sent: nothing can have run, and the submission will say so.
-            return Collected([])
+            return Absent(0)
 
-    def _pages(self, job_id: str, call: Call, statuses: dict[str, str]) -> ListPage:
-        """The list call, page by page, remembering each execution's status and what the list echoes."""
-
-        def fetch(page: int, limit: int) -> dict[str, Any]:
-            return self.wiring.submitter(call.settings).list_executions(
-                job_id, page=page, limit=limit, deadline=call.deadline, headers=call.headers
-            )
-
-        read: set[tuple[int, int]] = set()
-
-        def list_page(page: int, limit: int) -> dict[str, Any]:
-            # A page asked for again (to prove nothing was pruned meanwhile) is read afresh.
-            again = (page, limit) in read
-            read.add((page, limit))
-            listing = fetch(page, limit) if again else self.gate.page(job_id, page, limit, lambda: fetch(page, limit))
-            items = listing.get("list")
-            if isinstance(items, list):
-                self.readings.listed(job_id, items)
-                for item in items:
-                    if isinstance(item, dict) and isinstance(item.get("jobExecutionId"), str):
-                        statuses[item["jobExecutionId"]] = str(item.get("status"))
-            return listing
-
-        return list_page
+    def _source(self, job_id: str, call: Call) -> Source:
+        """Where this call's reads of the job go: its submitter, deadline and headers, inside its lookup turn."""
+        splits = {
+            route.coalesce.parameter: route.coalesce.separator
+            for route in call.settings.routes
+            if route.coalesce is not None and route.job.job_id == job_id
+        }
+        return source(
+            self.wiring.submitter(call.settings),
+            job_id,
+            deadline=call.deadline,
+            headers=call.headers,
+            turn=lambda: self.gate.turn(job_id, "lookup", call.deadline),
+            splits=splits,
+        )
 
     def _claimed(self, step: PlannedExecution, lookup: Lookup) -> Lookup:
         """A found run becomes this event's only if no other event of this container holds it."""

@@ -88,6 +88,7 @@ class Launcher:
     def _execute(self, steps: Sequence[Step], call: Call) -> list[Outcome]:
         """Every step's outcome in step order; planned executions run concurrently when there are several."""
         ready = self._expanded(steps, call)
+        self.exactly_once.plan_reads(ready, call)
         outcomes: list[Outcome | None] = [
             None if isinstance(step, PlannedExecution) else logged(step) for step in ready
         ]

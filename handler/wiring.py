@@ -38,6 +38,15 @@ if TYPE_CHECKING:
             headers: Mapping[str, str] | None = None,
         ) -> dict[str, Any]: ...
 
+        def get_execution(
+            self,
+            job_id: str,
+            execution_id: str,
+            *,
+            deadline: float | None = None,
+            headers: Mapping[str, str] | None = None,
+        ) -> dict[str, Any]: ...
+
     # Builds the Submitter that real requests go through; tests pass one of their own (an in-memory fake).
     Connect = Callable[[Settings, DataflowClient], Submitter]
 
@@ -69,6 +78,17 @@ class DryRunSubmitter:
         """A maxRunning count's listing, logged like a create and answered as a job with no runs."""
         self._log(self.client.prepare_list(job_id, page, limit, headers))
         return {"list": [], "count": 0, "page": page, "limit": limit}
+
+    def get_execution(
+        self,
+        job_id: str,
+        execution_id: str,
+        *,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Never asked in a dry run (its listing is empty); answered as a run that echoes nothing."""
+        return {"jobExecutionId": execution_id}
 
     def _log(self, prepared: PreparedRequest) -> None:
         log.info(

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from handler.cli.common import CommandError, configuration, emit, out, settings, span
-from handler.cli.runs import MAX_PAGES, PAGE
-from handler.dataflow.reconcile import created, echoed_parameters
+from handler.cli.common import CommandError, configuration, emit, out, say, settings, span
 from handler.errors import EventError, RequestError
 from handler.events import RouteInvocation, parse_time
+from handler.exactly_once import CLOCK_TOLERANCE
 from handler.launcher import Launcher
 from handler.planning import PlannedExecution, planned
 from handler.routes import Route
+from handler.runs.reader import Runs, source
+from handler.runs.view import Found, Identity, Unknown
 from handler.wiring import Wiring
 
 MAX_STEPS = 10_000
+# DATAFLOW_DEDUP_WINDOW_HOURS' largest value: how far back a backfill's check can read.
+MAX_REACH_HOURS = 24 * 14
 BAR_WIDTH = 30
 
 
@@ -86,34 +91,35 @@ def one_step(launcher: Launcher, config: Mapping[str, str], route: str, when: da
 
 
 def failed_steps(route: Route, times: list[datetime], zone: tzinfo) -> list[datetime]:
-    """The steps whose newest run FAILED (or was CANCELED): those, and only those, are run again."""
+    """The steps whose newest run FAILED (or was CANCELED): those, and only those, are run again. The job's
+    runs are read back to the first step, through the one reader; a step it cannot tell is an error."""
     from handler.cli.runs import reader
 
     _, client = reader(route.job.job_id)
-    wanted: dict[str, datetime] = {}
+    runs, job_source = Runs(time.monotonic), source(client, route.job.job_id)
+    since = times[0] - CLOCK_TOLERANCE
+    chosen, unsure = [], []
     for when in times:
         step = planned(route, RouteInvocation(route.name, when), {}, zone)
-        if isinstance(step, PlannedExecution):
-            wanted[_signature(step.parameters, route.dedup_parameter)] = when
-    listed: list[Mapping[str, Any]] = []
-    for page in range(MAX_PAGES):
-        items = list(client.list_executions(route.job.job_id, page=page, limit=PAGE).get("list") or [])
-        listed += [item for item in items if isinstance(item, dict)]
-        if len(items) < PAGE:
-            break
-    # Newest first across every page, whatever order the service lists in: a step's newest run decides.
-    newest: dict[datetime, str] = {}
-    for item in sorted(listed, key=lambda item: created(item) or datetime.min.replace(tzinfo=UTC), reverse=True):
-        found = wanted.get(_signature(echoed_parameters(item) or {}, route.dedup_parameter))
-        if found is not None and found not in newest:
-            newest[found] = str(item.get("status"))
-    return [when for when in times if newest.get(when) in ("FAILED", "CANCELED")]
+        if not isinstance(step, PlannedExecution):
+            continue
+        identity = Identity(step.parameters, step.job.job_condition, step.dedup_parameter, since)
+        lookup = runs.find(job_source, identity, 0.0, since)
+        if isinstance(lookup, Found) and lookup.candidates[0][1] in ("FAILED", "CANCELED"):
+            chosen.append(when)
+        elif isinstance(lookup, Unknown):
+            unsure.append(f"{when.isoformat()}: {lookup.reason}")
+    if unsure:
+        raise CommandError("cannot tell the newest run of every step: " + "; ".join(unsure[:3]))
+    return chosen
 
 
-def _signature(parameters: Mapping[str, str], dedup_parameter: str | None) -> str:
-    if dedup_parameter is not None and dedup_parameter in parameters:
-        return parameters[dedup_parameter]
-    return repr(sorted((name, value) for name, value in parameters.items() if name != dedup_parameter))
+def reach_hours(first: datetime, window: timedelta) -> int:
+    """The dedup window, in whole hours, that reaches back to `first` (at least the configured one)."""
+    hours = max(math.ceil((datetime.now(UTC) - first) / timedelta(hours=1)) + 1, math.ceil(window / timedelta(hours=1)))
+    if hours > MAX_REACH_HOURS:
+        say(f"warning: steps older than {MAX_REACH_HOURS // 24} days are not checked against the runs they may have")
+    return min(hours, MAX_REACH_HOURS)
 
 
 def backfill(args: argparse.Namespace) -> int:
@@ -124,6 +130,8 @@ def backfill(args: argparse.Namespace) -> int:
         known = ", ".join(route.name for route in loaded.routes)
         raise CommandError(f"no route is named {args.route!r} (routes: {known})")
     times = steps(args.start, args.end, args.every, loaded.zone)
+    # The duplicate check reads back as far as the first step (it is not an event of the last day).
+    config = config | {"DATAFLOW_DEDUP_WINDOW_HOURS": str(reach_hours(times[0], loaded.dedup_window))}
     if args.rerun_failed:
         try:
             times = failed_steps(route, times, loaded.zone)

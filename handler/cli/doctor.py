@@ -9,7 +9,8 @@ from typing import Any, Final, Literal
 from handler.cli.common import CommandError, emit, out, settings
 from handler.clocks import Clocks
 from handler.dataflow.client import Answer, DataflowClient, error_from_body, json_object
-from handler.dataflow.reconcile import created, echoed_parameters
+from handler.runs.execution import echoed_parameters, parse
+from handler.runs.listing import order_of
 from handler.errors import RequestError
 from handler.exactly_once import guarantee_in
 from handler.records import Record
@@ -118,13 +119,14 @@ def _paging(listing: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> s
         parts.append(f"count {count} may be the page's length or the total")
     else:
         parts.append(f"count {count} (the total)" if count > len(items) else f"count {count}")
-    dates = [date for date in map(created, items) if date is not None]
-    if len(dates) >= 2 and dates[0] != dates[-1]:
-        parts.append("newest first" if dates[0] > dates[-1] else "oldest first")
-    elif len(dates) < 2:
-        parts.append(f"order unknown ({'no runs' if not dates else 'one run'} to tell)")
+    runs = [parse(item) for item in items]
+    order = order_of([runs])
+    if order is not None:
+        parts.append("newest first" if order else "oldest first")
+    elif len(runs) < 2:
+        parts.append(f"order unknown ({'no runs' if not runs else 'one run'} to tell)")
     else:
-        parts.append("order unknown (the runs listed share one creation time)")
+        parts.append("order unknown (the runs listed do not show one)")
     return "lists " + ", ".join(parts)
 
 

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from handler.cli.common import CommandError, configuration, emit, out, say, settings, span
-from handler.dataflow.reconcile import collect, created, echoed_parameters
 from handler.errors import RequestError
 from handler.jobs import is_id
+from handler.runs.execution import Execution
+from handler.runs.reader import Runs, source
 from handler.settings import Settings
 from handler.wiring import Wiring
 
 if TYPE_CHECKING:
     from handler.wiring import Submitter
-
-PAGE = 100
-MAX_PAGES = 20
 
 
 def reader(job_id: str) -> tuple[Settings, Submitter]:
@@ -39,19 +38,13 @@ def runs(args: argparse.Namespace) -> int:
     loaded, client = reader(args.job)
     since = datetime.now(UTC) - span(args.since, "--since", "2h, 30m, 1d")
     try:
-        listed = collect(
-            lambda page, limit: client.list_executions(args.job, page=page, limit=limit),
-            since,
-            limit=PAGE,
-            max_pages=MAX_PAGES,
-        )
+        listed, short = Runs(time.monotonic).between(source(client, args.job), since, 0.0)
     except RequestError as exc:
         raise CommandError(f"the service refused the listing: {exc}") from exc
-    if listed.reason is not None:
-        say(f"warning: not every run since {since.isoformat()} could be read: {listed.reason}")
+    if short is not None:
+        say(f"warning: not every run since {since.isoformat()} could be read: {short}")
     keys = {route.dedup_parameter for route in loaded.routes if route.dedup_parameter}
-    shown = [_row(item, keys) for item in listed.items if _since(item, since)]
-    rows = sorted(shown, key=lambda row: str(row["created"]), reverse=True)
+    rows = [_row(run, keys) for run in listed]
     if args.json:
         emit({"jobId": args.job, "since": since.isoformat(), "runs": rows})
     else:
@@ -59,21 +52,13 @@ def runs(args: argparse.Namespace) -> int:
     return 1 if any(row["status"] == "FAILED" for row in rows) and args.fail_on_failed else 0
 
 
-def _since(item: Mapping[str, Any], since: datetime) -> bool:
-    when = created(item)
-    return when is None or when >= since
-
-
-def _row(item: Mapping[str, Any], dedup_parameters: set[str]) -> dict[str, Any]:
-    echoed = echoed_parameters(item)
+def _row(run: Execution, dedup_parameters: set[str]) -> dict[str, Any]:
+    echoed = None if run.parameters is None else dict(run.parameters)
     key = next((echoed[name] for name in sorted(dedup_parameters) if echoed and name in echoed), None)
-    when = created(item)
     return {
-        "jobExecutionId": item.get("jobExecutionId"),
-        "status": str(item.get("status") or "?"),
-        "created": when.isoformat() if when else "",
-        "startDate": item.get("startDate"),
-        "runningMinutes": item.get("runningTime"),
+        "jobExecutionId": run.execution_id,
+        "status": run.status,
+        "created": run.created.isoformat() if run.created else "",
         "parameters": echoed,
         "dedupKey": key,
     }
@@ -84,7 +69,7 @@ def _table(job_id: str, since: datetime, rows: Sequence[Mapping[str, Any]]) -> s
     lines = [
         f"{job_id}: {len(rows)} runs since {since.isoformat(timespec='minutes')}"
         + ("".join(f", {count} {status}" for status, count in sorted(tally.items())) if rows else ""),
-        f"{'':2}{'STATUS':10} {'CREATED':26} {'MIN':>5}  {'ID':14} {'DEDUP KEY':32}  PARAMETERS",
+        f"{'':2}{'STATUS':10} {'CREATED':26} {'ID':14} {'DEDUP KEY':32}  PARAMETERS",
     ]
     for row in rows:
         mark = "!!" if row["status"] == "FAILED" else ""
@@ -93,9 +78,8 @@ def _table(job_id: str, since: datetime, rows: Sequence[Mapping[str, Any]]) -> s
             if row["parameters"] is None
             else ", ".join(f"{name}={value}" for name, value in sorted(row["parameters"].items()))
         )
-        minutes = "" if row["runningMinutes"] is None else str(row["runningMinutes"])
         lines.append(
-            f"{mark:2}{row['status']:10} {row['created']:26} {minutes:>5}  {row['jobExecutionId'] or '?':14} "
+            f"{mark:2}{row['status']:10} {row['created']:26} {row['jobExecutionId'] or '?':14} "
             f"{row['dedupKey'] or '-':32}  {parameters}"
         )
     return "\n".join(lines)

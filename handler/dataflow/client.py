@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import requests
 from requests.cookies import RequestsCookieJar
@@ -284,6 +284,25 @@ class DataflowClient:
                 attempts=attempts,
             )
         return listing
+
+    def get_execution(
+        self,
+        job_id: str,
+        execution_id: str,
+        *,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One run's own page (getJobExecution), which documents its parameters where the list may not."""
+        path = f"{_executions_path(job_id)}/{quote(execution_id, safe='')}"
+        answer, attempts = self._send("GET", path, {}, None, deadline, headers)
+        execution = json_object(answer) if answer.content is not None else None
+        if execution is None:
+            raise RequestError(
+                "bad-response", "the execution's page is not a JSON object", kind="retryable", status=answer.status,
+                attempts=attempts,
+            )
+        return execution
 
     def probe(self, job_id: str, limit: int) -> tuple[Answer, float | None]:
         """One list request as it is, no retry and no verdict, with the gateway's clock offset (for `doctor`)."""

@@ -72,6 +72,9 @@ class ValidatingSubmitter:
     def list_executions(self, job_id: str, *, page: int, limit: int, **_: Any) -> dict[str, Any]:
         return {"list": [], "count": 0, "page": page, "limit": limit}
 
+    def get_execution(self, job_id: str, execution_id: str, **_: Any) -> dict[str, Any]:
+        return {"jobExecutionId": execution_id}
+
 
 # Values that break naive code: surrogates, digits int() refuses or cannot hold, far-off times, huge numbers.
 odd_scalars = st.one_of(

@@ -36,6 +36,9 @@ class Broken:
     def list_executions(self, job_id: str, *, page: int, limit: int, **_: Any) -> dict[str, Any]:
         return {"list": [], "count": 0, "page": page, "limit": limit}
 
+    def get_execution(self, job_id: str, execution_id: str, **_: Any) -> dict[str, Any]:
+        return {"jobExecutionId": execution_id}
+
 
 def test_a_defect_in_one_worker_fails_its_step_alone_and_keeps_the_event() -> None:
     memory = Broken()

@@ -8,28 +8,44 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from handler.dataflow.reconcile import (
-    Absent,
-    Found,
-    Identity,
-    Known,
-    Lookup,
-    Unknown,
-    collect,
-    echoed_parameters,
-    find_in,
-    known_from,
-    refreshed,
-    verdict,
-)
+from handler.runs.execution import echoed_parameters, parse
+from handler.runs.listing import Read, read_top, read_window
+from handler.runs.view import Absent, Found, Identity, JobView, Lookup, Unknown
 
 if TYPE_CHECKING:
-    from handler.dataflow.reconcile import ListPage
+    from handler.runs.listing import ListPage
 
 
 def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int) -> Lookup:
-    """The lookup as the handler makes it: collect the window, then find ours in it."""
-    return find_in(collect(list_page, identity.since, limit=limit, max_pages=max_pages), identity)
+    """The lookup as the reader makes it: read the window, then find ours among what was read."""
+    read = read_window(list_page, identity.since, limit=limit, budget=max_pages)
+    return viewed(read).find(identity, read.reason)
+
+
+def viewed(read: Read) -> JobView:
+    view = JobView(SINCE, read.newest_first, read.total, 0.0)
+    view.add(read.executions)
+    return view
+
+
+def verdict(listed: dict[str, Any], identity: Identity) -> str:
+    """One run alone: ours (found), unknown (cannot tell) or other (absent)."""
+    view = JobView(SINCE, True, None, 0.0)
+    view.add([parse(listed)])
+    found = view.find(identity, None)
+    return "ours" if isinstance(found, Found) else "unknown" if isinstance(found, Unknown) else "other"
+
+
+def known_from(list_page: ListPage) -> tuple[set[str], datetime]:
+    """What a whole read keeps for a refresh: the runs' ids and the newest creation time."""
+    read = read_window(list_page, SINCE, limit=1000, budget=2)
+    assert read.reason is None and read.newest_first is True
+    dates = [run.created for run in read.executions if run.created is not None]
+    return {run.execution_id for run in read.executions if run.execution_id}, max(dates)
+
+
+def refreshed(known: tuple[set[str], datetime], list_page: ListPage, *, limit: int, max_pages: int) -> Read | None:
+    return read_top(list_page, known[0], known[1], limit=limit, budget=max_pages)
 
 
 SINCE = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
@@ -168,30 +184,30 @@ def history(count: int, *, newest_first: bool, start: int = -100) -> list[dict[s
 
 def test_newest_first_stops_at_the_first_page_that_reaches_the_window() -> None:
     pages = Pages(history(1000, newest_first=True, start=-100))  # 100 minutes before SINCE onwards
-    found = collect(pages, SINCE, limit=100, max_pages=3)
+    found = read_window(pages, SINCE, limit=100, budget=3)
     assert pages.requests == [0, 1, 2]  # 900 executions are newer than SINCE
     assert found.reason is not None and "do not cover the window" in found.reason
-    assert len(found.items) == 300  # what was read is kept: a run of ours among it is still found
+    assert len(found.executions) == 300  # what was read is kept: a run of ours among it is still found
     pages = Pages(history(1000, newest_first=True, start=-950))
-    assert collect(pages, SINCE, limit=100, max_pages=3).reason is None
+    assert read_window(pages, SINCE, limit=100, budget=3).reason is None
     assert pages.requests == [0]
 
 
 def test_oldest_first_reads_the_last_pages_backwards() -> None:
     pages = Pages(history(1000, newest_first=False, start=-950))
-    collected = collect(pages, SINCE, limit=100, max_pages=3)
+    collected = read_window(pages, SINCE, limit=100, budget=3)
     assert pages.requests == [0, 9]
     assert collected.reason is None
-    assert {entry["jobExecutionId"] for entry in collected.items} >= {f"E{index}" for index in range(950, 1000)}
+    assert {run.execution_id for run in collected.executions} >= {f"E{index}" for index in range(950, 1000)}
 
 
 def test_oldest_first_without_a_total_finds_its_last_page_in_a_few_requests() -> None:
     # The API reference's own "number of response results": the count is this page's length.
     pages = Pages(history(2000, newest_first=False, start=-1990), count="page")
-    collected = collect(pages, SINCE, limit=100, max_pages=12)
+    collected = read_window(pages, SINCE, limit=100, budget=12)
     assert collected.reason is None
     assert pages.requests == [0, 1, 2, 4, 8, 16, 32, 24, 20, 18, 19]  # doubling, then halving: page 19 is the last
-    assert {entry["jobExecutionId"] for entry in collected.items} >= {f"E{index}" for index in range(1990, 2000)}
+    assert {run.execution_id for run in collected.executions} >= {f"E{index}" for index in range(1990, 2000)}
 
 
 def test_a_page_shorter_than_asked_with_a_count_saying_more_is_a_silent_cap() -> None:
@@ -200,30 +216,30 @@ def test_a_page_shorter_than_asked_with_a_count_saying_more_is_a_silent_cap() ->
     def silent(page: int, limit: int) -> Mapping[str, Any]:
         return {"list": capped[page * 50 : (page + 1) * 50], "count": 120, "limit": limit}  # caps at 50, says 100
 
-    collected = collect(silent, SINCE - timedelta(hours=3), limit=100, max_pages=12)
+    collected = read_window(silent, SINCE - timedelta(hours=3), limit=100, budget=12)
     assert collected.reason is None
-    assert len({entry["jobExecutionId"] for entry in collected.items}) == 120
+    assert len({run.execution_id for run in collected.executions}) == 120
 
 
 def test_a_listing_without_count_or_order_is_read_to_its_short_page() -> None:
     same_time = [item(f"E{index}", 0, {}) for index in range(150)]
     pages = Pages(same_time, count="missing")
-    collected = collect(pages, SINCE, limit=100, max_pages=3)
-    assert collected.reason is None and len(collected.items) == 150
+    collected = read_window(pages, SINCE, limit=100, budget=3)
+    assert collected.reason is None and len(collected.executions) == 150
     assert pages.requests == [0, 1, 0]  # page 0 again: the oldest run is still first, so none was pruned
 
 
 def test_runs_pruned_while_paging_a_listing_without_order_cannot_be_proven_absent() -> None:
     same_time = [item(f"E{index}", 0, {}) for index in range(150)]
-    collected = collect(
-        Pages(same_time, count="missing", prune_after=0, newest_first=False), SINCE, limit=100, max_pages=3
+    collected = read_window(
+        Pages(same_time, count="missing", prune_after=0, newest_first=False), SINCE, limit=100, budget=3
     )
     assert collected.reason is not None and "pruned" in collected.reason
 
 
 def test_too_many_pages_without_an_order_cannot_be_covered() -> None:
     same_time = [item(f"E{index}", 0, {}) for index in range(400)]
-    assert collect(Pages(same_time, count="missing"), SINCE, limit=100, max_pages=3).reason is not None
+    assert read_window(Pages(same_time, count="missing"), SINCE, limit=100, budget=3).reason is not None
 
 
 OURS_KEYED = {"$input": "raw/a.csv", "$dedup": "K1"}
@@ -310,48 +326,39 @@ def test_executions_older_than_the_window_are_ignored() -> None:
     assert find(Pages(old_silent), identity(), limit=100, max_pages=3) == Absent(0)
 
 
-def test_a_known_listing_takes_new_runs_on_top_only_where_page_0_overlaps_it_exactly() -> None:
+def test_a_known_listing_takes_new_runs_on_top_only_where_a_page_reaches_below_its_top() -> None:
     old = history(300, newest_first=True, start=-100)
-    known = known_from(collect(Pages(old), SINCE, limit=1000, max_pages=2), SINCE, most=1000)
-    assert isinstance(known, Known)
+    known = known_from(Pages(old))
     new = [item(f"N{index}", 300 + index, {"$input": f"raw/n{index}.csv"}) for index in range(3)][::-1]
-    again = refreshed(known, Pages(new + old), SINCE, limit=100, max_pages=3)
-    assert again is not None and [entry["jobExecutionId"] for entry in again.items[:4]] == ["N2", "N1", "N0", "E299"]
-    assert len(again.items) == 303
-    assert refreshed(known, Pages(new + old[1:]), SINCE, limit=100, max_pages=3) is None  # a run vanished on top
-    assert refreshed(known, Pages(new + old), SINCE - timedelta(hours=1), limit=100, max_pages=3) is None  # older
+    again = refreshed(known, Pages(new + old), limit=100, max_pages=3)
+    assert again is not None and [run.execution_id for run in again.executions[:4]] == ["N2", "N1", "N0", "E299"]
     crowd = [item(f"M{i}", 400 - i, {}) for i in range(400)]  # more new runs than the pages it may read
-    assert refreshed(known, Pages(crowd + old), SINCE, limit=100, max_pages=3) is None
-    oldest_first = Pages(history(300, newest_first=False, start=-100), newest_first=False)
-    assert known_from(collect(oldest_first, SINCE, limit=1000, max_pages=2), SINCE, 1000) is None
+    assert refreshed(known, Pages(crowd + old), limit=100, max_pages=3) is None
 
 
-def test_a_listing_not_newest_first_throughout_is_not_kept() -> None:
+def test_an_oldest_first_listing_is_said_so() -> None:
     # Oldest first, read from the last page backwards: its two ends are in order, its pages are not.
     backwards = Pages(history(1500, newest_first=False, start=-900), newest_first=False)
-    collected = collect(backwards, SINCE, limit=1000, max_pages=3)
-    assert collected.reason is None and backwards.requests == [0, 1, 0]
-    assert known_from(collected, SINCE, most=5000) is None
+    read = read_window(backwards, SINCE, limit=1000, budget=3)
+    assert read.reason is None and backwards.requests == [0, 1, 0] and read.newest_first is False
 
 
 def test_a_top_second_that_runs_past_page_0_is_read_past_that_second() -> None:
     # 150 runs in the newest second; a new run of that second sorts below page 0 (ties by id, say).
     same = [item(f"S{index:03d}", 10, {"$input": f"raw/s{index}.csv"}) for index in range(150)]
     older = history(50, newest_first=True, start=-40)
-    known = known_from(collect(Pages(same + older), SINCE, limit=1000, max_pages=2), SINCE, most=1000)
-    assert isinstance(known, Known)
+    known = known_from(Pages(same + older))
     theirs = item("S120x", 10, OURS)
     listing = Pages([*same[:121], theirs, *same[121:], *older])
-    again = refreshed(known, listing, SINCE, limit=100, max_pages=3)
-    assert again is None or "S120x" in {entry["jobExecutionId"] for entry in again.items}
+    again = refreshed(known, listing, limit=100, max_pages=3)
+    assert again is not None and "S120x" in {run.execution_id for run in again.executions}
     assert listing.requests == [0, 1]  # page 0 alone ends inside the top's second
-    assert refreshed(known, listing, SINCE, limit=100, max_pages=1) is None
+    assert refreshed(known, listing, limit=100, max_pages=1) is None
 
 
 def test_a_run_created_between_two_pages_of_a_refresh_is_no_mismatch() -> None:
     old = history(300, newest_first=True, start=-100)
-    known = known_from(collect(Pages(old), SINCE, limit=1000, max_pages=2), SINCE, most=1000)
-    assert isinstance(known, Known)
+    known = known_from(Pages(old))
     new = [item(f"N{index:03d}", 200, {}) for index in range(150)][::-1]  # more than page 0 holds
     listing = Pages(new + old)
 
@@ -360,16 +367,15 @@ def test_a_run_created_between_two_pages_of_a_refresh_is_no_mismatch() -> None:
             listing.items[:0] = [item("X1", 201, {}), item("X2", 201, {})]
         return listing(page, limit)
 
-    again = refreshed(known, shifting, SINCE, limit=100, max_pages=12)
+    again = refreshed(known, shifting, limit=100, max_pages=12)
     assert again is not None
-    ids = [entry["jobExecutionId"] for entry in again.items]
-    assert len(ids) == len(set(ids)) == 450 and ids[150] == "E299"
+    ids = [run.execution_id for run in again.executions]
+    assert len(ids) == len(set(ids)) and "E299" in ids
 
 
 def test_new_runs_out_of_order_on_top_of_a_kept_listing_read_it_whole() -> None:
     old = history(300, newest_first=True, start=-100)
-    known = known_from(collect(Pages(old), SINCE, limit=1000, max_pages=2), SINCE, most=1000)
-    assert isinstance(known, Known)
-    shuffled = [item("N0", 250, {}), item("N1", 260, {})]  # the newer run below the older: not newest first
-    assert refreshed(known, Pages(shuffled + old), SINCE, limit=100, max_pages=3) is None
-    assert refreshed(known, Pages(shuffled[::-1] + old), SINCE, limit=100, max_pages=3) is not None
+    known = known_from(Pages(old))
+    shuffled = [item("N0", 250, {}), item("N1", 260, {}), item("N2", 270, {})]  # oldest first on top
+    assert refreshed(known, Pages(shuffled + old), limit=100, max_pages=3) is None
+    assert refreshed(known, Pages(shuffled[::-1] + old), limit=100, max_pages=3) is not None

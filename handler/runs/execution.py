@@ -1,0 +1,138 @@
+"""One listed execution, parsed once at the boundary into what every question about it reads."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from handler.records import Record
+
+# Field names seen for name/value items in NCP APIs; the Data Flow docs show none.
+_NAME_FIELDS = ("key", "name", "parameterName", "paramKey", "paramName")
+_VALUE_FIELDS = ("value", "parameterValue", "paramValue")
+# jobCondition fields a service may store in another spelling: compared as it would store them.
+_PATH_FIELDS = frozenset({"nrn", "scriptPath", "logPath"})
+# An echoed value longer than this (a coalesced file list of up to 256 KiB) is kept as its digest: a
+# kept run costs a few hundred bytes, whatever it echoes. Coverage keeps the file names apart (view.py).
+LONG_VALUE = 256
+# Statuses of a run that is still going; every other status is final.
+GOING = frozenset({"READY", "RUNNING"})
+
+
+class Execution(Record):
+    """A run as the list (or its own page) shows it: id, status, creation time, echo, job condition.
+
+    `parameters` is None where the answer echoes none; long values are digests (`comparable`).
+    """
+
+    __slots__ = ("execution_id", "status", "created", "parameters", "condition", "files", "shape")
+
+    def __init__(
+        self,
+        execution_id: str | None,
+        status: str,
+        created: datetime | None,
+        parameters: Mapping[str, str] | None,
+        condition: Mapping[str, Any] | None,
+        files: Mapping[str, frozenset[int]] | None = None,
+        shape: str = "object",
+    ) -> None:
+        self.execution_id: Final = execution_id
+        self.status: Final = status
+        self.created: Final = created
+        self.parameters: Final = parameters
+        self.condition: Final = condition
+        # For each coalesce parameter it echoes, the hashes of the file names it lists (see `splits`).
+        self.files: Final = files
+        # How the answer echoed the parameters: "object", "items" (name/value) or "none".
+        self.shape: Final = shape
+
+    @property
+    def going(self) -> bool:
+        return self.status in GOING
+
+
+def parse(item: Mapping[str, Any], splits: Mapping[str, str] | None = None) -> Execution:
+    """A listing item as an Execution (long echoed values digested); `splits` names the coalesce
+    parameters (name -> separator) whose file lists are kept as hashes of each name."""
+    echoed = echoed_parameters(item)
+    condition = item.get("jobCondition")
+    execution_id = item.get("jobExecutionId")
+    files = None
+    if echoed is not None and splits:
+        files = {
+            name: frozenset(map(hash, echoed[name].split(separator)))
+            for name, separator in splits.items()
+            if name in echoed
+        } or None
+    return Execution(
+        execution_id if isinstance(execution_id, str) else None,
+        str(item.get("status") or "?"),
+        created(item),
+        None if echoed is None else {name: comparable(value) for name, value in echoed.items()},
+        condition if isinstance(condition, dict) else None,
+        files,
+        "none" if echoed is None else "object" if isinstance(item.get("parsedParameters"), dict) else "items",
+    )
+
+
+def comparable(value: str) -> str:
+    """A value as kept: itself, or past LONG_VALUE characters its digest (compared the same way on both sides)."""
+    if len(value) <= LONG_VALUE:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def echoed_parameters(item: Mapping[str, Any]) -> dict[str, str] | None:
+    """The parameters an execution echoes, as an object or as name/value items; None when it echoes none."""
+    value = item.get("parsedParameters")
+    if isinstance(value, dict):
+        return {str(name): _text(echo) for name, echo in value.items()}
+    if not isinstance(value, list):
+        return None
+    echoed: dict[str, str] = {}
+    for entry in value:
+        if not isinstance(entry, dict):
+            continue
+        name = next((entry[field] for field in _NAME_FIELDS if isinstance(entry.get(field), str)), None)
+        echo = next((entry[field] for field in _VALUE_FIELDS if field in entry), None)
+        if name is not None:
+            echoed[name] = _text(echo)
+    return echoed or None
+
+
+def _text(value: object) -> str:
+    """An echoed value as the string that was sent: a service may store "true" as JSON true."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else "" if value is None else str(value)
+
+
+def same_condition(ours: Mapping[str, Any] | None, theirs: Mapping[str, Any] | None) -> bool:
+    if not ours or theirs is None:
+        return True
+    return all(_stored(name, value) == _stored(name, theirs[name]) for name, value in ours.items() if name in theirs)
+
+
+def _stored(name: str, value: object) -> object:
+    """A jobCondition value as a service may store it: upper-cased words, paths without a trailing slash."""
+    if name == "workerType" and isinstance(value, str):
+        return value.upper()
+    if name in _PATH_FIELDS and isinstance(value, str):
+        return value.rstrip("/")
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
+
+
+def created(item: Mapping[str, Any]) -> datetime | None:
+    value = item.get("createdDate") or item.get("startDate")
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None

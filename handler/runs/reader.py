@@ -1,0 +1,322 @@
+"""Runs: the one object per container that reads a job's runs and answers every question asked of them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from handler.records import Record
+from handler.runs.execution import Execution, comparable, parse
+from handler.runs.listing import read_top, read_window
+from handler.runs.view import Coverage, Covering, Identity, JobView, Lookup, Member, Unknown
+
+if TYPE_CHECKING:
+    from handler.runs.listing import ListPage, Read
+    from handler.wiring import Submitter
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 100
+# A read of a window may take this many pages: 10,000 runs, what a maxRunning count must finish.
+WINDOW_MOST_RUNS = 10_000
+WINDOW_PAGES = WINDOW_MOST_RUNS // PAGE_SIZE + 2
+# A refresh of a kept listing reads at most this many pages of new runs before it reads the window whole.
+REFRESH_PAGES = 12
+# Runs whose own page a lookup may read when the list echoes too little (each run once per container).
+OWN_PAGES_MOST = 20
+# Runs whose status a count may read afresh from their own page rather than read the window again.
+STALE_MOST = 50
+# Runs whose parameters this container remembers, to learn how the list echoes them.
+READING_SAMPLES = 64
+
+
+class Source(Record):
+    """Where a question's reads go: the list and get calls of one job, with their deadline."""
+
+    __slots__ = ("job_id", "list_page", "get_one", "turn", "splits")
+
+    def __init__(
+        self,
+        job_id: str,
+        list_page: ListPage,
+        get_one: Callable[[str], Mapping[str, Any]],
+        turn: Callable[[], AbstractContextManager[None]],
+        splits: Mapping[str, str],
+    ) -> None:
+        self.job_id: Final = job_id
+        self.list_page: Final = list_page
+        self.get_one: Final = get_one
+        # Entered around every request: no create of this container's overlaps a read (see JobGate).
+        self.turn: Final = turn
+        # The coalesce parameters of the job's routes (name -> separator): their file lists are indexed.
+        self.splits: Final = splits
+
+
+def source(
+    submitter: Submitter,
+    job_id: str,
+    *,
+    deadline: float | None = None,
+    headers: Mapping[str, str] | None = None,
+    turn: Callable[[], AbstractContextManager[None]] = nullcontext,
+    splits: Mapping[str, str] | None = None,
+) -> Source:
+    """The reads of one job through `submitter` (list and get), within `deadline`."""
+
+    def list_page(page: int, limit: int) -> dict[str, Any]:
+        return submitter.list_executions(job_id, page=page, limit=limit, deadline=deadline, headers=headers)
+
+    def get_one(execution_id: str) -> dict[str, Any]:
+        return submitter.get_execution(job_id, execution_id, deadline=deadline, headers=headers)
+
+    return Source(job_id, list_page, get_one, turn, splits or {})
+
+
+class Seen(Record):
+    """A view of the job's runs for one question, and why its window may be incomplete (None: it is not)."""
+
+    __slots__ = ("view", "reason", "complete_back", "fresh")
+
+    def __init__(
+        self, view: JobView, reason: str | None, complete_back: datetime | None, fresh: frozenset[str]
+    ) -> None:
+        self.view: Final = view
+        self.reason: Final = reason
+        # Every run created since this was read (None: no span was proven): a question about a later
+        # span is answered whole even where the read fell short of the window asked for.
+        self.complete_back: Final = complete_back
+        self.fresh: Final = fresh  # runs whose status this read showed
+
+    def short_of(self, since: datetime) -> str | None:
+        """Why the runs since `since` may not all be here (None: they are)."""
+        if self.complete_back is not None and since >= self.complete_back:
+            return None
+        return self.reason or f"runs before {self.view.reached.isoformat()} were not read"
+
+
+class Runs:
+    """Every read of a job's runs in this container: each job's kept view, refreshed once per question
+    that needs something newer (a burst's lookups share one listing), and extended back only when a
+    question reaches further. Questions run one at a time per job, reads inside the job's lookup turn."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self.monotonic = monotonic
+        self.readings = Readings()
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._views: dict[str, JobView] = {}
+        self._splits: dict[str, Mapping[str, str]] = {}
+        self._asked: set[str] = set()  # runs whose own page was read
+
+    @contextmanager
+    def _job(self, job_id: str) -> Iterator[None]:
+        with self._lock:
+            lock = self._locks.setdefault(job_id, threading.Lock())
+        with lock:
+            yield
+
+    def find(self, source: Source, identity: Identity, fresh_after: float, reach: datetime) -> Lookup:
+        """This event's run among the job's runs since `identity.since`; runs that echo nothing have their
+        own page read (once each) before the answer is "cannot tell"."""
+        with self._job(source.job_id):
+            seen = self._seen(source, min(reach, identity.since), fresh_after)
+            lookup = seen.view.find(identity, seen.short_of(identity.since))
+            if isinstance(lookup, Unknown) and lookup.unidentified and self._own_pages(source, seen, identity):
+                lookup = seen.view.find(identity, seen.short_of(identity.since))
+        return lookup
+
+    def cover(
+        self, source: Source, covering: Covering, members: Sequence[Member], fresh_after: float, reach: datetime
+    ) -> Coverage:
+        """Which members a run covers, each judged over its own window: one that cannot be read is unknown alone."""
+        with self._job(source.job_id):
+            seen = self._seen(source, min(reach, *(member.since for member in members)), fresh_after)
+            short = {m.file_key: why for m in members if (why := seen.short_of(m.since)) is not None}
+            return seen.view.cover(covering, members, short)
+
+    def going(self, source: Source, since: datetime, fresh_after: float) -> tuple[int, str | None]:
+        """How many runs created since `since` are READY or RUNNING, and the rule followed where not all
+        could be read: runs seen finished stay finished, runs seen going and not re-read have their own
+        page read; past WINDOW_MOST_RUNS the newest are counted and the older taken as finished."""
+        with self._job(source.job_id):
+            seen = self._seen(source, since, fresh_after)
+            stale = [run for run in seen.view.going(since) if (run.execution_id or "") not in seen.fresh]
+            for run in stale[:STALE_MOST]:
+                self._read_own(source, seen.view, run)
+            going = len(seen.view.going(since))
+            short = seen.short_of(since)
+        if short is None and len(stale) <= STALE_MOST:
+            return going, None
+        return going, f"counted the runs that could be read ({short or f'{len(stale)} statuses not re-read'})"
+
+    def between(self, source: Source, since: datetime, fresh_after: float) -> tuple[list[Execution], str | None]:
+        """Every run created since `since`, newest first, and why some may be missing (None: none is)."""
+        with self._job(source.job_id):
+            seen = self._seen(source, since, fresh_after)
+            return seen.view.between(since), seen.short_of(since)
+
+    def created(self, job_id: str, answer: Mapping[str, Any], body_lost: bool, sent: Mapping[str, str]) -> None:
+        """A run this container just started: kept in the job's view at once, so that a listing read
+        before it still counts it; where its answer was lost, the view is read afresh next time."""
+        with self._job(job_id):
+            view = self._views.get(job_id)
+            if view is None:
+                return
+            if body_lost or not isinstance(answer.get("jobExecutionId"), str):
+                view.read_at = float("-inf")
+                return
+            # What was sent, not what the answer echoes (the create may echo nothing: see Readings).
+            started = parse({**answer, "parsedParameters": dict(sent)}, self._splits.get(job_id))
+            if view.add([started]) and view.total is not None:
+                view.total += 1  # it joined the listing's total too: no late run to suspect
+
+    def _seen(self, source: Source, since: datetime, fresh_after: float) -> Seen:
+        view = self._views.get(source.job_id)
+        if view is not None and self._splits.get(source.job_id) != source.splits:
+            view = None  # read for other coalescing routes: their file lists were not indexed
+        if view is not None and view.read_at >= fresh_after and view.reached <= since:
+            return Seen(view, None, view.reached, frozenset())
+        with source.turn():
+            return self._read(source, view, since)
+
+    def _read(self, source: Source, view: JobView | None, since: datetime) -> Seen:
+        now = self.monotonic()
+        newest = view.newest if view is not None else None
+        if view is not None and view.newest_first and view.reached <= since and newest is not None:
+            top = read_top(
+                source.list_page, view.runs, newest, limit=PAGE_SIZE, budget=REFRESH_PAGES, splits=source.splits
+            )
+            if top is not None and not _late(view, top):
+                view.add(top.executions)
+                view.total, view.read_at = top.total, now
+                self.readings.listed(source.job_id, top.executions)
+                return Seen(view, None, view.reached, _ids(top.executions))
+        read = read_window(source.list_page, since, limit=PAGE_SIZE, budget=WINDOW_PAGES, splits=source.splits)
+        fresh = JobView(since, read.newest_first, read.total, now)
+        fresh.add(read.executions)
+        self.readings.listed(source.job_id, read.executions)
+        if read.reason is None and not fresh.oversized:
+            self._views[source.job_id], self._splits[source.job_id] = fresh, source.splits
+        return Seen(fresh, read.reason, _complete_back(read, since), _ids(read.executions))
+
+    def _own_pages(self, source: Source, seen: Seen, identity: Identity) -> bool:
+        """Reads the own page of each run of the window that echoes nothing (at most OWN_PAGES_MOST, each
+        once per container): the reference documents parameters there. True when one told more."""
+        opaque = seen.view.opaque_since(identity.since, identity.job_condition)
+        unasked = [key for key in opaque if key not in self._asked]
+        if not unasked or len(unasked) > OWN_PAGES_MOST:
+            return False
+        told = False
+        for key in unasked:
+            told = self._read_own(source, seen.view, seen.view.runs[key]) or told
+        return told
+
+    def _read_own(self, source: Source, view: JobView, run: Execution) -> bool:
+        """A run's own page into the view: its status, and its parameters where the list echoed none."""
+        if run.execution_id is None:
+            return False
+        self._asked.add(run.execution_id)
+        with source.turn():
+            item = source.get_one(run.execution_id)
+        page = parse(item, source.splits)
+        view.add([page])
+        return run.parameters is None and page.parameters is not None
+
+
+def _late(view: JobView, top: Read) -> bool:
+    """More runs joined the listing than came on top: one appeared below the kept top (a late run)."""
+    if top.total is None or view.total is None:
+        return False
+    new = sum(1 for run in top.executions if (run.execution_id or "") not in view.runs)
+    return top.total > view.total + new
+
+
+def _complete_back(read: Read, since: datetime) -> datetime | None:
+    """Back to when a read proved every run: its window, or where a newest-first read stopped short."""
+    if read.reason is None:
+        return since
+    dates = [run.created for run in read.executions if run.created is not None]
+    if read.newest_first is None or not dates:
+        return None
+    return min(dates) + timedelta(seconds=1)
+
+
+def _ids(executions: Sequence[Execution]) -> frozenset[str]:
+    return frozenset(run.execution_id for run in executions if run.execution_id is not None)
+
+
+class Readings:
+    """What this container learned of how the service echoes each job's parameters; logged when it changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._learned: dict[tuple[str, str], str] = {}  # (job, "create" or "list") -> reading
+        self._sent: OrderedDict[str, tuple[str, Mapping[str, str]]] = OrderedDict()  # run -> (job, parameters)
+        self._warned: set[str] = set()
+
+    def started(
+        self, job_id: str, execution_id: str | None, sent: Mapping[str, str], answer: Mapping[str, Any]
+    ) -> None:
+        """A run this container started: the create answer's echo, and what later listings must show.
+
+        Each is learned once per job; a warm call whose job's readings are known does nothing here.
+        """
+        if not sent:
+            return  # nothing sent, nothing to compare
+        if execution_id and (job_id, "list") not in self._learned:
+            with self._lock:
+                self._sent[execution_id] = (job_id, sent)
+                while len(self._sent) > READING_SAMPLES:
+                    self._sent.popitem(last=False)
+        if (job_id, "create") not in self._learned:
+            self._learn(job_id, "create", reading_of(sent, parse(answer)))
+
+    def listed(self, job_id: str, executions: Sequence[Execution]) -> None:
+        """Learns the list's reading from a run this container started and can compare."""
+        if (job_id, "list") in self._learned or not self._sent:
+            return
+        for execution in executions:
+            with self._lock:
+                known = self._sent.get(execution.execution_id or "")
+            if known is not None and known[0] == job_id:
+                self._learn(job_id, "list", reading_of(known[1], execution))
+                return
+
+    def echoes_all(self, job_id: str) -> bool:
+        with self._lock:
+            return self._learned.get((job_id, "list")) in ("object", "items")
+
+    def of(self, job_id: str) -> str | None:
+        """How the list echoes this job's runs, as learned (None: not yet)."""
+        with self._lock:
+            return self._learned.get((job_id, "list"))
+
+    def first_unverifiable(self, job_id: str) -> bool:
+        """True once per job and container: the first time a check could not identify runs."""
+        with self._lock:
+            if job_id in self._warned:
+                return False
+            self._warned.add(job_id)
+            return True
+
+    def _learn(self, job_id: str, answer: str, reading: str) -> None:
+        with self._lock:
+            changed = self._learned.get((job_id, answer)) != reading
+            self._learned[(job_id, answer)] = reading
+        if changed:
+            log.info("service reading", extra={"jobId": job_id, "answer": answer, "echo": reading})
+
+
+def reading_of(sent: Mapping[str, str], execution: Execution) -> str:
+    """How an answer echoes what was sent: in full (object, items), only some of it, or nothing."""
+    echoed = execution.parameters
+    if not echoed:
+        return "none"
+    if not all(echoed.get(name) == comparable(value) for name, value in sent.items()):
+        return "partial"
+    return execution.shape
