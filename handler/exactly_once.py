@@ -235,7 +235,7 @@ class ExactlyOnce:
         self.clocks: Clocks = wiring.clocks
         self.memory = memory or DedupMemory()
         self.gate = JobGate(self.clocks)
-        self.runs = Runs(self.clocks.monotonic)
+        self.runs = Runs()
         self.guard = RunningGuard()
         # What the lookups of the step this thread is running saw, for that step's one log record.
         self._trail = threading.local()
@@ -378,7 +378,7 @@ class ExactlyOnce:
         ]
         source = self._source(job_id, call)
         reach = min(member.since for member in members)
-        return self.runs.cover(source, coalescing.covering(plan), members, call.started, reach)
+        return self.runs.cover(source, coalescing.covering(plan), members, call, reach)
 
     def _submit(self, step: PlannedExecution, call: Call, unverified: bool) -> Outcome:
         for resend in range(MAX_RESENDS + 1):
@@ -497,9 +497,9 @@ class ExactlyOnce:
         nothing); `peek` reads only. Raises what the list call met."""
         job_id, since = step.job.job_id, lookup_since(step, call)
         source = self._source(job_id, call)
-        # A check may use a listing read since the invocation began (one listing serves its events); a
-        # settle must see what the create just did.
-        fresh_after = self.clocks.monotonic() if purpose == "settle" else call.started
+        # A check may use the listing its invocation read (one listing serves its events); a settle must
+        # see what the create just did.
+        fresh_for = None if purpose == "settle" else call
         lookup: Lookup = Absent(0)
         if purpose != "count":
             identity = Identity(
@@ -510,14 +510,12 @@ class ExactlyOnce:
                 self.memory.others_than(step.dedup_key),
                 self.runs.readings.echoes_all(job_id),
             )
-            lookup = self._read(
-                purpose, lambda: self.runs.find(source, identity, fresh_after, call.reach(job_id, since))
-            )
+            lookup = self._read(purpose, lambda: self.runs.find(source, identity, fresh_for, call.reach(job_id, since)))
             lookup = lookup if purpose == "peek" else self._claimed(step, lookup)
         running, admitted, rule = 0, True, None
         if purpose in ("check", "count") and step.max_running is not None:
             # Runs still going may be as old as the job's timeout: the count reads back that far.
-            counted = self._read(purpose, lambda: self.runs.going(source, call.now - running_span(step), fresh_after))
+            counted = self._read(purpose, lambda: self.runs.going(source, call.now - running_span(step), fresh_for))
             running, rule = counted if isinstance(counted, tuple) else (0, None)
             admitted, running = self.guard.admit(job_id, running, step.max_running)
             self._trail.slot = job_id if admitted else None

@@ -7,7 +7,6 @@ import math
 import signal
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -96,7 +95,7 @@ def failed_steps(route: Route, times: list[datetime], zone: tzinfo) -> list[date
     from handler.cli.runs import reader
 
     _, client = reader(route.job.job_id)
-    runs, job_source = Runs(time.monotonic), source(client, route.job.job_id)
+    runs, job_source = Runs(), source(client, route.job.job_id)
     since = times[0] - CLOCK_TOLERANCE
     chosen, unsure = [], []
     for when in times:
@@ -104,7 +103,7 @@ def failed_steps(route: Route, times: list[datetime], zone: tzinfo) -> list[date
         if not isinstance(step, PlannedExecution):
             continue
         identity = Identity(step.parameters, step.job.job_condition, step.dedup_parameter, since)
-        lookup = runs.find(job_source, identity, 0.0, since)
+        lookup = runs.find(job_source, identity, None, since)
         if isinstance(lookup, Found) and lookup.candidates[0][1] in ("FAILED", "CANCELED"):
             chosen.append(when)
         elif isinstance(lookup, Unknown):

@@ -9,12 +9,12 @@ from typing import Any, Final, Literal
 from handler.cli.common import CommandError, emit, out, settings
 from handler.clocks import Clocks
 from handler.dataflow.client import Answer, DataflowClient, error_from_body, json_object
-from handler.runs.execution import echoed_parameters, parse
-from handler.runs.listing import order_of
 from handler.errors import RequestError
 from handler.exactly_once import guarantee_in
 from handler.records import Record
 from handler.routes import Route
+from handler.runs.execution import echoed_parameters, parse
+from handler.runs.listing import order_of
 from handler.settings import Settings
 
 Verdict = Literal["ok", "warning", "failed"]

@@ -299,7 +299,10 @@ class DataflowClient:
         execution = json_object(answer) if answer.content is not None else None
         if execution is None:
             raise RequestError(
-                "bad-response", "the execution's page is not a JSON object", kind="retryable", status=answer.status,
+                "bad-response",
+                "the execution's page is not a JSON object",
+                kind="retryable",
+                status=answer.status,
                 attempts=attempts,
             )
         return execution

@@ -190,13 +190,15 @@ def read_window(
     """
     pager = Pager(list_page, limit, budget, splits)
     read = _window(pager, since)
-    if pager.shrank and read.reason is None:
+    if pager.shrank and pager.requests < budget:
         again = Pager(list_page, limit, budget - pager.requests, splits)
         read = _window(again, since)
         if again.shrank and read.reason is None:
             read = _with(read, "runs left the listing while it was paged, twice", pager.requests + again.requests)
         else:
             read = _with(read, read.reason, pager.requests + again.requests)
+    elif pager.shrank and read.reason is None:
+        read = _with(read, "runs left the listing while it was paged", pager.requests)
     return read
 
 

@@ -104,8 +104,7 @@ class Runs:
     that needs something newer (a burst's lookups share one listing), and extended back only when a
     question reaches further. Questions run one at a time per job, reads inside the job's lookup turn."""
 
-    def __init__(self, monotonic: Callable[[], float]) -> None:
-        self.monotonic = monotonic
+    def __init__(self) -> None:
         self.readings = Readings()
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
@@ -120,31 +119,31 @@ class Runs:
         with lock:
             yield
 
-    def find(self, source: Source, identity: Identity, fresh_after: float, reach: datetime) -> Lookup:
+    def find(self, source: Source, identity: Identity, fresh_for: object, reach: datetime) -> Lookup:
         """This event's run among the job's runs since `identity.since`; runs that echo nothing have their
         own page read (once each) before the answer is "cannot tell"."""
         with self._job(source.job_id):
-            seen = self._seen(source, min(reach, identity.since), fresh_after)
+            seen = self._seen(source, min(reach, identity.since), fresh_for)
             lookup = seen.view.find(identity, seen.short_of(identity.since))
             if isinstance(lookup, Unknown) and lookup.unidentified and self._own_pages(source, seen, identity):
                 lookup = seen.view.find(identity, seen.short_of(identity.since))
         return lookup
 
     def cover(
-        self, source: Source, covering: Covering, members: Sequence[Member], fresh_after: float, reach: datetime
+        self, source: Source, covering: Covering, members: Sequence[Member], fresh_for: object, reach: datetime
     ) -> Coverage:
         """Which members a run covers, each judged over its own window: one that cannot be read is unknown alone."""
         with self._job(source.job_id):
-            seen = self._seen(source, min(reach, *(member.since for member in members)), fresh_after)
+            seen = self._seen(source, min(reach, *(member.since for member in members)), fresh_for)
             short = {m.file_key: why for m in members if (why := seen.short_of(m.since)) is not None}
             return seen.view.cover(covering, members, short)
 
-    def going(self, source: Source, since: datetime, fresh_after: float) -> tuple[int, str | None]:
+    def going(self, source: Source, since: datetime, fresh_for: object) -> tuple[int, str | None]:
         """How many runs created since `since` are READY or RUNNING, and the rule followed where not all
         could be read: runs seen finished stay finished, runs seen going and not re-read have their own
         page read; past WINDOW_MOST_RUNS the newest are counted and the older taken as finished."""
         with self._job(source.job_id):
-            seen = self._seen(source, since, fresh_after)
+            seen = self._seen(source, since, fresh_for)
             stale = [run for run in seen.view.going(since) if (run.execution_id or "") not in seen.fresh]
             for run in stale[:STALE_MOST]:
                 self._read_own(source, seen.view, run)
@@ -154,10 +153,10 @@ class Runs:
             return going, None
         return going, f"counted the runs that could be read ({short or f'{len(stale)} statuses not re-read'})"
 
-    def between(self, source: Source, since: datetime, fresh_after: float) -> tuple[list[Execution], str | None]:
+    def between(self, source: Source, since: datetime, fresh_for: object) -> tuple[list[Execution], str | None]:
         """Every run created since `since`, newest first, and why some may be missing (None: none is)."""
         with self._job(source.job_id):
-            seen = self._seen(source, since, fresh_after)
+            seen = self._seen(source, since, fresh_for)
             return seen.view.between(since), seen.short_of(since)
 
     def created(self, job_id: str, answer: Mapping[str, Any], body_lost: bool, sent: Mapping[str, str]) -> None:
@@ -168,24 +167,23 @@ class Runs:
             if view is None:
                 return
             if body_lost or not isinstance(answer.get("jobExecutionId"), str):
-                view.read_at = float("-inf")
+                view.read_for = None
                 return
             # What was sent, not what the answer echoes (the create may echo nothing: see Readings).
             started = parse({**answer, "parsedParameters": dict(sent)}, self._splits.get(job_id))
             if view.add([started]) and view.total is not None:
                 view.total += 1  # it joined the listing's total too: no late run to suspect
 
-    def _seen(self, source: Source, since: datetime, fresh_after: float) -> Seen:
+    def _seen(self, source: Source, since: datetime, fresh_for: object) -> Seen:
         view = self._views.get(source.job_id)
         if view is not None and self._splits.get(source.job_id) != source.splits:
             view = None  # read for other coalescing routes: their file lists were not indexed
-        if view is not None and view.read_at >= fresh_after and view.reached <= since:
+        if view is not None and fresh_for is not None and view.read_for is fresh_for and view.reached <= since:
             return Seen(view, None, view.reached, frozenset())
         with source.turn():
-            return self._read(source, view, since)
+            return self._read(source, view, since, fresh_for)
 
-    def _read(self, source: Source, view: JobView | None, since: datetime) -> Seen:
-        now = self.monotonic()
+    def _read(self, source: Source, view: JobView | None, since: datetime, fresh_for: object) -> Seen:
         newest = view.newest if view is not None else None
         if view is not None and view.newest_first and view.reached <= since and newest is not None:
             top = read_top(
@@ -193,11 +191,11 @@ class Runs:
             )
             if top is not None and not _late(view, top):
                 view.add(top.executions)
-                view.total, view.read_at = top.total, now
+                view.total, view.read_for = top.total, fresh_for
                 self.readings.listed(source.job_id, top.executions)
                 return Seen(view, None, view.reached, _ids(top.executions))
         read = read_window(source.list_page, since, limit=PAGE_SIZE, budget=WINDOW_PAGES, splits=source.splits)
-        fresh = JobView(since, read.newest_first, read.total, now)
+        fresh = JobView(since, read.newest_first, read.total, fresh_for)
         fresh.add(read.executions)
         self.readings.listed(source.job_id, read.executions)
         if read.reason is None and not fresh.oversized:

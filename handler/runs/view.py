@@ -118,11 +118,12 @@ class JobView:
     every echoed (name, value), its echoed names and values together, the files it covers. A lookup
     costs the runs that could be its own, not the job's history."""
 
-    def __init__(self, reached: datetime, newest_first: bool | None, total: int | None, read_at: float) -> None:
+    def __init__(self, reached: datetime, newest_first: bool | None, total: int | None, read_for: object) -> None:
         self.reached = reached
         self.newest_first = newest_first
         self.total = total
-        self.read_at = read_at
+        # The invocation (or other question-asker) whose read this is: it may ask again without a read.
+        self.read_for = read_for
         self.runs: dict[str, Execution] = {}
         self.files = 0
         self._dates: list[float] = []  # creation times, sorted: how many runs a window holds

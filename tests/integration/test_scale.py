@@ -241,4 +241,4 @@ def test_a_dry_run_with_max_running_sends_nothing(clock: FakeClock, api: Emulato
     assert api.received == []  # the count's listing is logged, like the create, not sent
     assert len(out["submitted"]) == 2  # a dry run lists no runs, and its own starts nothing
     methods = [record["request"]["method"] for record in logs.records if record["message"] == "dry-run request"]
-    assert methods == ["GET", "POST", "GET", "POST"]
+    assert methods == ["GET", "POST", "POST"]  # one listing serves the invocation's counts

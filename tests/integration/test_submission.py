@@ -210,7 +210,8 @@ def test_an_ambiguous_create_that_the_lookup_cannot_settle_fails_without_a_secon
     emulator.echo = "none"
     emulator.inject(Fault(status=504, execute=True, method="POST"))
     result = failed_result(launcher, config, load_event("schedule-classic.json"))
-    assert [r.method for r in emulator.received] == ["GET", "POST", "GET"]
+    # The list, the create, the list again, and the run's own page (it echoes nothing either).
+    assert [r.method for r in emulator.received] == ["GET", "POST", "GET", "GET"]
     assert len(emulator.all_executions()) == 1
     [entry] = result["failed"]
     assert entry["error"].startswith("unknown-outcome: 510: HTTP 504 Endpoint Timeout (gateway code 510)")
