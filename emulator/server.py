@@ -25,11 +25,22 @@ KST = timezone(timedelta(hours=9))
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CREATE = re.compile(r"/api/v1/jobs/(?P<job>[^/]+)/executions")
 _ONE = re.compile(r"/api/v1/jobs/(?P<job>[^/]+)/executions/(?P<execution>[^/]+)")
+_JOB = re.compile(r"/api/v1/jobs/(?P<job>[^/]+)")
 _CONDITION_FIELDS = {"workerType", "numWorker", "timeout", "nrn", "scriptPath", "logPath"}
 STATUSES = ("READY", "RUNNING", "COMPLETED", "FAILED", "CANCELED")
 GOING = ("READY", "RUNNING")  # the statuses of an execution that is still going
 COUNT_READINGS = ("total", "page", "missing", "string")
 _RATE_MESSAGES = {"410": "Throttle Limited", "420": "Rate Limited"}
+AT_LIMIT_READINGS = ("refuse", "queue")
+JOB_READINGS = ("current", "legacy", "none")
+# Job statuses under which a create is accepted: the newer pages say READY, the older RUNNABLE, and a job
+# whose own status is RUNNING (an execution in progress) still takes more.
+RUNNABLE = ("READY", "RUNNABLE", "RUNNING")
+LIMIT_DETAIL = (
+    "job {job} has reached its maximum number of concurrent executions (maxConcurrentRuns {limit}): "
+    "{going} executions are READY or RUNNING"
+)
+NOT_RUNNABLE_DETAIL = "job {job} is not runnable in its current status ({status})"
 
 
 @dataclass
@@ -137,6 +148,24 @@ class Emulator:
       `throttled` counts every 429 the limits answered (rate and quota), `quota_refused` the quota
         ones; `accepted` counts the requests the limits let through.
 
+    The job itself, `GET /api/v1/jobs/{job}` and the create's 400 `bad-state` (the reference pages of
+    getJob, September 2026 and later, list jobId, name, type, status and maxConcurrentRuns; the rest
+    of the answer and the refusals' wording are assumed):
+      `max_concurrent_runs` -- job id -> its `maxConcurrentRuns`; a job not named has no limit (its
+        answer says `maxConcurrentRuns: null`). Runs READY or RUNNING count against the limit.
+      `at_limit` -- what a create meets with the job's limit already going: "refuse" (400 `bad-state`,
+        detail `limit_detail` formatted with job, limit and going; nothing is created) or "queue"
+        (accepted, answered and kept READY like any create: this emulator never starts a run, the
+        service would hold it READY until a run of the job ends).
+      `job_status` -- job id -> its status (default "READY"). A status outside RUNNABLE (DRAFT,
+        STOPPED, EDITING, DELETED, a disabled job) refuses every create with 400 `bad-state`, detail
+        `NOT_RUNNABLE_DETAIL`: the other bad-state, one a later delivery would meet alike.
+      `job_reading` -- "current": the job answer with `maxConcurrentRuns`; "legacy": without that key
+        (a service before the September 2026 release); "none": no such endpoint, 404 gateway "300".
+        The answer: jobId, name ("job-" + id), type "SCRIPT", status, maxConcurrentRuns,
+        lastExecutionStatus (of its newest run, or null), createdDate, updatedDate and runCondition
+        (the stored workerType, numWorker and timeout a create without jobCondition uses).
+
     Latency:
       `answer_delay` -- seconds every request waits (real time, `time.sleep`) before it is read and
         served, like a distant API (the bench); a float, or a callable returning the seconds for
@@ -168,9 +197,18 @@ class Emulator:
         retry_after: float | None = None,
         quota: int | None = None,
         answer_delay: float | Callable[[], float] = 0.0,
+        max_concurrent_runs: dict[str, int] | None = None,
+        at_limit: str = "refuse",
+        limit_detail: str = LIMIT_DETAIL,
+        job_status: dict[str, str] | None = None,
+        job_reading: str = "current",
     ) -> None:
         if count_means not in COUNT_READINGS:
             raise ValueError(f"count_means must be one of {COUNT_READINGS}, not {count_means!r}")
+        if at_limit not in AT_LIMIT_READINGS:
+            raise ValueError(f"at_limit must be one of {AT_LIMIT_READINGS}, not {at_limit!r}")
+        if job_reading not in JOB_READINGS:
+            raise ValueError(f"job_reading must be one of {JOB_READINGS}, not {job_reading!r}")
         if rate_limit_code not in _RATE_MESSAGES:
             raise ValueError(f"rate_limit_code must be one of {tuple(_RATE_MESSAGES)}, not {rate_limit_code!r}")
         self.keys = dict(keys or {"DEMOACCESSKEY": "demo-secret-key"})
@@ -189,6 +227,11 @@ class Emulator:
         self.rate_limit_code = rate_limit_code
         self.retry_after = retry_after
         self.quota = quota
+        self.max_concurrent_runs = dict(max_concurrent_runs or {})
+        self.at_limit = at_limit
+        self.limit_detail = limit_detail
+        self.job_status = dict(job_status or {})
+        self.job_reading = job_reading
         self.throttled = 0
         self.quota_refused = 0
         self.accepted = 0
@@ -202,6 +245,7 @@ class Emulator:
         self.answer_delay = answer_delay
         self.on_request = on_request
         self.lock = threading.Lock()
+        self.creating = threading.Lock()
         self.released = threading.Event()
         self.host = host
         self.server = QuietServer((host, port), self._handler_class())
@@ -375,12 +419,15 @@ class Emulator:
         parts = urlsplit(request.path)
         one = _ONE.fullmatch(parts.path)
         create = _CREATE.fullmatch(parts.path)
-        match = one or create
+        job = _JOB.fullmatch(parts.path) if self.job_reading != "none" else None
+        match = one or create or job
         if match is None:
             return 404, gateway_error("300", "Not Found", f"no API at {parts.path}")
         job_id = match["job"]
         if not _ID.fullmatch(job_id) or (self.jobs is not None and job_id not in self.jobs):
             return 404, dataflow_error("not-found", f"job {job_id} does not exist")
+        if job and request.method == "GET":
+            return 200, self.job(job_id)
         if one and request.method == "GET":
             for item in self.executions.get(job_id, []):
                 if item["jobExecutionId"] == one["execution"]:
@@ -445,14 +492,51 @@ class Emulator:
             echo = []
         return {**execution, "jobCondition": condition, "parsedParameters": echo}
 
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job as `GET /api/v1/jobs/{job}` answers it, in the configured `job_reading`."""
+        with self.lock:
+            items = list(self.executions.get(job_id, []))
+        created = datetime.fromtimestamp(self.clock() - 30 * 86400, KST).isoformat(timespec="seconds")
+        answer: dict[str, Any] = {
+            "jobId": job_id,
+            "name": f"job-{job_id}",
+            "type": "SCRIPT",
+            "status": self.job_status.get(job_id, "READY"),
+            "maxConcurrentRuns": self.max_concurrent_runs.get(job_id),
+            "lastExecutionStatus": items[-1]["status"] if items else None,
+            "createdDate": created,
+            "updatedDate": created,
+            "runCondition": {"workerType": "DEFAULT", "numWorker": 2, "timeout": 360},
+        }
+        if self.job_reading == "legacy":
+            del answer["maxConcurrentRuns"]
+        return answer
+
+    def _refusal(self, job_id: str) -> str | None:
+        """The detail of a create's 400 bad-state, or None when the job takes the run."""
+        status = self.job_status.get(job_id, "READY")
+        if status not in RUNNABLE:
+            return NOT_RUNNABLE_DETAIL.format(job=job_id, status=status)
+        limit = self.max_concurrent_runs.get(job_id)
+        if limit is None or self.at_limit == "queue":
+            return None
+        with self.lock:
+            going = sum(1 for item in self.executions.get(job_id, []) if item["status"] in GOING)
+        return self.limit_detail.format(job=job_id, limit=limit, going=going) if going >= limit else None
+
     def _create(self, job_id: str, request: Received) -> tuple[int, Any]:
         problems = check_create(request)
         if problems:
             return 400, dataflow_error("bad-parameter", "; ".join(problems))
         body = request.json or {}
-        execution = self.plant(
-            job_id, None, "READY", dict(body.get("parameters", {})), condition=body.get("jobCondition", {})
-        )
+        # The count and the run it admits are one step, or two concurrent creates could both pass the limit.
+        with self.creating:
+            refused = self._refusal(job_id)
+            if refused is not None:
+                return 400, dataflow_error("bad-state", refused)
+            execution = self.plant(
+                job_id, None, "READY", dict(body.get("parameters", {})), condition=body.get("jobCondition", {})
+            )
         answer = self.shown(execution)
         if not self.create_echo:
             answer["parsedParameters"] = []

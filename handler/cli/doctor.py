@@ -22,6 +22,8 @@ PROBE_LIMIT = 100
 # The gateway refuses a signature more than 5 minutes off its clock; past a minute, the host's clock drifts.
 SKEW_FAILS_S = 300.0
 SKEW_WARNS_S = 60.0
+# Reading the job's own settings is a side question: it never holds doctor longer than this.
+JOB_READ_S = 15.0
 
 
 class Check(Record):
@@ -41,7 +43,10 @@ def doctor(args: argparse.Namespace) -> int:
     checks: list[Check] = []
     for index, job_id in enumerate(dict.fromkeys(route.job.job_id for route in loaded.routes)):
         routes = [route for route in loaded.routes if route.job.job_id == job_id]
-        checks += _job(client, job_id, routes, loaded, clock=index == 0)
+        job_checks = _job(client, job_id, routes, loaded, clock=index == 0)
+        checks += job_checks
+        if all(check.verdict != "failed" for check in job_checks):  # a job it cannot list, it cannot read
+            checks += _concurrency(client, job_id, routes)
     failed = [check for check in checks if check.verdict == "failed"]
     if args.json:
         emit({"endpoint": loaded.endpoint, "checks": [_shown(check) for check in checks], "ok": not failed})
@@ -178,10 +183,50 @@ def _route(route: Route, items: Sequence[Mapping[str, Any]], reading: str, loade
     return checks
 
 
+def _concurrency(client: DataflowClient, job_id: str, routes: Sequence[Route]) -> list[Check]:
+    """The job's own maxConcurrentRuns (GET /api/v1/jobs/{jobId}) against each route's maxRunning."""
+    try:
+        job = client.get_job(job_id, deadline=client.clocks.monotonic() + JOB_READ_S)
+    except RequestError as exc:
+        if exc.status == 404:  # the job was listed a moment ago: it is the reading that is missing
+            return [Check("ok", f"job {job_id}: maxConcurrentRuns not available (this API does not answer the job)")]
+        return [Check("warning", f"job {job_id}: maxConcurrentRuns not available, the job could not be read ({exc})")]
+    if "maxConcurrentRuns" not in job:
+        return [Check("ok", f"job {job_id}: maxConcurrentRuns not available (a service before September 2026)")]
+    limit = job["maxConcurrentRuns"]
+    if limit is None or limit == 0:
+        return [Check("ok", f"job {job_id}: no maxConcurrentRuns set; Data Flow does not limit its concurrent runs")]
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        return [Check("warning", f"job {job_id}: maxConcurrentRuns is {limit!r}, not a count: its limit is unknown")]
+    said = f"job {job_id}: maxConcurrentRuns {limit} (Data Flow runs at most {limit} of its executions at once)"
+    return [Check("ok", said), *(_route_limit(route, limit) for route in routes)]
+
+
+def _route_limit(route: Route, limit: int) -> Check:
+    """A route's maxRunning against the job's own limit: the guard should defer before the service refuses."""
+    if route.max_running is None:
+        return Check(
+            "ok",
+            f"route {route.name}: no maxRunning; a create past the job's maxConcurrentRuns {limit} is refused by Data"
+            " Flow and deferred (kept, retried later), or held READY by it",
+        )
+    if route.max_running > limit:
+        return Check(
+            "warning",
+            f"route {route.name}: maxRunning {route.max_running} is above the job's maxConcurrentRuns {limit}:"
+            f" past {limit} runs the service refuses (deferred) or queues a run before the launcher's guard does",
+            f"set the route's maxRunning to {limit} or less, or raise the job's maxConcurrentRuns",
+        )
+    return Check(
+        "ok", f"route {route.name}: maxRunning {route.max_running} is within the job's maxConcurrentRuns {limit}"
+    )
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     command = commands.add_parser(
         "doctor",
-        help="check the configured endpoint read-only: credentials, clock, jobs, how it pages and echoes, guarantees",
+        help="check the configured endpoint read-only: credentials, clock, jobs, how it pages and echoes, guarantees,"
+        " each job's maxConcurrentRuns against the routes' maxRunning",
     )
     command.add_argument("--json", action="store_true", help="JSON instead of lines")
     command.set_defaults(func=doctor)

@@ -38,6 +38,17 @@ MIN_ATTEMPT_S = 0.25
 USER_AGENT = "dataflow-launcher"
 # Why a gateway answers 401 with code 200, for the log of an authentication failure.
 AUTH_CAUSES = "wrong access key, wrong secret key, or a clock more than 5 minutes off the gateway's"
+# A create's 400 bad-state is either a job at its own concurrency limit (maxConcurrentRuns), which a later
+# delivery may pass, or a job that cannot run, which a later delivery meets alike. The service documents
+# neither wording, so each is read liberally from the message (docs/results.md states the rule).
+CONCURRENCY_WORDS = ("concurren", "maxconcurrentruns", "max_concurrent", "simultaneous", "parallel", "동시", "同時")
+LIMIT_WORDS = ("limit", "maximum", "too many", "exceed")
+RUNNING_WORDS = ("running", "in progress", "executions")
+CANNOT_RUN_WORDS = ("runnable", "disabled", "stopped", "draft", "editing", "deleted", "not ready", "status")
+LIMIT_HINT = (
+    "if the job has a maxConcurrentRuns limit it may be at it: `python -m handler doctor` shows the limit, "
+    "and the job's READY and RUNNING runs count against it"
+)
 
 
 class ExecutionRequest(Record):
@@ -118,6 +129,32 @@ def error_from_body(status: int, reason: str, text: str) -> tuple[str, str]:
     return str(status), snippet or (reason or f"HTTP {status}")
 
 
+def bad_state_reading(message: str) -> str:
+    """What a create's 400 bad-state says: "limit" (the job's concurrency limit), "cannot-run" or "unclear"."""
+    said = message.lower()
+    if any(word in said for word in CONCURRENCY_WORDS):
+        return "limit"
+    if any(word in said for word in LIMIT_WORDS) and any(word in said for word in RUNNING_WORDS):
+        return "limit"
+    return "cannot-run" if any(word in said for word in CANNOT_RUN_WORDS) else "unclear"
+
+
+def refused_create(exc: RequestError) -> RequestError | None:
+    """A create's bad-state in the words the caller acts on; None where `exc` already says it."""
+    if exc.code != "bad-state" or exc.kind != "permanent":
+        return None
+    reading = bad_state_reading(exc.message)
+    said = exc.message or "no detail given"
+    if reading == "limit":
+        # Nothing was created and the limit frees as runs end: kept, a later delivery submits it.
+        message = f"the job is at Data Flow's own limit of concurrent runs (maxConcurrentRuns): {said}"
+        return RequestError("deferred", message, kind="retryable", status=exc.status, attempts=exc.attempts)
+    if reading == "unclear":
+        message = f"{said}; {LIMIT_HINT}"
+        return RequestError("bad-state", message, kind="permanent", status=exc.status, attempts=exc.attempts)
+    return None
+
+
 def _short(text: str) -> str:
     return " ".join(text[:300].split())
 
@@ -170,7 +207,7 @@ def unsent_failure(exc: BaseException, watch: AttemptWatch, https: bool, spent: 
 
 
 class DataflowClient:
-    """Creates and lists job executions; one instance (and one Session) per warm container and thread.
+    """Creates and lists a job's executions and reads the job; one instance (and Session) per container and thread.
 
     It sends and classifies; what is retried is the policy's word, and what a failure means for
     the event is its caller's (the way requests' raise_for_status leaves the meaning to the caller).
@@ -245,7 +282,13 @@ class DataflowClient:
     ) -> CreateAnswer:
         """POSTs one execution; retries only what surely did not run, and never past `deadline`."""
         path = _executions_path(request.job.job_id)
-        answer, attempts = self._send("POST", path, request.job.query(), request.body(), deadline, headers)
+        try:
+            answer, attempts = self._send("POST", path, request.job.query(), request.body(), deadline, headers)
+        except RequestError as exc:
+            refused = refused_create(exc)
+            if refused is None:
+                raise
+            raise refused from exc
         if answer.content is None:
             return CreateAnswer({}, attempts, body_lost=True)
         if not answer.content.strip():
@@ -295,17 +338,26 @@ class DataflowClient:
     ) -> dict[str, Any]:
         """One run's own page (getJobExecution), which documents its parameters where the list may not."""
         path = f"{_executions_path(job_id)}/{quote(execution_id, safe='')}"
+        return self._read_object(path, deadline, headers, "the execution's page")
+
+    def get_job(self, job_id: str, *, deadline: float | None = None) -> dict[str, Any]:
+        """The job (`GET /api/v1/jobs/{jobId}`): its status, maxConcurrentRuns and stored runCondition."""
+        return self._read_object(f"/api/v1/jobs/{job_id}", deadline, None, "the job's answer")
+
+    def _read_object(
+        self, path: str, deadline: float | None, headers: Mapping[str, str] | None, what: str
+    ) -> dict[str, Any]:
         answer, attempts = self._send("GET", path, {}, None, deadline, headers)
-        execution = json_object(answer) if answer.content is not None else None
-        if execution is None:
+        found = json_object(answer) if answer.content is not None else None
+        if found is None:
             raise RequestError(
                 "bad-response",
-                "the execution's page is not a JSON object",
+                f"{what} is not a JSON object",
                 kind="retryable",
                 status=answer.status,
                 attempts=attempts,
             )
-        return execution
+        return found
 
     def probe(self, job_id: str, limit: int) -> tuple[Answer, float | None]:
         """One list request as it is, no retry and no verdict, with the gateway's clock offset (for `doctor`)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from emulator.server import Emulator, Received
+from emulator.server import Emulator, Fault, Received, gateway_error
 from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, cli, connected, load_event
 
 ROUTES = [
@@ -294,3 +294,73 @@ def test_doctor_warns_where_runs_cannot_be_identified() -> None:
     assert done.returncode == 0
     assert "job NightJob1: runs echo no parameters: duplicate checks cannot identify runs" in done.stdout
     assert "route nightly: cannot identify runs: the run is started anyway" in done.stdout
+
+
+def test_doctor_reads_each_jobs_max_concurrent_runs_and_warns_where_a_max_running_is_above_it(api: Emulator) -> None:
+    api.max_concurrent_runs = {"SalesJob1": 2, "NightJob1": 3}
+    routes = [ROUTES[0] | {"maxRunning": 5}, ROUTES[1], ROUTES[2]]
+    done = cli("doctor", env=env(api, DATAFLOW_ROUTES=json.dumps(routes)))
+    assert done.returncode == 0, done.stdout + done.stderr  # warnings only
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    warning = lines.index(
+        "warning  route sales: maxRunning 5 is above the job's maxConcurrentRuns 2: past 2 runs the service refuses"
+        " (deferred) or queues a run before the launcher's guard does"
+    )
+    assert lines[warning + 1] == "fix: set the route's maxRunning to 2 or less, or raise the job's maxConcurrentRuns"
+    assert "ok       job SalesJob1: maxConcurrentRuns 2 (Data Flow runs at most 2 of its executions at once)" in lines
+    assert (
+        "ok       route nightly: no maxRunning; a create past the job's maxConcurrentRuns 3 is refused by Data Flow"
+        " and deferred (kept, retried later), or held READY by it"
+    ) in lines
+    assert "ok       job DeleteJob1: no maxConcurrentRuns set; Data Flow does not limit its concurrent runs" in lines
+    assert [request.path for request in api.received if "/executions" not in request.path] == [
+        "/api/v1/jobs/SalesJob1",
+        "/api/v1/jobs/DeleteJob1",
+        "/api/v1/jobs/NightJob1",
+    ]
+
+
+def test_doctor_says_a_max_running_within_the_limit_is_fine(api: Emulator) -> None:
+    api.max_concurrent_runs = {"SalesJob1": 2}
+    done = cli("doctor", "--json", env=env(api, DATAFLOW_ROUTES=json.dumps([ROUTES[0] | {"maxRunning": 2}])))
+    checks = json.loads(done.stdout)["checks"]
+    assert {"verdict": "ok", "what": "route sales: maxRunning 2 is within the job's maxConcurrentRuns 2"} in checks
+
+
+@pytest.mark.parametrize(
+    ("reading", "said"),
+    [
+        ("none", "job SalesJob1: maxConcurrentRuns not available (this API does not answer the job)"),
+        ("legacy", "job SalesJob1: maxConcurrentRuns not available (a service before September 2026)"),
+    ],
+)
+def test_doctor_without_the_jobs_limit_says_not_available_and_checks_the_rest(
+    api: Emulator, reading: str, said: str
+) -> None:
+    api.job_reading = reading
+    api.max_concurrent_runs = {"SalesJob1": 2}
+    done = cli("doctor", "--json", env=env(api, DATAFLOW_ROUTES=json.dumps([ROUTES[0] | {"maxRunning": 5}])))
+    assert done.returncode == 0, done.stdout + done.stderr
+    whats = [check["what"] for check in json.loads(done.stdout)["checks"]]
+    assert said in whats
+    assert (
+        whats[0].startswith("the host's clock is")
+        and "credentials accepted; job SalesJob1 (sales) reachable" in whats[1]
+    )
+    assert not any("maxRunning" in what for what in whats)
+
+
+def test_doctor_warns_when_the_job_cannot_be_read_and_still_exits_zero(api: Emulator) -> None:
+    api.max_concurrent_runs = {"SalesJob1": 2}
+
+    def refuse_the_job_read(request: Received) -> None:
+        if "/executions" in request.path:  # the listing went through: the job's own read comes next
+            api.inject(Fault(status=403, body=gateway_error("230", "Forbidden"), method="GET"))
+            api.on_request = None
+
+    api.on_request = refuse_the_job_read
+    done = cli("doctor", "--json", env=env(api, DATAFLOW_ROUTES=json.dumps([ROUTES[0]])))
+    assert done.returncode == 0, done.stdout + done.stderr
+    [check] = [check for check in json.loads(done.stdout)["checks"] if "maxConcurrentRuns" in check["what"]]
+    assert check["verdict"] == "warning"
+    assert check["what"].startswith("job SalesJob1: maxConcurrentRuns not available, the job could not be read (230: ")

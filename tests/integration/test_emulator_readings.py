@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -414,3 +415,75 @@ def test_answer_delay_defaults_to_none_and_still_takes_seconds(emulator: Emulato
     assert emulator.delay() == 0.0
     emulator.answer_delay = 0.25  # a float, as the bench sets it (not served here: tests do not sleep)
     assert emulator.delay() == 0.25
+
+
+# The job and its concurrency limit -----------------------------------------------------------
+
+
+def test_the_job_answers_its_max_concurrent_runs_or_null_without_one(make: Make, clock: FakeClock) -> None:
+    api = make(max_concurrent_runs={JOB: 2})
+    job = send(api, clock, "GET", f"/api/v1/jobs/{JOB}").json()
+    assert (job["jobId"], job["name"], job["status"], job["maxConcurrentRuns"]) == (JOB, f"job-{JOB}", "READY", 2)
+    assert job["lastExecutionStatus"] is None
+    create(api, clock)
+    assert send(api, clock, "GET", f"/api/v1/jobs/{JOB}").json()["lastExecutionStatus"] == "READY"
+    assert send(api, clock, "GET", "/api/v1/jobs/OtherJob1").json()["maxConcurrentRuns"] is None
+
+
+def test_an_older_service_answers_the_job_without_a_limit_or_not_at_all(make: Make, clock: FakeClock) -> None:
+    legacy = send(make(job_reading="legacy"), clock, "GET", f"/api/v1/jobs/{JOB}")
+    assert legacy.status_code == 200 and "maxConcurrentRuns" not in legacy.json()
+    absent = send(make(job_reading="none"), clock, "GET", f"/api/v1/jobs/{JOB}")
+    assert (absent.status_code, absent.json()["error"]["errorCode"]) == (404, "300")
+
+
+def test_a_create_at_the_limit_is_refused_bad_state_until_a_run_ends(make: Make, clock: FakeClock) -> None:
+    api = make(max_concurrent_runs={JOB: 2})
+    first, _ = runs(api, clock, 2)
+    refused = send(api, clock, "POST", PATH, {"parameters": {"$n": "2"}})
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "errorType": "bad-state",
+        "detail": f"job {JOB} has reached its maximum number of concurrent executions (maxConcurrentRuns 2): "
+        "2 executions are READY or RUNNING",
+    }
+    assert len(api.all_executions()) == 2  # nothing was created
+    api.finish(JOB, first)
+    assert create(api, clock)["status"] == "READY"
+
+
+def test_in_the_queue_reading_a_create_past_the_limit_is_accepted_and_stays_ready(make: Make, clock: FakeClock) -> None:
+    api = make(max_concurrent_runs={JOB: 1}, at_limit="queue")
+    runs(api, clock, 3)
+    assert [item["status"] for item in api.all_executions()] == ["READY"] * 3
+
+
+def test_a_job_that_cannot_run_is_refused_bad_state_in_other_words(make: Make, clock: FakeClock) -> None:
+    api = make(job_status={JOB: "STOPPED"}, max_concurrent_runs={JOB: 5})
+    refused = send(api, clock, "POST", PATH, {"parameters": {}})
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "errorType": "bad-state",
+        "detail": f"job {JOB} is not runnable in its current status (STOPPED)",
+    }
+    assert api.all_executions() == []
+
+
+def test_concurrent_creates_never_pass_the_limit(make: Make, clock: FakeClock) -> None:
+    api = make(max_concurrent_runs={JOB: 3})
+    codes: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: codes.append(send(api, clock, "POST", PATH, {"parameters": {}}).status_code))
+        for _ in range(10)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(codes) == [200] * 3 + [400] * 7
+    assert len(api.all_executions()) == 3
+
+
+def test_an_unknown_limit_reading_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="at_limit"):
+        Emulator(at_limit="drop")

@@ -235,6 +235,52 @@ def test_the_guard_defers_at_max_running_and_submits_once_the_runs_finish(clock:
     assert len(api.all_executions()) == 4
 
 
+def test_a_create_refused_at_the_jobs_own_limit_is_deferred_and_submitted_once_a_run_ends(
+    clock: FakeClock, api: Emulator
+) -> None:
+    api.max_concurrent_runs = {"gqigvH123456": 2}  # Data Flow's own limit; the route sets no maxRunning
+    launcher = container(clock)
+    batch = sqs_batch(files(3, clock))
+    first = result_of(launcher, plain(api), batch)
+    assert len(first["submitted"]) == 2
+    [deferred] = first["failed"]
+    assert (deferred["code"], deferred["retryable"]) == ("deferred", True)
+    assert deferred["error"] == (
+        "deferred: the job is at Data Flow's own limit of concurrent runs (maxConcurrentRuns): job gqigvH123456 "
+        "has reached its maximum number of concurrent executions (maxConcurrentRuns 2): 2 executions are READY "
+        "or RUNNING"
+    )
+    assert first["batchItemFailures"] == [{"itemIdentifier": deferred["source"]["messageId"]}]  # kept
+    assert len(api.posts) == 3 and clock.sleeps == []  # not retried within the invocation
+    api.finish("gqigvH123456")
+    again = result_of(launcher, plain(api), batch)  # SQS redelivers the whole batch: two are duplicates
+    assert [entry["reason"] for entry in again["skipped"]] == ["duplicate", "duplicate"]
+    assert len(again["submitted"]) == 1 and again["failed"] == []
+    assert len(api.all_executions()) == 3
+
+
+def test_a_refusal_whose_words_are_unclear_stays_permanent_and_points_at_doctor(
+    clock: FakeClock, api: Emulator
+) -> None:
+    api.max_concurrent_runs = {"gqigvH123456": 1}
+    api.limit_detail = "the request cannot be processed in the job's current state"
+    api.plant("gqigvH123456", None, "RUNNING", {"$input": "earlier"})
+    result = result_of(container(clock), plain(api), upload("in/a.csv", at=clock.wall()))
+    [failed] = result["failed"]
+    assert (failed["code"], failed["retryable"]) == ("bad-state", False)
+    assert failed["error"].startswith("bad-state: the request cannot be processed in the job's current state; ")
+    assert "maxConcurrentRuns" in failed["error"] and "`python -m handler doctor`" in failed["error"]
+
+
+def test_where_the_service_queues_past_its_limit_the_run_is_submitted_and_stays_ready(
+    clock: FakeClock, api: Emulator
+) -> None:
+    api.max_concurrent_runs, api.at_limit = {"gqigvH123456": 1}, "queue"
+    result = result_of(container(clock), plain(api), sqs_batch(files(2, clock)))
+    assert [entry["status"] for entry in result["submitted"]] == ["READY", "READY"]
+    assert result["failed"] == [] and result["batchItemFailures"] == []
+
+
 def test_a_dry_run_with_max_running_sends_nothing(clock: FakeClock, api: Emulator, logs: JsonLines) -> None:
     config = guarded(api, 1) | {"DATAFLOW_DRY_RUN": "true", "DATAFLOW_MAX_CONCURRENCY": "1"}
     out = result_of(container(clock), config, sqs_batch(files(2, clock)))

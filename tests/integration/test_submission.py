@@ -330,6 +330,26 @@ def test_client_lists_executions(emulator: Emulator, clock: FakeClock) -> None:
     assert emulator.received[1].path == "/api/v1/jobs/gqigvH123456/executions?page=0&limit=5"
 
 
+def test_client_reads_the_job_and_its_concurrency_limit(emulator: Emulator, clock: FakeClock) -> None:
+    emulator.max_concurrent_runs = {"gqigvH123456": 3}
+    client = DataflowClient(emulator.url, Credentials(ACCESS_KEY, SECRET_KEY), clocks=clock.clocks())
+    job = client.get_job("gqigvH123456")
+    assert (job["jobId"], job["maxConcurrentRuns"], job["status"]) == ("gqigvH123456", 3, "READY")
+    assert emulator.received[0].path == "/api/v1/jobs/gqigvH123456"
+
+
+def test_a_job_that_cannot_run_fails_permanently_without_a_hint(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator
+) -> None:
+    emulator.job_status = {"gqigvH123456": "STOPPED"}
+    emulator.max_concurrent_runs = {"gqigvH123456": 1}  # a limit, but not what refused it
+    result = failed_result(launcher, config, load_event("schedule-classic.json"))
+    [entry] = result["failed"]
+    assert entry["error"] == "bad-state: job gqigvH123456 is not runnable in its current status (STOPPED)"
+    assert (entry["code"], entry["retryable"]) == ("bad-state", False)
+    assert len(emulator.posts) == 1
+
+
 def test_empty_2xx_body_counts_as_submitted_without_an_id(emulator: Emulator, clock: FakeClock) -> None:
     emulator.inject(Fault(status=202, raw=b"", execute=True))
     client = DataflowClient(emulator.url, Credentials(ACCESS_KEY, SECRET_KEY), clocks=Clocks(wall=clock.wall))

@@ -1,5 +1,6 @@
-"""The documentation stays navigable and its configuration table lists exactly the real settings."""
+"""The documentation stays navigable, lists exactly the real settings and every code the handler fails with."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -94,3 +95,33 @@ def test_configuration_table_lists_every_setting() -> None:
     unknown = sorted(documented - real)
     assert not missing, f"settings missing from the table in docs/configuration.md: {', '.join(missing)}"
     assert not unknown, f"names in the table of docs/configuration.md that are no setting: {', '.join(unknown)}"
+
+
+def _literal_codes() -> set[str]:
+    """The codes written as literals where the handler raises a RequestError or builds a step's Failed."""
+    codes = set()
+    for path in (ROOT / "handler").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+                continue
+            position = {"RequestError": 0, "step_failed": 1}.get(node.func.id)
+            if position is not None and len(node.args) > position:
+                code = node.args[position]
+                if isinstance(code, ast.Constant) and isinstance(code.value, str):
+                    codes.add(code.value)
+    return codes
+
+
+def test_every_code_the_handler_fails_with_is_in_the_troubleshooting_table() -> None:
+    table = (ROOT / "docs" / "results.md").read_text(encoding="utf-8").split("## Troubleshooting by error code")[1]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    documented = {code for row in rows for code in re.findall(r"`([^`]+)`", row)}
+    codes = _literal_codes()
+    assert {"deferred", "bad-state", "unknown-outcome"} <= codes  # the walk finds what it looks for
+    assert sorted(codes - documented) == []
+
+
+def test_max_running_is_documented_against_the_jobs_own_max_concurrent_runs() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    [row] = [line for line in page.splitlines() if line.startswith("| `maxRunning` |")]
+    assert "`maxConcurrentRuns`" in row and "doctor" in row and "`validate` cannot read the job" in row
