@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
+
+from handler.errors import InvocationFailedError
 from handler.outcomes import Failed, Skipped, Submitted
 from handler.results import counts, report
 
@@ -30,6 +33,16 @@ def test_a_failure_outside_batch_item_failures_keeps_the_event() -> None:
     sqs = report([failed("x", messages=("m1",))], from_sqs=True, dry_run=False)
     assert (sqs.keep, sqs.result["batchItemFailures"]) == (False, [{"itemIdentifier": "m1"}])
     assert report([failed("x", messages=())], from_sqs=True, dry_run=False).keep  # no message id to report
+
+
+def test_the_adapters_raise_with_the_result_exactly_when_the_event_must_be_kept() -> None:
+    # The one keep-or-raise policy that app.py, ncp.py and the command line call.
+    reported = report([failed("x", messages=("m1",))], from_sqs=True, dry_run=False)
+    assert reported.returned() is reported.result
+    kept = report([failed("x")], from_sqs=False, dry_run=False)
+    with pytest.raises(InvocationFailedError, match=r"^1 failed: x: why$") as raised:
+        kept.returned()
+    assert raised.value.result == kept.result
 
 
 def test_lists_are_capped_but_every_outcome_is_counted() -> None:
