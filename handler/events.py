@@ -463,6 +463,8 @@ def _eventbridge(event: Mapping[str, Any], context: _Context) -> Trigger:
         resources = event.get("resources")
         if not isinstance(resources, list) or not resources or not isinstance(resources[0], str):
             raise EventError("Scheduled Event has no rule ARN in resources[0]")
+        if not utf8_encodable(resources[0]):  # the rule's name is the result's source: it must encode
+            raise EventError("event.resources[0] is not valid Unicode (it holds a lone surrogate)")
         # arn:aws:events:REGION:ACCOUNT:rule/[BUS/]NAME: the rule name is the last part.
         return ScheduleTrigger(resources[0].rsplit("/", 1)[-1], time, str(event_id))
     if event.get("source") != "aws.s3":
