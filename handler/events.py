@@ -84,6 +84,7 @@ class ObjectTrigger(Record):
         key: str,
         event_name: str,
         time: datetime,
+        *,
         size: int | None = None,
         etag: str = "",
         version_id: str = "",
@@ -236,7 +237,7 @@ class _Context(Record):
     __slots__ = ("platform", "now", "activation_id", "depth", "zone")
 
     def __init__(
-        self, platform: Platform, now: datetime, activation_id: str = "", depth: int = 0, zone: tzinfo = UTC
+        self, platform: Platform, now: datetime, activation_id: str = "", *, depth: int = 0, zone: tzinfo = UTC
     ) -> None:
         self.platform: Final = platform
         self.now: Final = now
@@ -288,7 +289,7 @@ def load_json(text: str, where: str) -> object:
 
 
 def _nested(context: _Context) -> _Context:
-    return _Context(context.platform, context.now, context.activation_id, context.depth + 1, context.zone)
+    return _Context(context.platform, context.now, context.activation_id, depth=context.depth + 1, zone=context.zone)
 
 
 def _triggers(event: object, context: _Context) -> list[Trigger]:

@@ -41,6 +41,7 @@ class Identity(Record):
         job_condition: Mapping[str, Any] | None,
         dedup_parameter: str | None,
         since: datetime,
+        *,
         others: Container[str] = frozenset(),
         echo_known: bool = False,
     ) -> None:

@@ -41,6 +41,7 @@ class RetryPolicy(Record):
 
     def __init__(
         self,
+        *,
         attempts: int = 4,
         retry_statuses: frozenset[int] = frozenset({408, 429, 503}),
         ambiguous_statuses: frozenset[int] = frozenset({500, 502, 504}),

@@ -17,7 +17,7 @@ SOURCE: EventSource = {"kind": "object", "bucket": "b", "key": "k", "eventName":
 
 
 def failed(code: str, status: int | None = None, messages: tuple[str, ...] = ()) -> Failed:
-    return Failed("r", "J1", code, "why", True, SOURCE, messages, status=status)
+    return Failed("r", "J1", code, "why", retryable=True, source=SOURCE, messages=messages, status=status)
 
 
 def test_codes_are_one_namespace_for_the_handler_the_service_and_the_gateway() -> None:
@@ -53,14 +53,14 @@ def test_lists_are_capped_but_every_outcome_is_counted() -> None:
 
 
 def test_a_coalesced_run_names_up_to_twenty_files_and_counts_the_rest() -> None:
-    few = Submitted("r", "J1", "E1", "READY", "k", SOURCE, objects=("a", "b"), closed="end of batch")
-    many = Submitted("r", "J1", "E2", "READY", "k", SOURCE, objects=tuple("x" * 30), closed="size")
+    few = Submitted("r", "J1", "E1", "READY", dedup_key="k", source=SOURCE, objects=("a", "b"), closed="end of batch")
+    many = Submitted("r", "J1", "E2", "READY", dedup_key="k", source=SOURCE, objects=tuple("x" * 30), closed="size")
     first, second = report([few, many], from_sqs=False, dry_run=False).result["submitted"]
     assert (first["objects"], first["closed"], first["keys"]) == (2, "end of batch", ["a", "b"])
     assert (second["objects"], "keys" in second) == (30, False)
 
 
 def test_a_duplicate_skip_carries_the_run_that_covers_it() -> None:
-    skip = Skipped("r", "duplicate", SOURCE, (), "key1", "E7")
+    skip = Skipped("r", "duplicate", SOURCE, (), dedup_key="key1", execution_id="E7")
     [entry] = report([skip], from_sqs=False, dry_run=False).result["skipped"]
     assert (entry["dedupKey"], entry["jobExecutionId"]) == ("key1", "E7")
