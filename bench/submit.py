@@ -243,7 +243,9 @@ def warm_parts(plan: Plan) -> dict[str, float]:
     """Microseconds per call of what lambda_handler adds around the core, each measured alone, no network."""
     context = LambdaContextStub()
     decisions = logging.getLogger("handler.results")
-    one_submitted = [Submitted("default", JOB, "06f9646c29ea", "READY", "2ec03d74835d1ca13e442f75653a08bf", {})]
+    one_submitted = [
+        Submitted("default", JOB, "06f9646c29ea", "READY", dedup_key="2ec03d74835d1ca13e442f75653a08bf", source={})
+    ]
     details = {  # the fields of a real `submitted` record
         "route": "default",
         "jobId": JOB,

@@ -170,6 +170,11 @@ class Emulator:
       `answer_delay` -- seconds every request waits (real time, `time.sleep`) before it is read and
         served, like a distant API (the bench); a float, or a callable returning the seconds for
         each request (e.g. `lambda: random.uniform(0.05, 0.1)`). 0 (the default) never sleeps.
+
+    The test's hook:
+      `on_request` -- called with each request before its answer leaves. An exception it raises
+        drops that connection (no answer leaves) and is raised again by `stop()`, so by the end of
+        the `with` block, unless the test took it with `take_hook_errors()`.
     """
 
     def __init__(
@@ -244,6 +249,8 @@ class Emulator:
         self.faults: list[Fault] = []
         self.answer_delay = answer_delay
         self.on_request = on_request
+        # What on_request raised, in the server's threads: stop() raises the first into the test.
+        self.hook_errors: list[Exception] = []
         self.lock = threading.Lock()
         self.creating = threading.Lock()
         self.released = threading.Event()
@@ -344,9 +351,23 @@ class Emulator:
         return self
 
     def stop(self) -> None:
+        """Stops serving; raises the first exception `on_request` raised that no test took."""
         self.released.set()
         self.server.shutdown()
         self.server.server_close()
+        errors = self.take_hook_errors()
+        if errors:
+            # Raised in a server thread, the hook's failure would only drop that connection, and a
+            # client that retries could still pass the test by another path: the test fails instead.
+            if len(errors) > 1:
+                errors[0].add_note(f"on_request raised {len(errors) - 1} more after this one")
+            raise errors[0]
+
+    def take_hook_errors(self) -> list[Exception]:
+        """The exceptions `on_request` raised so far, which stop() then no longer raises."""
+        with self.lock:
+            errors, self.hook_errors = self.hook_errors, []
+        return errors
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -662,7 +683,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _notify(self, request: Received) -> None:
         # Before the answer leaves: whatever a test does here happens before the client reads it.
         if self.api.on_request is not None:
-            self.api.on_request(request)
+            try:
+                self.api.on_request(request)
+            except Exception as exc:
+                with self.api.lock:
+                    self.api.hook_errors.append(exc)
+                raise  # no answer leaves: the client sees the connection drop
 
     def _answer(
         self, status: int, body: Any, headers: dict[str, str] | None = None, fault: Fault | None = None

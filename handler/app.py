@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
-from handler.errors import ConfigError, InvocationFailedError
+from handler.errors import ConfigError
 from handler.launcher import Launcher
 from handler.outcomes import Outcome
 from handler.results import counts
@@ -78,7 +78,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Result:
         metrics.add_metric(name="ConfigErrors", unit=MetricUnit.Count, value=1)
         raise
     record_metrics(report.outcomes)
-    if report.keep:
-        # Raising is what makes Lambda retry an async event, then send it to the on-failure destination.
-        raise InvocationFailedError(report.result)
-    return report.result
+    return report.returned()

@@ -53,10 +53,10 @@ def groups(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo) -> list
                     plan.route.job.job_id,
                     "bad-event",
                     message,
-                    False,
-                    member.source,
-                    member.messages,
-                    member.file_key,
+                    retryable=False,
+                    source=member.source,
+                    messages=member.messages,
+                    dedup_key=member.file_key,
                 )
             )
             continue
@@ -89,9 +89,9 @@ def group(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo, closed: 
                 route.job.job_id,
                 "bad-event",
                 f"parameters.{name}: {exc}",
-                False,
-                _source(members),
-                _messages(members),
+                retryable=False,
+                source=_source(members),
+                messages=_messages(members),
             )
     parameters[spec.parameter] = spec.separator.join(member.key for member in members)
     key = dedup_key(route.name, route.job, {}, sorted(member.file_key for member in members))
@@ -100,20 +100,27 @@ def group(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo, closed: 
         route.job,
         parameters,
         key,
-        min(member.time for member in members),
-        None,
-        _source(members),
-        _messages(members),
-        route.max_running,
-        tuple(members),
-        closed,
+        time=min(member.time for member in members),
+        dedup_parameter=None,
+        source=_source(members),
+        messages=_messages(members),
+        max_running=route.max_running,
+        members=tuple(members),
+        closed=closed,
     )
 
 
 def remembered(plan: CoalescedPlan, known: Mapping[str, str | None]) -> list[Skipped]:
     """Each object an earlier run already covers, skipped with that run's id."""
     return [
-        Skipped(plan.route.name, "duplicate", member.source, member.messages, member.file_key, known[member.file_key])
+        Skipped(
+            plan.route.name,
+            "duplicate",
+            member.source,
+            member.messages,
+            dedup_key=member.file_key,
+            execution_id=known[member.file_key],
+        )
         for member in plan.members
         if member.file_key in known
     ]
@@ -123,7 +130,16 @@ def failed(plan: CoalescedPlan, code: str, message: str, retryable: bool) -> lis
     """Each of the plan's objects failed alike (its own messages kept)."""
     job_id = plan.route.job.job_id
     return [
-        Failed(plan.route.name, job_id, code, message, retryable, member.source, member.messages, member.file_key)
+        Failed(
+            plan.route.name,
+            job_id,
+            code,
+            message,
+            retryable=retryable,
+            source=member.source,
+            messages=member.messages,
+            dedup_key=member.file_key,
+        )
         for member in plan.members
     ]
 

@@ -89,6 +89,18 @@ class RequestError(HandlerError):
         self.attempts = attempts
         super().__init__(f"{code}: {message}")
 
+    def but(
+        self, *, message: str | None = None, kind: FailureKind | None = None, attempts: int | None = None
+    ) -> RequestError:
+        """A new error with these fields changed, as urllib3's Retry.new: one already made is never altered."""
+        return RequestError(
+            self.code,
+            self.message if message is None else message,
+            kind=self.kind if kind is None else kind,
+            status=self.status,
+            attempts=self.attempts if attempts is None else attempts,
+        )
+
     @property
     def ambiguous(self) -> bool:
         return self.kind == "ambiguous"

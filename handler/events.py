@@ -84,6 +84,7 @@ class ObjectTrigger(Record):
         key: str,
         event_name: str,
         time: datetime,
+        *,
         size: int | None = None,
         etag: str = "",
         version_id: str = "",
@@ -236,7 +237,7 @@ class _Context(Record):
     __slots__ = ("platform", "now", "activation_id", "depth", "zone")
 
     def __init__(
-        self, platform: Platform, now: datetime, activation_id: str = "", depth: int = 0, zone: tzinfo = UTC
+        self, platform: Platform, now: datetime, activation_id: str = "", *, depth: int = 0, zone: tzinfo = UTC
     ) -> None:
         self.platform: Final = platform
         self.now: Final = now
@@ -288,7 +289,7 @@ def load_json(text: str, where: str) -> object:
 
 
 def _nested(context: _Context) -> _Context:
-    return _Context(context.platform, context.now, context.activation_id, context.depth + 1, context.zone)
+    return _Context(context.platform, context.now, context.activation_id, depth=context.depth + 1, zone=context.zone)
 
 
 def _triggers(event: object, context: _Context) -> list[Trigger]:
@@ -463,6 +464,8 @@ def _eventbridge(event: Mapping[str, Any], context: _Context) -> Trigger:
         resources = event.get("resources")
         if not isinstance(resources, list) or not resources or not isinstance(resources[0], str):
             raise EventError("Scheduled Event has no rule ARN in resources[0]")
+        if not utf8_encodable(resources[0]):  # the rule's name is the result's source: it must encode
+            raise EventError("event.resources[0] is not valid Unicode (it holds a lone surrogate)")
         # arn:aws:events:REGION:ACCOUNT:rule/[BUS/]NAME: the rule name is the last part.
         return ScheduleTrigger(resources[0].rsplit("/", 1)[-1], time, str(event_id))
     if event.get("source") != "aws.s3":

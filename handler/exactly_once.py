@@ -58,6 +58,7 @@ class Call(Record):
         started: float,
         deadline: float | None,
         now: datetime,
+        *,
         headers: Mapping[str, str] | None,
         reaches: dict[str, datetime] | None = None,
     ) -> None:
@@ -481,13 +482,13 @@ class ExactlyOnce:
             step.job.job_id,
             answer.execution_id,
             answer.status,
-            step.dedup_key,
-            step.source,
-            step.messages,
-            details,
-            tuple(member.key for member in step.members),
-            step.closed,
-            _would_send(step) if answer.dry_run else None,
+            dedup_key=step.dedup_key,
+            source=step.source,
+            messages=step.messages,
+            details=details,
+            objects=tuple(member.key for member in step.members),
+            closed=step.closed,
+            request=_would_send(step) if answer.dry_run else None,
         )
 
     def _lookup(self, step: PlannedExecution, call: Call, purpose: str) -> Looked:
@@ -507,8 +508,8 @@ class ExactlyOnce:
                 step.job.job_condition,
                 step.dedup_parameter,
                 since,
-                self.memory.others_than(step.dedup_key),
-                self.runs.readings.echoes_all(job_id),
+                others=self.memory.others_than(step.dedup_key),
+                echo_known=self.runs.readings.echoes_all(job_id),
             )
             lookup = self._read(purpose, lambda: self.runs.find(source, identity, fresh_for, call.reach(job_id, since)))
             lookup = lookup if purpose == "peek" else self._claimed(step, lookup)
@@ -603,7 +604,9 @@ def _answer(found: Found, attempts: int) -> CreateAnswer:
 
 
 def _duplicate(step: PlannedExecution, execution_id: str | None) -> Skipped:
-    return Skipped(step.route, "duplicate", step.source, step.messages, step.dedup_key, execution_id)
+    return Skipped(
+        step.route, "duplicate", step.source, step.messages, dedup_key=step.dedup_key, execution_id=execution_id
+    )
 
 
 def step_failed(
@@ -616,7 +619,18 @@ def step_failed(
 ) -> Failed:
     """The step failed before or without a run: its route, job, source, messages and dedup key."""
     job_id, key = step.job.job_id, step.dedup_key
-    return Failed(step.route, job_id, code, message, retryable, step.source, step.messages, key, status, details)
+    return Failed(
+        step.route,
+        job_id,
+        code,
+        message,
+        retryable=retryable,
+        source=step.source,
+        messages=step.messages,
+        dedup_key=key,
+        status=status,
+        details=details,
+    )
 
 
 def describe(lookup: Lookup) -> str:

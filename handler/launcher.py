@@ -52,7 +52,7 @@ class Launcher:
             started,
             None if remaining_ms is None else started + remaining_ms / 1000 - DEADLINE_MARGIN_S,
             datetime.fromtimestamp(self.clocks.wall(), UTC),
-            caller_headers if settings.caller_header else None,
+            headers=caller_headers if settings.caller_header else None,
         )
         batch = normalise(event, platform=platform, now=call.now, activation_id=activation_id, zone=settings.zone)
         steps = plan(batch, settings.routes, settings.zone, lambda: self._expired(call))

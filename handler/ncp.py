@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-from handler.errors import InvocationFailedError
 from handler.launcher import Launcher
 from handler.settings import SETTING_NAMES, config_from
 
@@ -56,7 +55,4 @@ def main(args: dict[str, Any]) -> Result:
         activation_id=activation,
         caller_headers=caller_headers(action, activation),
     )
-    if report.keep:
-        # Raising marks the activation failed, so a trigger's retry or a replay can keep the event.
-        raise InvocationFailedError(report.result)
-    return report.result
+    return report.returned()

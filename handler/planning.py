@@ -62,6 +62,7 @@ class PlannedExecution(Record):
         job: JobSpec,
         parameters: Mapping[str, str],
         dedup_key: str,
+        *,
         time: datetime,
         dedup_parameter: str | None = None,
         source: EventSource | None = None,
@@ -95,6 +96,7 @@ class Member(Record):
         bucket: str,
         key: str,
         time: datetime,
+        *,
         file_key: str,
         source: EventSource | None = None,
         messages: tuple[str, ...] = (),
@@ -171,7 +173,13 @@ def _gather(members: dict[str, Member], member: Member) -> None:
         return
     messages = tuple(dict.fromkeys(known.messages + member.messages))
     members[member.file_key] = Member(
-        known.route, known.bucket, known.key, known.time, known.file_key, known.source, messages
+        known.route,
+        known.bucket,
+        known.key,
+        known.time,
+        file_key=known.file_key,
+        source=known.source,
+        messages=messages,
     )
 
 
@@ -181,13 +189,13 @@ def _steps(
     source, messages = origin.source, origin.messages
     match trigger:
         case BadEvent():
-            return [Failed(None, None, "bad-event", trigger.reason, False, source, messages)]
+            return [Failed(None, None, "bad-event", trigger.reason, retryable=False, source=source, messages=messages)]
         case S3TestTrigger():
             return [Skipped(None, "test-event", source, messages)]
         case ObjectTrigger() | ScheduleTrigger() | RouteInvocation() | JobInvocation():
             if expired():
                 why = "the invocation's time ran out before this event was routed"
-                return [Failed(None, None, "timeout", why, True, source, messages)]
+                return [Failed(None, None, "timeout", why, retryable=True, source=source, messages=messages)]
             return fire(trigger, routes, zone, origin)
         case _:
             assert_never(trigger)
@@ -212,11 +220,23 @@ def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo, origin
                     return [planned(route, trigger, {}, zone, origin)]
             known = ", ".join(route.name for route in routes[:20])
             message = f"no route is named {trigger.route!r} (routes: {known})"
-            return [Failed(trigger.route, None, "unknown-route", message, False, source, messages)]
+            return [
+                Failed(trigger.route, None, "unknown-route", message, retryable=False, source=source, messages=messages)
+            ]
         case JobInvocation():
             parameters = dict(trigger.parameters)
             key = dedup_key(None, trigger.job, parameters, trigger.identity())
-            return [PlannedExecution(None, trigger.job, parameters, key, trigger.time, None, source, messages)]
+            return [
+                PlannedExecution(
+                    None,
+                    trigger.job,
+                    parameters,
+                    key,
+                    time=trigger.time,
+                    source=source,
+                    messages=messages,
+                )
+            ]
         case _:
             assert_never(trigger)
 
@@ -235,7 +255,9 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, 
             tested = route.match.test_object(trigger)
         except PatternTimeoutError:
             message = f"match.pattern ran past {MATCH_BUDGET_S:g} s of CPU on this key; rewrite it without nesting"
-            fired.append(Failed(route.name, None, "pattern-timeout", message, False, source, messages))
+            fired.append(
+                Failed(route.name, None, "pattern-timeout", message, retryable=False, source=source, messages=messages)
+            )
             continue
         if isinstance(tested, Miss):
             if len(misses) < MISSES_LOGGED:
@@ -243,8 +265,7 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, 
                     {"route": route.name, "filter": tested.filter, "wanted": tested.wanted, "seen": tested.seen}
                 )
         elif route.coalesce is not None:
-            file_key = dedup_key(route.name, route.job, {}, trigger.identity())
-            fired.append(Member(route, trigger.bucket, trigger.key, trigger.time, file_key, source, messages))
+            fired.append(_member(route, trigger, origin))
         else:
             fired.append(planned(route, trigger, tested, zone, origin))
     if fired:
@@ -252,6 +273,12 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, 
     if not trigger.event_name.lower().startswith("objectcreated"):
         return [Skipped(None, "event-type", source, messages)]
     return [Skipped(None, "no-route", source, messages, details={"misses": misses})]
+
+
+def _member(route: Route, trigger: ObjectTrigger, origin: Origin) -> Member:
+    file_key = dedup_key(route.name, route.job, {}, trigger.identity())
+    source, messages = origin.source, origin.messages
+    return Member(route, trigger.bucket, trigger.key, trigger.time, file_key=file_key, source=source, messages=messages)
 
 
 def planned(
@@ -265,7 +292,9 @@ def planned(
             parameters[name] = template.render(values, groups, trigger.time, zone)
         except TemplateError as exc:
             message = f"parameters.{name}: {exc}"
-            return Failed(route.name, None, "bad-event", message, False, origin.source, origin.messages)
+            return Failed(
+                route.name, None, "bad-event", message, retryable=False, source=origin.source, messages=origin.messages
+            )
     key = dedup_key(route.name, route.job, parameters, trigger.identity())
     if route.dedup_parameter is not None:
         parameters[route.dedup_parameter] = key
@@ -274,11 +303,11 @@ def planned(
         route.job,
         parameters,
         key,
-        trigger.time,
-        route.dedup_parameter,
-        origin.source,
-        origin.messages,
-        route.max_running,
+        time=trigger.time,
+        dedup_parameter=route.dedup_parameter,
+        source=origin.source,
+        messages=origin.messages,
+        max_running=route.max_running,
     )
 
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NotRequired, TypedDict, assert_never, final
 
+from handler.errors import InvocationFailedError
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.records import Record
 
@@ -78,6 +79,17 @@ class Report(Record):
         self.result: Final = result
         self.outcomes: Final = outcomes
         self.keep: Final = keep
+
+    def returned(self) -> Result:
+        """The result an adapter returns, or InvocationFailedError (carrying it) when the event must be kept.
+
+        The adapters' one keep-or-raise policy: raising is what makes Lambda retry an async event and
+        then send it to its on-failure destination, and what marks a Cloud Functions activation failed so
+        a trigger's retry or a replay keeps it; the command line exits non-zero where either would keep.
+        """
+        if self.keep:
+            raise InvocationFailedError(self.result)
+        return self.result
 
 
 def submitted_entry(outcome: Submitted) -> SubmittedEntry:

@@ -71,6 +71,7 @@ class Match(Record):
     def __init__(
         self,
         source: MatchSource | None = None,
+        *,
         bucket: str | None = None,
         prefix: str | None = None,
         suffix: str | None = None,
@@ -186,6 +187,7 @@ class Route(Record):
         match: Match,
         job: JobSpec,
         parameters: tuple[tuple[str, Template], ...] = (),
+        *,
         dedup_parameter: str | None = None,
         coalesce: Coalesce | None = None,
         max_running: int | None = None,
@@ -296,13 +298,7 @@ def _check_match(value: object, where: str, problems: Problems) -> Match | None:
         problems.add(f"{where}.source", f"must be one of object, schedule, direct, got {describe(source)}")
     texts = {name: _optional_text(raw, name, where, problems) for name in ("bucket", "prefix", "suffix", "schedule")}
     _check_never_matches(texts, where, problems)
-    pattern = None
-    pattern_text = _optional_text(raw, "pattern", where, problems)
-    if pattern_text is not None:
-        try:
-            pattern = re.compile(pattern_text)
-        except re.error as exc:
-            problems.add(f"{where}.pattern", f"invalid regular expression: {exc}")
+    pattern = _check_pattern(raw, where, problems)
     events = DEFAULT_EVENTS
     if "events" in raw:
         value = raw["events"]
@@ -321,7 +317,26 @@ def _check_match(value: object, where: str, problems: Problems) -> Match | None:
         problems.add(where, "schedule: only for match.source schedule")
     if len(problems.items) != before:
         return None
-    return Match(source, texts["bucket"], texts["prefix"], texts["suffix"], pattern, events, texts["schedule"])
+    return Match(
+        source,
+        bucket=texts["bucket"],
+        prefix=texts["prefix"],
+        suffix=texts["suffix"],
+        pattern=pattern,
+        events=events,
+        schedule=texts["schedule"],
+    )
+
+
+def _check_pattern(raw: Mapping[str, Any], where: str, problems: Problems) -> re.Pattern[str] | None:
+    text = _optional_text(raw, "pattern", where, problems)
+    if text is None:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        problems.add(f"{where}.pattern", f"invalid regular expression: {exc}")
+        return None
 
 
 def _check_never_matches(texts: Mapping[str, str | None], where: str, problems: Problems) -> None:
@@ -368,7 +383,16 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
         _check_recursion(raw, where, match, job, output, problems)
     if len(problems.items) != before or match is None or job is None or not isinstance(name, str):
         return None
-    return Route(name, match, job, parameters, dedup_parameter, coalesce, max_running, output)
+    return Route(
+        name,
+        match,
+        job,
+        parameters,
+        dedup_parameter=dedup_parameter,
+        coalesce=coalesce,
+        max_running=max_running,
+        output=output,
+    )
 
 
 def _check_output(value: object, where: str, problems: Problems) -> tuple[str, str] | None:

@@ -94,6 +94,7 @@ class Settings(Record):
         credentials: Credentials,
         endpoint: str,
         routes: tuple[Route, ...],
+        *,
         dry_run: bool,
         zone: tzinfo,
         connect_timeout: float,
@@ -321,7 +322,7 @@ def _default_route(config: Mapping[str, str], problems: Problems) -> tuple[Route
     )
     if job is None:
         return ()
-    return (Route("default", Match(), job, parameters, dedup_parameter),)
+    return (Route("default", Match(), job, parameters, dedup_parameter=dedup_parameter),)
 
 
 def parse_settings(config: Mapping[str, str]) -> Settings:
@@ -347,17 +348,17 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
         credentials,
         endpoint,
         routes,
-        dry_run,
-        zone,
-        connect_timeout,
-        read_timeout,
-        max_attempts,
-        dedup_check,
-        timedelta(hours=window_hours),
-        caller_header,
-        max_concurrency,
-        unverifiable,
-        rate_limit,
+        dry_run=dry_run,
+        zone=zone,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_attempts=max_attempts,
+        dedup_check=dedup_check,
+        dedup_window=timedelta(hours=window_hours),
+        caller_header=caller_header,
+        max_concurrency=max_concurrency,
+        dedup_unverifiable=unverifiable,
+        rate_limit=rate_limit,
     )
 
 

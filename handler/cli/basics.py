@@ -9,18 +9,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from handler.cli.common import CHECKOUT, CommandError, configuration, emit, out, read_json, say
 from handler.dataflow.signing import Credentials, masked, signed_headers, string_to_sign
 from handler.errors import ConfigError, InvocationFailedError
 from handler.exactly_once import delivery_guarantee
-from handler.results import Report
 from handler.routes import route_warnings
 from handler.settings import parse_settings
-
-if TYPE_CHECKING:
-    from handler.results import Result
 
 
 def invoke(args: argparse.Namespace) -> int:
@@ -40,7 +36,8 @@ def invoke(args: argparse.Namespace) -> int:
     else:
         config = configuration() | ({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})
         logger = app.logger
-        run = lambda: _kept(app.launcher.invoke(event, config, platform=args.platform))  # noqa: E731
+        # The adapters' policy, so the command line fails where the platform would keep the event.
+        run = lambda: app.launcher.invoke(event, config, platform=args.platform).returned()  # noqa: E731
     # The adapter's structured logging, sent to stderr so stdout carries only the result.
     for log_handler in logger.handlers:
         if isinstance(log_handler, logging.StreamHandler):
@@ -74,13 +71,6 @@ def _under_the_lambda_runtime(event: object, dry_run: bool) -> int:
     say(runtime.output, end="")
     emit(answer.body)
     return 0 if answer.kind == "response" else 1
-
-
-def _kept(report: Report) -> Result:
-    """The adapters' policy, so the command line fails where the platform would keep the event."""
-    if report.keep:
-        raise InvocationFailedError(report.result)
-    return report.result
 
 
 def validate(args: argparse.Namespace) -> int:

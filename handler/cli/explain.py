@@ -54,7 +54,7 @@ def _verdicts(trigger: Trigger, config: Settings, checker: _Checker | None) -> l
         case JobInvocation():
             parameters = dict(trigger.parameters)
             key = dedup_key(None, trigger.job, parameters, trigger.identity())
-            step = PlannedExecution(None, trigger.job, parameters, key, trigger.time)
+            step = PlannedExecution(None, trigger.job, parameters, key, time=trigger.time)
             return [_fires(step, checker)]
         case ObjectTrigger() | ScheduleTrigger() | RouteInvocation():
             return [_verdict(route, trigger, config, checker) for route in config.routes]
@@ -128,7 +128,7 @@ class _Checker:
 
     def __init__(self, config: Settings, now: datetime) -> None:
         self.exactly_once = ExactlyOnce(Wiring())
-        self.call = Call(config, 0.0, None, now, None)
+        self.call = Call(config, 0.0, None, now, headers=None)
 
     def existing(self, step: PlannedExecution) -> str:
         try:

@@ -29,6 +29,7 @@ from handler.records import Record
 
 if TYPE_CHECKING:
     from handler.dataflow.pacing import RateLimit
+    from handler.dataflow.retry import Operation
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ LIMIT_HINT = (
     "if the job has a maxConcurrentRuns limit it may be at it: `python -m handler doctor` shows the limit, "
     "and the job's READY and RUNNING runs count against it"
 )
+# The HTTP method of each operation; the retry rules are keyed by the operation itself.
+METHODS: Final[dict[Operation, str]] = {"create": "POST", "list": "GET", "get": "GET"}
 
 
 class ExecutionRequest(Record):
@@ -283,7 +286,7 @@ class DataflowClient:
         """POSTs one execution; retries only what surely did not run, and never past `deadline`."""
         path = _executions_path(request.job.job_id)
         try:
-            answer, attempts = self._send("POST", path, request.job.query(), request.body(), deadline, headers)
+            answer, attempts = self._send("create", path, request.job.query(), request.body(), deadline, headers)
         except RequestError as exc:
             refused = refused_create(exc)
             if refused is None:
@@ -315,7 +318,7 @@ class DataflowClient:
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         answer, attempts = self._send(
-            "GET", _executions_path(job_id), _list_query(page, limit), None, deadline, headers
+            "list", _executions_path(job_id), _list_query(page, limit), None, deadline, headers
         )
         listing = json_object(answer) if answer.content is not None else None
         if listing is None:
@@ -347,7 +350,7 @@ class DataflowClient:
     def _read_object(
         self, path: str, deadline: float | None, headers: Mapping[str, str] | None, what: str
     ) -> dict[str, Any]:
-        answer, attempts = self._send("GET", path, {}, None, deadline, headers)
+        answer, attempts = self._send("get", path, {}, None, deadline, headers)
         found = json_object(answer) if answer.content is not None else None
         if found is None:
             raise RequestError(
@@ -370,7 +373,7 @@ class DataflowClient:
 
     def _send(
         self,
-        method: str,
+        operation: Operation,
         path: str,
         query: Mapping[str, str],
         body: object | None,
@@ -391,16 +394,15 @@ class DataflowClient:
             try:
                 if self.pace is not None:
                     self.pace.wait(deadline)
-                answer = self._attempt(self.prepare(method, path, query, body, headers, offset), remaining)
+                answer = self._attempt(self.prepare(METHODS[operation], path, query, body, headers, offset), remaining)
             except RequestError as failure:
-                failure.attempts = attempt
-                failure.kind = self.policy.transport_kind(method, failure.kind)
-                last_error = failure
-                self._pause(attempt, deadline, None, failure)
+                # A new error: the transport's says what the attempt saw, this one what the policy makes of it.
+                last_error = failure.but(kind=self.policy.transport_kind(operation, failure.kind), attempts=attempt)
+                self._pause(attempt, deadline, None, last_error)
                 continue
             if 200 <= answer.status < 300:
                 return answer, attempt
-            error = self._status_error(method, answer, attempt)
+            error = self._status_error(operation, answer, attempt)
             if answer.status == 401 and error.code == SKEW_CODE:
                 if not resigned and self.auth.handle_date_mismatch(self._gateway_offset(answer), offset):
                     resigned = True
@@ -409,9 +411,9 @@ class DataflowClient:
             last_error = error
             self._pause(attempt, deadline, answer, error)
 
-    def _status_error(self, method: str, answer: Answer, attempt: int) -> RequestError:
+    def _status_error(self, operation: Operation, answer: Answer, attempt: int) -> RequestError:
         code, message = error_from_body(answer.status, answer.reason, answer.text)
-        kind = self.policy.status_kind(method, answer.status)
+        kind = self.policy.status_kind(operation, answer.status)
         if kind == "retryable" and not self.policy.retries_now(kind, answer.status, code):
             message += "; not retried in this invocation (it resets with the quota's day or month)"
         return RequestError(
@@ -497,8 +499,7 @@ class DataflowClient:
         asked = retry_after_seconds(answer.headers.get("Retry-After"), self.clocks.wall()) if answer else None
         if asked is not None and asked > self.policy.retry_after_cap:
             # Asked to wait longer than an invocation should: retrying sooner would only spend quota.
-            error.message += f"; the gateway asked to retry after {asked:g} s"
-            raise error
+            raise error.but(message=f"{error.message}; the gateway asked to retry after {asked:g} s")
         delay = self.policy.backoff(attempt, self.clocks.jitter, asked)
         remaining = self._remaining(deadline)
         if remaining is not None and delay + MIN_ATTEMPT_S > remaining:

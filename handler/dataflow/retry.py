@@ -7,16 +7,23 @@ from typing import TYPE_CHECKING, Final
 
 from handler.records import Record
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types for the checker only, as errors.FailureKind
+    from typing import Literal
+
     from handler.errors import FailureKind
+
+    # What the client asks of Data Flow: create a run, list a job's runs, get one run.
+    Operation = Literal["create", "list", "get"]
 
 
 class RetryPolicy(Record):
     """Like urllib3's Retry: rules as values, asked by the client, never scattered through it.
 
     `retry_statuses` were refused before the backend was reached (the gateway's rate limits, its
-    "endpoint error"); `ambiguous_statuses` may come after the backend started the run. A method in
-    `idempotent_methods` is retried on those too: reading twice is harmless. `later_codes` are
+    "endpoint error"); `ambiguous_statuses` may come after the backend started the run. An operation
+    in `idempotent_operations` is retried on those too: reading twice is harmless. The rules name
+    operations, not HTTP methods: whether a resend is harmless depends on what is asked, and two
+    operations may share a method. `later_codes` are
     gateway codes of a status that end the invocation's tries but leave the event retryable later
     (a daily or monthly quota resets long after any invocation ends).
     """
@@ -25,7 +32,7 @@ class RetryPolicy(Record):
         "attempts",
         "retry_statuses",
         "ambiguous_statuses",
-        "idempotent_methods",
+        "idempotent_operations",
         "later_codes",
         "backoff_base",
         "backoff_cap",
@@ -34,10 +41,11 @@ class RetryPolicy(Record):
 
     def __init__(
         self,
+        *,
         attempts: int = 4,
         retry_statuses: frozenset[int] = frozenset({408, 429, 503}),
         ambiguous_statuses: frozenset[int] = frozenset({500, 502, 504}),
-        idempotent_methods: frozenset[str] = frozenset({"GET"}),
+        idempotent_operations: frozenset[Operation] = frozenset({"list", "get"}),
         later_codes: frozenset[tuple[int, str]] = frozenset({(429, "400")}),
         backoff_base: float = 0.2,
         backoff_cap: float = 5.0,
@@ -46,23 +54,23 @@ class RetryPolicy(Record):
         self.attempts: Final = attempts
         self.retry_statuses: Final = retry_statuses
         self.ambiguous_statuses: Final = ambiguous_statuses
-        self.idempotent_methods: Final = idempotent_methods
+        self.idempotent_operations: Final = idempotent_operations
         self.later_codes: Final = later_codes
         self.backoff_base: Final = backoff_base
         self.backoff_cap: Final = backoff_cap
         self.retry_after_cap: Final = retry_after_cap
 
-    def status_kind(self, method: str, status: int) -> FailureKind:
-        """What a non-2xx answer to `method` says about the run it asked for."""
+    def status_kind(self, operation: Operation, status: int) -> FailureKind:
+        """What a non-2xx answer to `operation` says about the run it asked for."""
         if status in self.retry_statuses:
             return "retryable"
         if status in self.ambiguous_statuses:
-            return "retryable" if method in self.idempotent_methods else "ambiguous"
+            return "retryable" if operation in self.idempotent_operations else "ambiguous"
         return "permanent"
 
-    def transport_kind(self, method: str, kind: FailureKind) -> FailureKind:
-        """A transport failure's kind for `method`: a read that may have been answered is read again."""
-        return "retryable" if kind == "ambiguous" and method in self.idempotent_methods else kind
+    def transport_kind(self, operation: Operation, kind: FailureKind) -> FailureKind:
+        """A transport failure's kind for `operation`: a read that may have been answered is read again."""
+        return "retryable" if kind == "ambiguous" and operation in self.idempotent_operations else kind
 
     def retries_now(self, kind: FailureKind, status: int | None = None, code: str = "") -> bool:
         """Whether this failure is tried again inside the invocation (time and attempts allowing)."""

@@ -35,6 +35,7 @@ class Execution(Record):
         status: str,
         created: datetime | None,
         parameters: Mapping[str, str] | None,
+        *,
         condition: Mapping[str, Any] | None,
         files: Mapping[str, frozenset[int]] | None = None,
         shape: str = "object",
@@ -72,9 +73,9 @@ def parse(item: Mapping[str, Any], splits: Mapping[str, str] | None = None) -> E
         str(item.get("status") or "?"),
         created(item),
         None if echoed is None else {name: comparable(value) for name, value in echoed.items()},
-        condition if isinstance(condition, dict) else None,
-        files,
-        "none" if echoed is None else "object" if isinstance(item.get("parsedParameters"), dict) else "items",
+        condition=condition if isinstance(condition, dict) else None,
+        files=files,
+        shape="none" if echoed is None else "object" if isinstance(item.get("parsedParameters"), dict) else "items",
     )
 
 

@@ -46,6 +46,7 @@ class Source(Record):
         list_page: ListPage,
         get_one: Callable[[str], Mapping[str, Any]],
         turn: Callable[[], AbstractContextManager[None]],
+        *,
         splits: Mapping[str, str],
     ) -> None:
         self.job_id: Final = job_id
@@ -74,7 +75,7 @@ def source(
     def get_one(execution_id: str) -> dict[str, Any]:
         return submitter.get_execution(job_id, execution_id, deadline=deadline, headers=headers)
 
-    return Source(job_id, list_page, get_one, turn, splits or {})
+    return Source(job_id, list_page, get_one, turn, splits=splits or {})
 
 
 class Seen(Record):

@@ -33,6 +33,7 @@ class Identity(Record):
         job_condition: Mapping[str, Any] | None,
         dedup_parameter: str | None,
         since: datetime,
+        *,
         others: Container[str] = frozenset(),
         echo_known: bool = False,
     ) -> None:
@@ -302,7 +303,13 @@ def _may_be(run: Execution, covering: Covering) -> bool:
 def _status(before: Execution, now: Execution) -> Execution:
     """A kept run with the status a later read showed (its echo kept where the later answer had none)."""
     return Execution(
-        before.execution_id, now.status, before.created, before.parameters, before.condition, before.files, before.shape
+        before.execution_id,
+        now.status,
+        before.created,
+        before.parameters,
+        condition=before.condition,
+        files=before.files,
+        shape=before.shape,
     )
 
 

@@ -57,7 +57,7 @@ def test_a_refusal_signed_with_an_older_offset_is_re_signed_not_failed(launcher:
 
 class SettleTogether:
     """Both creates are in flight before either is answered, and the two lookups that follow both lost creates
-    leave together: neither has claimed a run when the other lists."""
+    leave together: neither has claimed a run when the other lists. Later requests (the resend) pass freely."""
 
     def __init__(self) -> None:
         self.posts = 0
@@ -69,12 +69,13 @@ class SettleTogether:
     def __call__(self, request: Received) -> None:
         with self.lock:
             self.posts += request.method == "POST"
+            first_two_creates = request.method == "POST" and self.posts <= 2
             settling = request.method == "GET" and self.posts >= 2
             self.settles += settling
-            first_two = settling and self.settles <= 2
-        if request.method == "POST":
+            first_two_settles = settling and self.settles <= 2
+        if first_two_creates:
             self.creates.wait()
-        if first_two:
+        if first_two_settles:
             self.together.wait()
 
 
@@ -96,10 +97,13 @@ def test_two_uploads_of_one_key_whose_answers_were_lost_end_in_two_runs(launcher
         second = upload("in/a.csv", at=clock.wall() - 4, etag="v2", sequencer="02")
         result = result_of(launcher, config, sqs_batch([first, second]))
         executions = api.all_executions()
+        creates = [request.status for request in api.posts]
     assert result["failed"] == []
     ids = sorted(entry["jobExecutionId"] for entry in result["submitted"])
     assert ids == sorted(execution["jobExecutionId"] for execution in executions)
     assert len(set(ids)) == 2
+    # Both answers lost, one run found and taken by one lookup; the other's resend answered: two runs.
+    assert creates == [500, 500, 200]
 
 
 def test_a_lookup_never_sees_a_siblings_run_before_it_is_remembered(launcher: Launcher, clock: FakeClock) -> None:

@@ -222,3 +222,17 @@ def test_on_request_runs_before_the_answer_leaves(
     emulator.on_request = fail
     with pytest.raises(requests.ConnectionError):
         post(emulator, clock, credentials=credentials)
+    assert [str(error) for error in emulator.take_hook_errors()] == ["the test's reaction failed"]
+
+
+def test_what_on_request_raised_is_raised_into_the_test_when_the_emulator_stops(clock: FakeClock) -> None:
+    # In a server thread the hook's failure only drops one connection; a client that retries could
+    # still pass the test by another path, so the test fails instead.
+    def fail(_: object) -> None:
+        raise RuntimeError("the test's reaction failed")
+
+    api = Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, on_request=fail).start()
+    with pytest.raises(requests.ConnectionError):
+        post(api, clock)
+    with pytest.raises(RuntimeError, match="the test's reaction failed"):
+        api.stop()

@@ -63,6 +63,12 @@ def test_flat_and_eventbridge_keys_are_bounded_too() -> None:
     assert "detail.object.key is not valid Unicode" in bad_reason(event)
 
 
+def test_a_schedule_rule_holding_a_lone_surrogate_is_a_bad_event() -> None:
+    # Found by test_mutated_samples: the rule's name reached the result, which could not encode it.
+    event = {"detail-type": "Scheduled Event", "source": "aws.events", "resources": ["arn:aws:events:r:1:rule/\ud800"]}
+    assert bad_reason(event) == "event.resources[0] is not valid Unicode (it holds a lone surrogate)"
+
+
 @pytest.mark.parametrize(
     ("event_time", "template"),
     [

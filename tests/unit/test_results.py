@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
+
+from handler.errors import InvocationFailedError
 from handler.outcomes import Failed, Skipped, Submitted
 from handler.results import counts, report
 
@@ -14,7 +17,7 @@ SOURCE: EventSource = {"kind": "object", "bucket": "b", "key": "k", "eventName":
 
 
 def failed(code: str, status: int | None = None, messages: tuple[str, ...] = ()) -> Failed:
-    return Failed("r", "J1", code, "why", True, SOURCE, messages, status=status)
+    return Failed("r", "J1", code, "why", retryable=True, source=SOURCE, messages=messages, status=status)
 
 
 def test_codes_are_one_namespace_for_the_handler_the_service_and_the_gateway() -> None:
@@ -32,6 +35,16 @@ def test_a_failure_outside_batch_item_failures_keeps_the_event() -> None:
     assert report([failed("x", messages=())], from_sqs=True, dry_run=False).keep  # no message id to report
 
 
+def test_the_adapters_raise_with_the_result_exactly_when_the_event_must_be_kept() -> None:
+    # The one keep-or-raise policy that app.py, ncp.py and the command line call.
+    reported = report([failed("x", messages=("m1",))], from_sqs=True, dry_run=False)
+    assert reported.returned() is reported.result
+    kept = report([failed("x")], from_sqs=False, dry_run=False)
+    with pytest.raises(InvocationFailedError, match=r"^1 failed: x: why$") as raised:
+        kept.returned()
+    assert raised.value.result == kept.result
+
+
 def test_lists_are_capped_but_every_outcome_is_counted() -> None:
     outcomes = [failed("x", messages=(f"m{index}",)) for index in range(130)]
     result = report(outcomes, from_sqs=True, dry_run=False).result
@@ -40,14 +53,14 @@ def test_lists_are_capped_but_every_outcome_is_counted() -> None:
 
 
 def test_a_coalesced_run_names_up_to_twenty_files_and_counts_the_rest() -> None:
-    few = Submitted("r", "J1", "E1", "READY", "k", SOURCE, objects=("a", "b"), closed="end of batch")
-    many = Submitted("r", "J1", "E2", "READY", "k", SOURCE, objects=tuple("x" * 30), closed="size")
+    few = Submitted("r", "J1", "E1", "READY", dedup_key="k", source=SOURCE, objects=("a", "b"), closed="end of batch")
+    many = Submitted("r", "J1", "E2", "READY", dedup_key="k", source=SOURCE, objects=tuple("x" * 30), closed="size")
     first, second = report([few, many], from_sqs=False, dry_run=False).result["submitted"]
     assert (first["objects"], first["closed"], first["keys"]) == (2, "end of batch", ["a", "b"])
     assert (second["objects"], "keys" in second) == (30, False)
 
 
 def test_a_duplicate_skip_carries_the_run_that_covers_it() -> None:
-    skip = Skipped("r", "duplicate", SOURCE, (), "key1", "E7")
+    skip = Skipped("r", "duplicate", SOURCE, (), dedup_key="key1", execution_id="E7")
     [entry] = report([skip], from_sqs=False, dry_run=False).result["skipped"]
     assert (entry["dedupKey"], entry["jobExecutionId"]) == ("key1", "E7")

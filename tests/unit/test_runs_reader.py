@@ -29,7 +29,7 @@ class Listing:
         return {"list": chunk, "count": len(self.runs), "page": page, "limit": limit}
 
     def source(self, splits: Mapping[str, str] | None = None) -> Source:
-        return Source("J", self, lambda run: {}, nullcontext, splits or {})
+        return Source("J", self, lambda run: {}, nullcontext, splits=splits or {})
 
 
 def run(
