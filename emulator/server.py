@@ -134,6 +134,15 @@ class Emulator:
         are deleted (after the page is cut, before the answer leaves; they are kept in `pruned`).
         `prune(job_id, count)` does the same on demand, e.g. from `on_request`.
       `omit_list` -- a 200 listing answer without a `list` key (count, page and limit stay).
+      `list_echo` -- the list's own echo reading ("object", "list" or "none") where it differs from a
+        run's own page (`GET .../executions/{id}`, which keeps `echo`): the reference documents
+        `parsedParameters` on the run's page and describes the list's items only by reference.
+      `flip_top` -- newest first, a run of an earlier second sorts above the newest second (a 1 s flip at
+        a second's boundary in a burst): the newest run of the second below the top's is listed first.
+      `vanish_after_page` -- the first time that page of a job is served, the job's newest run leaves
+        the listing (kept in `vanished`): every later page shifts up by one.
+      `hide(job, id)` / `reveal(job, id)` -- a run that exists but is not listed yet (a late run: its
+        create committed after newer runs were listed); hidden runs count in no total either.
 
     Gateway limits, applied to every authenticated request before a fault is taken or the request
     executes (a request refused here consumes no fault and creates nothing):
@@ -196,6 +205,9 @@ class Emulator:
         prune_after_page: int | None = None,
         prune_count: int = 1,
         omit_list: bool = False,
+        list_echo: str | None = None,
+        flip_top: bool = False,
+        vanish_after_page: int | None = None,
         rate_limit: float | None = None,
         burst: int = 1,
         rate_limit_code: str = "420",
@@ -227,6 +239,11 @@ class Emulator:
         self.prune_after_page = prune_after_page
         self.prune_count = prune_count
         self.omit_list = omit_list
+        self.list_echo = list_echo
+        self.flip_top = flip_top
+        self.vanish_after_page = vanish_after_page
+        self.vanished: list[dict[str, Any]] = []
+        self.hidden: set[str] = set()
         self.rate_limit = rate_limit
         self.burst = burst
         self.rate_limit_code = rate_limit_code
@@ -474,10 +491,12 @@ class Emulator:
                 return 400, dataflow_error("bad-parameter", "page must be >= 0 and limit >= 1")
             limit = min(limit, cap)
         with self.lock:
-            items = list(self.executions.get(job_id, []))
+            items = [item for item in self.executions.get(job_id, []) if item["jobExecutionId"] not in self.hidden]
         if self.newest_first:
             items.reverse()
-        chunk = [self.shown(item) for item in items[page * limit : (page + 1) * limit]]
+            if self.flip_top:
+                _flip(items)
+        chunk = [self.shown(item, self.list_echo) for item in items[page * limit : (page + 1) * limit]]
         answer: dict[str, Any] = {"list": chunk, "count": len(items), "page": page, "limit": limit}
         if self.count_means == "page":
             answer["count"] = len(chunk)
@@ -489,10 +508,26 @@ class Emulator:
             del answer["list"]
         if self.prune_after_page is not None and page == self.prune_after_page:
             self.prune(job_id, self.prune_count)
+        if self.vanish_after_page is not None and page == self.vanish_after_page:
+            self.vanish_after_page = None  # once: the listing then holds still
+            with self.lock:
+                if self.executions.get(job_id):
+                    self.vanished.append(self.executions[job_id].pop())
         return 200, answer
 
-    def shown(self, execution: dict[str, Any]) -> dict[str, Any]:
-        """An execution as the API answers it, parameters echoed in the configured reading."""
+    def hide(self, job_id: str, execution_id: str) -> None:
+        """Leave a run out of every listing until `reveal` (a late run)."""
+        with self.lock:
+            if all(item["jobExecutionId"] != execution_id for item in self.executions.get(job_id, [])):
+                raise KeyError(f"job {job_id} has no execution {execution_id}")
+            self.hidden.add(execution_id)
+
+    def reveal(self, job_id: str, execution_id: str) -> None:
+        with self.lock:
+            self.hidden.discard(execution_id)
+
+    def shown(self, execution: dict[str, Any], echo_reading: str | None = None) -> dict[str, Any]:
+        """An execution as the API answers it, parameters echoed in the configured reading (or `echo_reading`)."""
         parameters: dict[str, Any] = {
             name: value
             for name, value in execution["parsedParameters"].items()
@@ -507,9 +542,10 @@ class Emulator:
                 if isinstance(condition.get(name), str):
                     condition[name] = condition[name].rstrip("/")
         echo: Any = parameters
-        if self.echo == "list":
+        reading = echo_reading or self.echo
+        if reading == "list":
             echo = [{"key": name, "value": value} for name, value in parameters.items()]
-        elif self.echo == "none":
+        elif reading == "none":
             echo = []
         return {**execution, "jobCondition": condition, "parsedParameters": echo}
 
@@ -562,6 +598,16 @@ class Emulator:
         if not self.create_echo:
             answer["parsedParameters"] = []
         return 200, answer
+
+
+def _flip(newest_first: list[dict[str, Any]]) -> None:
+    """Moves the newest run of the second below the top's to the top (the listing's one flip)."""
+    if not newest_first:
+        return
+    top = newest_first[0]["createdDate"]
+    below = next((index for index, item in enumerate(newest_first) if item["createdDate"] < top), None)
+    if below is not None:
+        newest_first.insert(0, newest_first.pop(below))
 
 
 def _normalised_value(value: Any) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from array import array
+from bisect import bisect_left
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -37,7 +39,7 @@ class Execution(Record):
         parameters: Mapping[str, str] | None,
         *,
         condition: Mapping[str, Any] | None,
-        files: Mapping[str, frozenset[int]] | None = None,
+        files: Mapping[str, array[int]] | None = None,
         shape: str = "object",
     ) -> None:
         self.execution_id: Final = execution_id
@@ -45,7 +47,8 @@ class Execution(Record):
         self.created: Final = created
         self.parameters: Final = parameters
         self.condition: Final = condition
-        # For each coalesce parameter it echoes, the hashes of the file names it lists (see `splits`).
+        # For each coalesce parameter it echoes, the sorted 64-bit hashes of the file names it lists (see
+        # `splits`): 8 bytes a name, where the names themselves take up to 256 KiB a run.
         self.files: Final = files
         # How the answer echoed the parameters: "object", "items" (name/value) or "none".
         self.shape: Final = shape
@@ -64,7 +67,7 @@ def parse(item: Mapping[str, Any], splits: Mapping[str, str] | None = None) -> E
     files = None
     if echoed is not None and splits:
         files = {
-            name: frozenset(map(hash, echoed[name].split(separator)))
+            name: array("q", sorted(map(hash, echoed[name].split(separator))))
             for name, separator in splits.items()
             if name in echoed
         } or None
@@ -77,6 +80,13 @@ def parse(item: Mapping[str, Any], splits: Mapping[str, str] | None = None) -> E
         files=files,
         shape="none" if echoed is None else "object" if isinstance(item.get("parsedParameters"), dict) else "items",
     )
+
+
+def lists(hashes: array[int], name: str) -> bool:
+    """Whether a run's file list (its sorted hashes) holds `name`."""
+    wanted = hash(name)
+    at = bisect_left(hashes, wanted)
+    return at < len(hashes) and hashes[at] == wanted
 
 
 def comparable(value: str) -> str:

@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any, Final
 
 from handler.records import Record
-from handler.runs.execution import Execution, comparable, same_condition
+from handler.runs.execution import Execution, comparable, lists, same_condition
 
 # What one job's kept runs may hold: past either bound the view answers once and is not kept.
 KEPT_MOST_RUNS = 12_000
-KEPT_MOST_FILES = 500_000
+KEPT_MOST_FILES = 12_000_000  # file names of coalesced runs: 8 bytes each (96 MB at most)
 
 
 class Identity(Record):
@@ -133,7 +133,7 @@ class JobView:
         self._names: dict[frozenset[str], dict[frozenset[tuple[str, str]], list[str]]] = {}
         self._opaque: set[str] = set()  # runs that echo no parameters
         self._going: set[str] = set()
-        self._covers: dict[tuple[str, int], list[str]] = {}  # (coalesce parameter, hash of a file) -> runs
+        self._lists: dict[str, list[str]] = {}  # coalesce parameter -> the runs that echo a file list in it
         self._anonymous = 0
 
     def add(self, executions: Iterable[Execution]) -> list[Execution]:
@@ -171,8 +171,7 @@ class JobView:
         self._names.setdefault(names, {}).setdefault(frozenset(execution.parameters.items()), []).append(key)
         for parameter, hashes in (execution.files or {}).items():
             self.files += len(hashes)
-            for hashed in hashes:
-                self._covers.setdefault((parameter, hashed), []).append(key)
+            self._lists.setdefault(parameter, []).append(key)
 
     @property
     def oversized(self) -> bool:
@@ -257,25 +256,33 @@ class JobView:
         member older than itself (unknown); so does every member whose window could not be read
         (`reason_of`: file key -> why)."""
         covered: dict[str, str | None] = {}
-        maybe: set[str] = set()
-        latest = self._newest_unsure(covering)
-        for member in members:
-            if member.file_key in reason_of:
-                maybe.add(member.file_key)
-                continue
-            for key in self._covers.get((covering.parameter, hash(member.key)), ()):
-                run = self.runs[key]
-                if _after(run, member.since) and _may_be(run, covering):
-                    if all(name in (run.parameters or {}) for name in covering.fixed):
+        maybe = {member.file_key for member in members if member.file_key in reason_of}
+        judged = [member for member in members if member.file_key not in reason_of]
+        oldest = min((member.since for member in judged), default=None)
+        for run in self._listing(covering, oldest):
+            sure = all(name in (run.parameters or {}) for name in covering.fixed)
+            hashes = (run.files or {})[covering.parameter]
+            for member in judged:
+                if _after(run, member.since) and lists(hashes, member.key):
+                    if sure:
                         covered.setdefault(member.file_key, run.execution_id)
                     else:
                         maybe.add(member.file_key)
-            if latest is not None and latest >= member.since.timestamp():
-                maybe.add(member.file_key)
+        latest = self._newest_unsure(covering)
+        maybe.update(m.file_key for m in judged if latest is not None and latest >= m.since.timestamp())
         unknown = frozenset(maybe - covered.keys())
         why = next(iter(reason_of.values()), None) if any(key in reason_of for key in unknown) else None
         said = why or f"{len(unknown)} object(s) may be covered by runs that echo too little to tell"
         return Coverage(covered, unknown, said if unknown else "")
+
+    def _listing(self, covering: Covering, oldest: datetime | None) -> Iterator[Execution]:
+        """The runs since `oldest` that name files in the route's parameter and may be the route's."""
+        if oldest is None:
+            return
+        for key in self._lists.get(covering.parameter, ()):
+            run = self.runs[key]
+            if _after(run, oldest) and _may_be(run, covering):
+                yield run
 
     def _newest_unsure(self, covering: Covering) -> float | None:
         """The newest creation time of a run of the route that does not say which files it covers."""
