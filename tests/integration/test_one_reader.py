@@ -1,0 +1,141 @@
+"""Issue 22's findings, each as a user met it through the emulator: every read of a job's runs goes through one reader."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from emulator.server import Emulator
+from tests.conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    FakeClock,
+    connected,
+    container,
+    result_of,
+    runs_of,
+    sqs_batch,
+    upload,
+)
+
+JOB = "J1"
+INPUT = '{"$input": "{bucket}/{key}"}'
+
+
+def settings(api: Emulator, **more: str) -> dict[str, str]:
+    return connected(api.url, DATAFLOW_JOB_ID=JOB, DATAFLOW_PARAMETERS=INPUT, **more)
+
+
+def plant_others(api: Emulator, count: int, start: float, step: float, status: str = "COMPLETED") -> None:
+    for index in range(count):
+        api.plant(JOB, start + index * step, status, {"$input": f"raw-data/other/{start}-{index}"})
+
+
+def test_max_running_counts_a_busy_jobs_last_hours_and_admits(clock: FakeClock) -> None:
+    # Finding 1: 1,300 finished runs in the last 5 hours and none running: maxRunning 5 admits the upload.
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
+        plant_others(api, 1300, clock.wall_now - 5 * 3600, 13.0)
+        routes = [
+            {
+                "name": "r",
+                "match": {"source": "object"},
+                "jobId": JOB,
+                "maxRunning": 5,
+                "parameters": {"$input": "{key}"},
+            }
+        ]
+        config = connected(api.url, DATAFLOW_ROUTES=json.dumps(routes))
+        out = result_of(container(clock), config, upload("in/a.csv", at=clock.wall()))
+        assert len(out["submitted"]) == 1 and out["failed"] == []
+        assert sum(request.method == "GET" for request in api.received) == 14  # 1,300 runs in pages of 100
+
+
+def test_a_top_of_page_flip_does_not_turn_the_listing_oldest_first(clock: FakeClock) -> None:
+    # Finding 5: in a burst, page 0's top run is a second older than the rest: still newest first.
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, flip_top=True) as api:
+        plant_others(api, 300, clock.wall_now - 86_000, 10.0)
+        event_at = clock.wall_now - 60
+        api.plant(JOB, event_at + 1, "COMPLETED", {"$input": "raw-data/incoming/a.csv"}, execution_id="MINE")
+        api.plant(JOB, event_at + 1, "COMPLETED", {"$input": "raw-data/other/x"}, execution_id="X")
+        plant_others(api, 120, event_at + 2, 0.001)
+        out = result_of(container(clock), settings(api), upload("incoming/a.csv", at=event_at))
+        assert [skip["jobExecutionId"] for skip in out["skipped"]] == ["MINE"]
+        assert runs_of(api).count("raw-data/incoming/a.csv") == 1
+
+
+def test_a_late_run_is_found_by_a_warm_container(clock: FakeClock) -> None:
+    # Finding 6: a run listed only after newer ones: a warm container reusing its kept listing must see it.
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
+        plant_others(api, 300, clock.wall_now - 20_000, 10.0)
+        event_at = clock.wall_now - 100
+        api.plant(JOB, event_at + 1, "COMPLETED", {"$input": "raw-data/incoming/a.csv"}, execution_id="MINE")
+        api.hide(JOB, "MINE")
+        plant_others(api, 150, event_at + 2, 0.5)  # listed before it, though created after it
+        warm = container(clock)
+        assert result_of(warm, settings(api), upload("incoming/warm-up.csv", at=event_at - 10))["submitted"]
+        plant_others(api, 50, clock.wall_now + 1, 0.01)
+        api.reveal(JOB, "MINE")
+        clock.advance(10)
+        out = result_of(warm, settings(api), upload("incoming/a.csv", at=event_at))
+        assert [skip["jobExecutionId"] for skip in out["skipped"]] == ["MINE"]
+
+
+def test_a_run_leaving_the_top_between_two_pages_hides_no_other(clock: FakeClock) -> None:
+    # Finding 6: the newest run goes between the page 0 and page 1 reads; ours, first on page 1, moves up.
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, vanish_after_page=0) as api:
+        event_at = clock.wall_now - 3000
+        plant_others(api, 100, event_at - 100, 0.5)
+        api.plant(JOB, event_at + 1, "COMPLETED", {"$input": "raw-data/incoming/a.csv"}, execution_id="MINE")
+        plant_others(api, 100, event_at + 10, 10.0)
+        out = result_of(container(clock), settings(api), upload("incoming/a.csv", at=event_at))
+        assert [skip["jobExecutionId"] for skip in out["skipped"]] == ["MINE"]
+        assert len(api.vanished) == 1
+
+
+def coalescing(**more: Any) -> dict[str, Any]:
+    return {
+        "name": "files",
+        "match": {"source": "object", "prefix": "in/"},
+        "jobId": JOB,
+        "parameters": {"$bucket": "{bucket}"},
+        "coalesce": {"parameter": "$files"},
+        **more,
+    }
+
+
+def nightly() -> dict[str, Any]:
+    return {
+        "name": "nightly",
+        "match": {"source": "schedule"},
+        "jobId": JOB,
+        "parameters": {"$date": "{time:%Y-%m-%d}"},
+    }
+
+
+def test_a_sibling_routes_run_does_not_fail_a_coalesced_batch(clock: FakeClock) -> None:
+    # Finding 3: the schedule route's run on the same job (it sends $date, never $files) covers no file.
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
+        api.plant(JOB, clock.wall_now - 30, "RUNNING", {"$date": "2026-12-06"}, execution_id="NIGHTLY")
+        config = connected(
+            api.url, DATAFLOW_ROUTES=json.dumps([coalescing(), nightly()]), DATAFLOW_DEDUP_UNVERIFIABLE="fail"
+        )
+        batch = sqs_batch([upload(f"in/{index}.csv", at=clock.wall() - 60) for index in range(50)])
+        out = result_of(container(clock), config, batch)
+        assert out["failed"] == [] and len(out["submitted"]) == 1
+
+
+def test_one_old_member_of_a_coalesced_batch_fails_alone(clock: FakeClock) -> None:
+    # Finding 4: one message redriven 60 h late, more runs in its span than a read may take: it alone fails.
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
+        plant_others(api, 10_300, clock.wall_now - 59 * 3600, 20.0)
+        config = connected(
+            api.url,
+            DATAFLOW_ROUTES=json.dumps([coalescing()]),
+            DATAFLOW_DEDUP_UNVERIFIABLE="fail",
+            DATAFLOW_DEDUP_WINDOW_HOURS="72",
+        )
+        fresh = [upload(f"in/{index}.csv", at=clock.wall() - 30) for index in range(99)]
+        old = upload("in/old.csv", at=clock.wall() - 60 * 3600)
+        out = result_of(container(clock), config, sqs_batch([*fresh, old]))
+        assert len(out["submitted"]) == 1 and out["submitted"][0]["objects"] == 99
+        assert [entry["source"]["key"] for entry in out["failed"]] == ["in/old.csv"]
