@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from emulator.fleet import Container
+from emulator.fleet import Container, Served
 from emulator.server import Emulator
 
 ACCESS, SECRET, JOB = "BURSTACCESSKEY", "burst-secret", "BurstJob1"
@@ -102,6 +102,8 @@ class Figures:
     throttled: int
     drain_s: float
     compute_s: float
+    cpu_s: float
+    unproven: int
 
     @property
     def physical_s(self) -> float:
@@ -166,7 +168,7 @@ def simulate(variant: Variant, scale: Scale, seed: int = 11) -> Figures:
     ) as api:
         queue = Queue(messages(scale.files))
         fleet = [Container(config(api, variant, scale), virtual=False) for _ in range(scale.containers)]
-        spent: list[float] = []
+        spent: list[Served] = []
         started = time.monotonic()
         pollers = [threading.Thread(target=_poll, args=(container, queue, scale, spent)) for container in fleet]
         for poller in pollers:
@@ -179,19 +181,19 @@ def simulate(variant: Variant, scale: Scale, seed: int = 11) -> Figures:
         return _figures(variant, scale, api, queue, spent, drain)
 
 
-def _poll(container: Container, queue: Queue, scale: Scale, spent: list[float]) -> None:
+def _poll(container: Container, queue: Queue, scale: Scale, spent: list[Served]) -> None:
     """One event-source poller: a batch to its container at a time, the failures back to the queue."""
     while (batch := queue.take(scale.batch)) is not None:
         if not batch:
             threading.Event().wait(0.02)  # only hidden messages left: wait for their visibility timeout
             continue
-        _, result, seconds = container.invoke(sqs_event(batch), time.time())
-        spent.append(seconds)
-        failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
+        served = container.invoke(sqs_event(batch), time.time())
+        spent.append(served)
+        failed = {item["itemIdentifier"] for item in served.result.get("batchItemFailures", [])}
         queue.done(batch, failed)
 
 
-def _figures(variant: Variant, scale: Scale, api: Emulator, queue: Queue, spent: list[float], drain: float) -> Figures:
+def _figures(variant: Variant, scale: Scale, api: Emulator, queue: Queue, spent: list[Served], drain: float) -> Figures:
     named = Counter(
         path
         for execution in api.all_executions()
@@ -211,7 +213,9 @@ def _figures(variant: Variant, scale: Scale, api: Emulator, queue: Queue, spent:
         requests=len(api.received),
         throttled=api.throttled,
         drain_s=drain,
-        compute_s=sum(spent),
+        compute_s=sum(served.seconds for served in spent),
+        cpu_s=sum(served.cpu_seconds for served in spent),
+        unproven=sum(served.unproven for served in spent),
     )
 
 
@@ -224,9 +228,25 @@ def report(figures: Figures, judged: bool) -> list[str]:
         f"dead letters {figures.dead_letters}; {figures.requests} requests, {figures.throttled} answered 429 "
         f"({figures.throttled / max(figures.requests, 1):.1%}); drained in {figures.drain_s:.2f} s against "
         f"{figures.physical_s:.2f} s at the gateway's rate ({figures.drain_s / figures.physical_s:.2f}x; "
-        f"runs alone {figures.runs_bound_s:.2f} s); containers' compute {figures.compute_s:.1f} s"
+        f"runs alone {figures.runs_bound_s:.2f} s); containers' compute {figures.compute_s:.1f} s, CPU "
+        f"{figures.cpu_s:.1f} s ({figures.cpu_s / figures.files * 1000:.2f} ms a file); {figures.unproven} "
+        f"submissions the duplicate check could not prove; {figures.requests / max(figures.runs, 1):.2f} requests a run"
     ]
     targets = [("files lost 0, duplicate runs 0", figures.lost == 0 and figures.duplicates == 0)]
+    if figures.variant.coalesce is None:
+        per_run = figures.requests / max(figures.runs, 1)
+        targets += [
+            ("dead letters 0, unproven submissions 0", figures.dead_letters == 0 and figures.unproven == 0),
+            (f"requests a run {per_run:.2f} <= 1.5", per_run <= 1.5),
+            (
+                f"container CPU a file {figures.cpu_s / figures.files * 1000:.2f} ms <= 5 ms",
+                figures.cpu_s / figures.files <= 0.005,
+            ),
+            (
+                f"drain {figures.drain_s / figures.runs_bound_s:.2f}x <= 3x the runs' bound",
+                figures.drain_s <= 3 * figures.runs_bound_s,
+            ),
+        ]
     if figures.variant.coalesce is not None:
         bound = figures.files / figures.variant.coalesce + figures.invocations
         targets.append((f"runs {figures.runs} <= files / 100 + invocations = {bound:.0f}", figures.runs <= bound))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -28,11 +29,26 @@ def _serve(conn: Connection, config: dict[str, str], virtual: bool) -> None:
     now = [0.0]
     clocks = Clocks(wall=lambda: now[0], sleep=lambda _: None) if virtual else Clocks()
     launcher = Launcher(Wiring(clocks))
+    from handler.results import counts
+
     while (message := conn.recv()) is not None:
         event, now[0] = message
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         report = launcher.invoke(event, config, platform="aws", remaining_ms=30_000)
-        conn.send((report.keep, report.result, time.monotonic() - started))
+        unproven = counts(report.outcomes)["unverifiable"]
+        spent = Served(report.keep, report.result, time.monotonic() - started, time.process_time() - cpu, unproven)
+        conn.send(spent)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What one invocation of a container returned, and what it cost."""
+
+    raised: bool  # the platform keeps the event
+    result: Any  # the contract's result, as the handler returned it
+    seconds: float  # its wall time
+    cpu_seconds: float  # the container process's CPU time (every thread) while it ran
+    unproven: int  # submissions whose duplicate check could not prove the run absent
 
 
 class Container:
@@ -43,10 +59,9 @@ class Container:
         self.process = CONTEXT.Process(target=_serve, args=(child, config, virtual), daemon=True)
         self.process.start()
 
-    def invoke(self, event: Any, wall: float = 0.0) -> tuple[bool, dict[str, Any], float]:
-        """(raised: the platform keeps the event, the result, the invocation's seconds)."""
+    def invoke(self, event: Any, wall: float = 0.0) -> Served:
         self.conn.send((event, wall))
-        answer: tuple[bool, dict[str, Any], float] = self.conn.recv()
+        answer: Served = self.conn.recv()
         return answer
 
     def stop(self) -> None:

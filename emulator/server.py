@@ -239,11 +239,7 @@ class Emulator:
         self.prune_after_page = prune_after_page
         self.prune_count = prune_count
         self.omit_list = omit_list
-        self.list_echo = list_echo
-        self.flip_top = flip_top
-        self.vanish_after_page = vanish_after_page
-        self.vanished: list[dict[str, Any]] = []
-        self.hidden: set[str] = set()
+        self._listing_quirks(list_echo, flip_top, vanish_after_page)
         self.rate_limit = rate_limit
         self.burst = burst
         self.rate_limit_code = rate_limit_code
@@ -274,6 +270,13 @@ class Emulator:
         self.host = host
         self.server = QuietServer((host, port), self._handler_class())
         self.thread: threading.Thread | None = None
+
+    def _listing_quirks(self, list_echo: str | None, flip_top: bool, vanish_after_page: int | None) -> None:
+        self.list_echo = list_echo
+        self.flip_top = flip_top
+        self.vanish_after_page = vanish_after_page
+        self.vanished: list[dict[str, Any]] = []
+        self.hidden: set[str] = set()
 
     @property
     def url(self) -> str:

@@ -213,7 +213,9 @@ def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo, origin
             ]
             if not fired:
                 _warn_unrouted_schedule(trigger, routes)
-            return fired or [Skipped(None, "no-route", source, messages)]
+                misses = [_miss(route, miss) for route in routes if (miss := route.match.test_schedule(trigger))]
+                return [Skipped(None, "no-route", source, messages, details={"misses": misses[:MISSES_LOGGED]})]
+            return fired
         case RouteInvocation():
             for route in routes:
                 if route.name == trigger.route:
@@ -261,9 +263,7 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, 
             continue
         if isinstance(tested, Miss):
             if len(misses) < MISSES_LOGGED:
-                misses.append(
-                    {"route": route.name, "filter": tested.filter, "wanted": tested.wanted, "seen": tested.seen}
-                )
+                misses.append(_miss(route, tested))
         elif route.coalesce is not None:
             fired.append(_member(route, trigger, origin))
         else:
@@ -271,8 +271,12 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, 
     if fired:
         return fired
     if not trigger.event_name.lower().startswith("objectcreated"):
-        return [Skipped(None, "event-type", source, messages)]
+        return [Skipped(None, "event-type", source, messages, details={"misses": misses})]
     return [Skipped(None, "no-route", source, messages, details={"misses": misses})]
+
+
+def _miss(route: Route, miss: Miss) -> dict[str, str]:
+    return {"route": route.name, "filter": miss.filter, "wanted": miss.wanted, "seen": miss.seen}
 
 
 def _member(route: Route, trigger: ObjectTrigger, origin: Origin) -> Member:

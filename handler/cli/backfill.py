@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
-from handler.cli.common import CommandError, configuration, emit, out, say, settings, span
+from handler.cli.common import CommandError, configuration, emit, out, reach, settings, span
 from handler.errors import EventError, RequestError
 from handler.events import RouteInvocation, parse_time
 from handler.exactly_once import CLOCK_TOLERANCE
@@ -25,8 +24,6 @@ from handler.runs.view import Found, Identity, Unknown
 from handler.wiring import Wiring
 
 MAX_STEPS = 10_000
-# DATAFLOW_DEDUP_WINDOW_HOURS' largest value: how far back a backfill's check can read.
-MAX_REACH_HOURS = 24 * 14
 BAR_WIDTH = 30
 
 
@@ -113,14 +110,6 @@ def failed_steps(route: Route, times: list[datetime], zone: tzinfo) -> list[date
     return chosen
 
 
-def reach_hours(first: datetime, window: timedelta) -> int:
-    """The dedup window, in whole hours, that reaches back to `first` (at least the configured one)."""
-    hours = max(math.ceil((datetime.now(UTC) - first) / timedelta(hours=1)) + 1, math.ceil(window / timedelta(hours=1)))
-    if hours > MAX_REACH_HOURS:
-        say(f"warning: steps older than {MAX_REACH_HOURS // 24} days are not checked against the runs they may have")
-    return min(hours, MAX_REACH_HOURS)
-
-
 def backfill(args: argparse.Namespace) -> int:
     config = configuration() | ({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})
     loaded = settings(config)
@@ -130,7 +119,7 @@ def backfill(args: argparse.Namespace) -> int:
         raise CommandError(f"no route is named {args.route!r} (routes: {known})")
     times = steps(args.start, args.end, args.every, loaded.zone)
     # The duplicate check reads back as far as the first step (it is not an event of the last day).
-    config = config | {"DATAFLOW_DEDUP_WINDOW_HOURS": str(reach_hours(times[0], loaded.dedup_window))}
+    config = reach(config, times[0], loaded.dedup_window)
     if args.rerun_failed:
         try:
             times = failed_steps(route, times, loaded.zone)

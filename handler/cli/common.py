@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from handler.settings import Settings, config_from, parse_settings
 from handler.templates import UNITS
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
+# DATAFLOW_DEDUP_WINDOW_HOURS' largest value: how far back a command's duplicate check can read.
+MAX_REACH_HOURS = 24 * 14
 _SPAN = re.compile(r"(?P<amount>\d{1,6})(?P<unit>[dhm])")
 
 
@@ -74,3 +77,14 @@ def span(text: str, option: str, examples: str) -> timedelta:
     if found is None:
         raise CommandError(f"{option} takes a number and d, h or m ({examples}), got {text!r}")
     return timedelta(**{UNITS[found["unit"]]: int(found["amount"])})
+
+
+def reach(config: Mapping[str, str], oldest: datetime, window: timedelta) -> dict[str, str]:
+    """The configuration with a dedup window that reaches back to `oldest` (at least the configured one), so
+    that a command's lookups read as far as its question goes; past MAX_REACH_HOURS it says what it cannot."""
+    hours = max(
+        math.ceil((datetime.now(UTC) - oldest) / timedelta(hours=1)) + 1, math.ceil(window / timedelta(hours=1))
+    )
+    if hours > MAX_REACH_HOURS:
+        say(f"warning: runs older than {MAX_REACH_HOURS // 24} days are not read: what was started before is not seen")
+    return {**config, "DATAFLOW_DEDUP_WINDOW_HOURS": str(min(hours, MAX_REACH_HOURS))}

@@ -6,7 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
-from handler.cli.common import emit, read_json, settings
+from handler.cli.common import configuration, emit, reach, read_json, settings
 from handler.errors import RequestError
 from handler.events import (
     BadEvent,
@@ -19,11 +19,19 @@ from handler.events import (
     normalise,
 )
 from handler.exactly_once import Call, ExactlyOnce, describe
-from handler.outcomes import Failed
-from handler.planning import PlannedExecution, dedup_key, planned
-from handler.routes import Miss, PatternTimeoutError, Route
+from handler.outcomes import Failed, Skipped
+from handler.planning import Fired, Member, Origin, PlannedExecution, fire
 from handler.settings import Settings
 from handler.wiring import Wiring
+
+# What each skip planning can decide for one route means, as explain says it.
+SKIP_REASONS = {
+    "own-output": "the route's job writes here",
+    "folder-marker": "an empty key ending in '/'",
+    "event-type": "not an ObjectCreated event, and no route asks for it",
+    "no-route": "the route does not match",
+    "test-event": "S3's test message starts nothing",
+}
 
 
 def explain(args: argparse.Namespace) -> int:
@@ -31,6 +39,12 @@ def explain(args: argparse.Namespace) -> int:
     config = settings()
     now = datetime.now(UTC)
     batch = normalise(event, platform=args.platform, now=now, activation_id="explain", zone=config.zone)
+    timed = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation
+    times = [
+        trigger.time for delivery in batch.deliveries for trigger in delivery.triggers if isinstance(trigger, timed)
+    ]
+    if times:  # the lookups read back as far as the oldest event, not only the dedup window
+        config = settings(reach(configuration(), min(*times, now), config.dedup_window))
     checker = None if config.dry_run or args.offline else _Checker(config, now)
     records = []
     for delivery in batch.deliveries:
@@ -39,72 +53,59 @@ def explain(args: argparse.Namespace) -> int:
             if delivery.message_id is not None:
                 source["messageId"] = delivery.message_id
             records.append({"source": source, "routes": _verdicts(trigger, config, checker)})
-    emit({"timezone": str(config.zone), "lookups": checker is not None, "records": records})
+    read_since = (now - config.dedup_window).isoformat(timespec="seconds")
+    emit({"timezone": str(config.zone), "lookups": checker is not None, "readSince": read_since, "records": records})
     return 0
 
 
 def _verdicts(trigger: Trigger, config: Settings, checker: _Checker | None) -> list[dict[str, Any]]:
+    """Each route's verdict, as planning decides it for this trigger alone (no second set of rules here)."""
     match trigger:
         case BadEvent():
             return [{"route": None, "fires": False, "why": f"bad-event: {trigger.reason}"}]
         case S3TestTrigger():
             return [{"route": None, "fires": False, "why": "test-event: S3's test message starts nothing"}]
-        case ObjectTrigger() if trigger.key.endswith("/") and not trigger.size:
-            return [{"route": None, "fires": False, "why": "folder-marker: an empty key ending in '/'"}]
         case JobInvocation():
-            parameters = dict(trigger.parameters)
-            key = dedup_key(None, trigger.job, parameters, trigger.identity())
-            step = PlannedExecution(None, trigger.job, parameters, key, time=trigger.time)
-            return [_fires(step, checker)]
+            return [_rendered(None, item, checker) for item in fire(trigger, [], config.zone, Origin())]
         case ObjectTrigger() | ScheduleTrigger() | RouteInvocation():
-            return [_verdict(route, trigger, config, checker) for route in config.routes]
+            verdicts = []
+            for route in config.routes:
+                if isinstance(trigger, RouteInvocation) and route.name != trigger.route:
+                    why = f"the direct call names route {trigger.route!r}"
+                    verdicts.append({"route": route.name, "fires": False, "why": why})
+                    continue
+                verdicts += [
+                    _rendered(route.name, item, checker) for item in fire(trigger, [route], config.zone, Origin())
+                ]
+            return verdicts
         case _:
             assert_never(trigger)
 
 
-def _verdict(
-    route: Route,
-    trigger: ObjectTrigger | ScheduleTrigger | RouteInvocation,
-    config: Settings,
-    checker: _Checker | None,
-) -> dict[str, Any]:
-    """One route against one trigger: the first filter that failed, with what it saw, or what would be sent."""
-    groups: dict[str, str] = {}
-    match trigger:
-        case ObjectTrigger() if route.writes(trigger.bucket, trigger.key):
-            return {"route": route.name, "fires": False, "why": "own-output: the route's job writes here"}
-        case ObjectTrigger():
-            try:
-                tested = route.match.test_object(trigger)
-            except PatternTimeoutError:
-                return {"route": route.name, "fires": False, "why": "match.pattern ran past its budget on this key"}
-            if isinstance(tested, Miss):
-                return _missed(route, tested)
-            groups = tested
-        case ScheduleTrigger():
-            missed = route.match.test_schedule(trigger)
-            if missed is not None:
-                return _missed(route, missed)
-        case RouteInvocation():
-            if route.name != trigger.route:
-                return {"route": route.name, "fires": False, "why": f"the direct call names route {trigger.route!r}"}
+def _rendered(route: str | None, fired: Fired, checker: _Checker | None) -> dict[str, Any]:
+    """What planning decided for one route, as explain shows it."""
+    match fired:
+        case PlannedExecution():
+            return _fires(fired, checker)
+        case Member():
+            spec = fired.route.coalesce
+            joins = "" if spec is None else f"joins a group of up to {spec.max_objects} objects of its batch"
+            return {"route": route, "fires": True, "coalesce": f"{joins}, its key in {spec.parameter}" if spec else ""}
+        case Skipped() if fired.details.get("misses"):
+            miss = fired.details["misses"][0]
+            return {
+                "route": route,
+                "fires": False,
+                "failed": miss["filter"],
+                "wanted": miss["wanted"],
+                "seen": miss["seen"],
+            }
+        case Skipped():
+            return {"route": route, "fires": False, "why": f"{fired.reason}: {SKIP_REASONS[fired.reason]}"}
+        case Failed():
+            return {"route": route, "fires": False, "why": fired.error}
         case _:
-            assert_never(trigger)
-    if route.coalesce is not None and isinstance(trigger, ObjectTrigger):
-        return {
-            "route": route.name,
-            "fires": True,
-            "coalesce": f"joins a group of up to {route.coalesce.max_objects} objects of its batch, its key in "
-            f"{route.coalesce.parameter}",
-        }
-    step = planned(route, trigger, groups, config.zone)
-    if isinstance(step, Failed):
-        return {"route": route.name, "fires": False, "why": step.error}
-    return _fires(step, checker)
-
-
-def _missed(route: Route, miss: Miss) -> dict[str, Any]:
-    return {"route": route.name, "fires": False, "failed": miss.filter, "wanted": miss.wanted, "seen": miss.seen}
+            assert_never(fired)
 
 
 def _fires(step: PlannedExecution, checker: _Checker | None) -> dict[str, Any]:

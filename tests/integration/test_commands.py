@@ -144,7 +144,7 @@ def test_backfill_without_a_terminal_prints_a_line_per_step(api: Emulator) -> No
     done = backfill(api, "--concurrency", "1")
     said, *lines = done.stderr.splitlines()
     # Steps a month back are past what the duplicate check may read (DATAFLOW_DEDUP_WINDOW_HOURS' largest value).
-    assert said == "warning: steps older than 14 days are not checked against the runs they may have"
+    assert said == "warning: runs older than 14 days are not read: what was started before is not seen"
     assert [line.split()[0] for line in lines] == [f"{index}/10" for index in range(1, 11)]
     assert lines[0].split()[1:3] == ["2026-11-01T00:00:00+00:00", "submitted"]
 

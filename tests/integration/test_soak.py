@@ -77,7 +77,7 @@ def run_soak(api: Emulator, clock: list[float], config: dict[str, str], seed: in
                     containers[target].stop()
                     containers[target] = Container(config)
                     soak.recycled += 1
-                raised, _, _ = containers[target].invoke(event, clock[0])
+                raised = containers[target].invoke(event, clock[0]).raised
                 soak.deliveries[index] += 1
                 clock[0] += 1.0
                 # The platform redelivers what raised, and now and then what did not, to another container.
