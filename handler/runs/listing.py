@@ -291,7 +291,8 @@ def _forwards(
     pager: Pager, seen: _Seen, first: _Listing, second: _Listing | None, since: datetime, order: bool | None
 ) -> Read:
     """Page on until a short page, a total reached, or (newest first) a page older than `since`; each
-    page's middle date re-checks the order the first pages showed."""
+    page's middle date re-checks the order the first pages showed, or decides it where they could not
+    (a burst's pages may all hold one second)."""
     last, page = (second, 1) if second is not None else (first, 0)
     while not last.short and not (first.total is not None and len(seen.executions) >= first.total):
         if order and reaches(last.executions or (), since):
@@ -307,7 +308,9 @@ def _forwards(
             reason = f"page {page} of the executions was empty before the window was reached"
             return Read(seen.executions, reason, newest_first=order, requests=pager.requests)
         seen.add(read.executions)
-        if order is not None and order_of(seen.pages[-2:]) is (not order):
+        if order is None:
+            order = order_of(seen.pages)
+        elif order_of(seen.pages[-2:]) is (not order):
             reason = "the listing's order changed while it was read"
             return Read(seen.executions, reason, newest_first=order, requests=pager.requests)
         last = read
@@ -317,11 +320,12 @@ def _forwards(
 
 
 def _unchanged_start(pager: Pager, seen: _Seen, order: bool | None) -> Read:
-    """No order to tell, read forwards: a prune while paging shifts runs past us unseen. The oldest
-    run being still first after the walk proves that none was pruned (one request more at most)."""
+    """No order to tell, read forwards: a prune while paging shifts runs past us unseen. The first run
+    read being still on page 0 after the walk (new runs may have pushed it down, never up) proves that
+    none before it was pruned (one request more at most)."""
     pager.requests += 1
-    again = _items(pager.list_page(0, pager.limit), pager.splits)
-    if not again or again[0].execution_id != seen.executions[0].execution_id:
+    again = _items(pager.list_page(0, pager.limit), pager.splits) or []
+    if seen.executions[0].execution_id not in {execution.execution_id for execution in again}:
         reason = "runs were pruned while the executions were paged through"
         return Read(seen.executions, reason, newest_first=order, requests=pager.requests)
     return Read(seen.executions, newest_first=order, total=first_total(pager), requests=pager.requests)
