@@ -209,7 +209,9 @@ class JobView:
             else:
                 unidentified += 1
         if ours:
-            ours.sort(key=_newest_first_key)
+            # Newest first; within one second (createdDate's grain) a run still going comes first: it may
+            # be the newer, and no step is run again while one of its runs may still be going.
+            ours.sort(key=lambda run: (_newest_first_key(run), not run.going))
             return Found(tuple((run.execution_id, run.status) for run in ours), unidentified)
         if reason is not None:
             return Unknown(reason, unidentified)

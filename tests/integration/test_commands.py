@@ -236,6 +236,32 @@ def test_backfill_can_run_again_exactly_the_steps_whose_run_failed(api: Emulator
     assert len(api.all_executions()) == 12
 
 
+@pytest.mark.parametrize(
+    ("older", "options"),
+    [(300, {"limit_cap": 20, "newest_first": False}), (2100, {"newest_first": False}), (300, {"limit_cap": 20})],
+    ids=["capped at 20, oldest first", "oldest first behind 2,100 older runs", "capped at 20, newest first"],
+)
+def test_rerun_failed_reruns_each_failed_step_once_in_any_listing(
+    api: Emulator, older: int, options: dict[str, Any]
+) -> None:
+    # Issue 22, finding 2: the command's own pager stopped at the first page shorter than 100 and read
+    # no further than 20 pages; one failed step ran twice in two calls, others never.
+    for name, value in options.items():
+        setattr(api, name, value)
+    for index in range(older):
+        api.plant("NightJob1", api.clock() - 3 * 86400 + index, "COMPLETED", {"$date": f"old-{index}"})
+    assert backfill(api).returncode == 0
+    failed = [e for e in api.all_executions() if e["parsedParameters"]["$date"] in ("2026-11-02", "2026-11-05")]
+    for execution in failed:
+        api.set_status("NightJob1", execution["jobExecutionId"], "FAILED")
+    for _ in range(2):
+        done = backfill(api, "--rerun-failed")
+        assert done.returncode == 0, done.stderr
+    dates = [e["parsedParameters"]["$date"] for e in api.all_executions() if e["status"] == "READY"]
+    assert dates.count("2026-11-02") == 1 and dates.count("2026-11-05") == 1
+    assert len(api.all_executions()) == older + 12
+
+
 def test_runs_lists_the_job_newest_first_with_failed_ones_marked(api: Emulator) -> None:
     assert backfill(api, "--to", "2026-11-03").returncode == 0
     [first, *_] = api.all_executions()
