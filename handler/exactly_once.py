@@ -276,7 +276,7 @@ class ExactlyOnce:
             try:
                 looked = self._lookup(step, call, "check" if checks else "count")
             except RequestError as exc:  # the lookup met what the submission would meet: say that
-                return step_failed(step, exc.code, exc.message, exc.retryable, status=exc.status)
+                return _lookup_failed(step, exc)
             decided = self._judged(step, call, looked) if checks else None
             if decided is not None:
                 return decided
@@ -631,6 +631,15 @@ def step_failed(
         status=status,
         details=details,
     )
+
+
+def _lookup_failed(step: PlannedExecution, exc: RequestError) -> Failed:
+    """A read that failed before anything was sent: its own failure, never "the execution may exist"."""
+    if exc.code not in ("unknown-outcome", "bad-response"):
+        return step_failed(step, exc.code, exc.message, exc.retryable, status=exc.status)
+    said = exc.message.removesuffix("; the execution may exist")
+    message = f"the duplicate check could not read the job's runs ({said}); nothing was sent"
+    return step_failed(step, "lookup-failed", message, True, status=exc.status)
 
 
 def describe(lookup: Lookup) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
@@ -19,6 +20,10 @@ from handler.settings import Settings
 
 Verdict = Literal["ok", "warning", "failed"]
 PROBE_LIMIT = 100
+OWN_PAGE_READING = (
+    "the list echoes no parameters, a run's own page does ({reading}): the duplicate check reads the own page of "
+    "each run it cannot tell apart (at most 20 a lookup, each once per container)"
+)
 # The gateway refuses a signature more than 5 minutes off its clock; past a minute, the host's clock drifts.
 SKEW_FAILS_S = 300.0
 SKEW_WARNS_S = 60.0
@@ -65,10 +70,12 @@ def _job(client: DataflowClient, job_id: str, routes: Sequence[Route], loaded: S
     """The job's checks from one listing; `clock`: also the clock offset (said once, from the first job)."""
     names = ", ".join(route.name for route in routes)
     try:
+        started = time.monotonic()
         answer, offset = client.probe(job_id, PROBE_LIMIT)
+        took = time.monotonic() - started
     except RequestError as exc:
         return [Check("failed", f"cannot reach {loaded.endpoint} ({exc})", "check DATAFLOW_ENDPOINT and the network")]
-    checks = [_clock(offset)] if clock else []
+    checks = [_clock(offset, took)] if clock else []
     refused = _refusal(answer, offset, job_id, names)
     if refused is not None:
         return [*checks, refused]
@@ -79,19 +86,45 @@ def _job(client: DataflowClient, job_id: str, routes: Sequence[Route], loaded: S
     reading = _echo(items)
     checks.append(Check("ok", f"credentials accepted; job {job_id} ({names}) reachable, {len(items)} runs listed"))
     checks.append(Check("ok", f"job {job_id}: {_paging(listing, items)}"))
-    checks.append(_echo_check(job_id, reading))
+    page = _own_page(client, job_id, items) if reading == "none" else None
+    if page is not None:  # the list echoes nothing, a run's own page does: the check reads those pages
+        reading, items = _echo([page]), [page]
+        checks.append(Check("ok", f"job {job_id}: {OWN_PAGE_READING.format(reading=reading)}"))
+    else:
+        checks.append(_echo_check(job_id, reading))
     for route in routes:
         checks += _route(route, items, reading, loaded)
     return checks
 
 
-def _clock(offset: float | None) -> Check:
+def _own_page(client: DataflowClient, job_id: str, items: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """A listed run's own page (getJobExecution) where it echoes parameters the list leaves out."""
+    execution_id = items[0].get("jobExecutionId") if items else None
+    if not isinstance(execution_id, str):
+        return None
+    try:
+        page = client.get_execution(job_id, execution_id)
+    except RequestError:
+        return None
+    return page if _echo([page]) in ("object", "items") else None
+
+
+def _clock(offset: float | None, took: float) -> Check:
+    """The clock offset the answer's Date shows. The gateway stamped it somewhere within the `took` seconds
+    the request and its answer travelled: the offset lies between the one read on arrival and that plus
+    `took`, and only what is off in every part of that span is the host's clock."""
     if offset is None:
         return Check("warning", "the gateway's answer has no usable Date header: clock offset unknown")
+    low, high = offset, offset + took
+    least = 0.0 if low <= 0 <= high else min(abs(low), abs(high))
     said = f"the host's clock is {offset:+.1f} s off the gateway's"
-    if abs(offset) > SKEW_FAILS_S:
+    if took > 1:
+        said = (
+            f"the host's clock is between {low:+.1f} and {high:+.1f} s off the gateway's (the answer took {took:.1f} s)"
+        )
+    if least > SKEW_FAILS_S:
         return Check("failed", said, "synchronise the host's clock (NTP); the gateway refuses signatures 5 min off")
-    if abs(offset) > SKEW_WARNS_S:
+    if least > SKEW_WARNS_S:
         return Check("warning", said + " (the handler corrects it, one refused request per container)")
     return Check("ok", said)
 

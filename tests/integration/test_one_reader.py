@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from emulator.server import Emulator
+from emulator.server import Emulator, Fault
 from tests.conftest import (
     ACCESS_KEY,
     SECRET_KEY,
@@ -139,3 +139,30 @@ def test_one_old_member_of_a_coalesced_batch_fails_alone(clock: FakeClock) -> No
         out = result_of(container(clock), config, sqs_batch([*fresh, old]))
         assert len(out["submitted"]) == 1 and out["submitted"][0]["objects"] == 99
         assert [entry["source"]["key"] for entry in out["failed"]] == ["in/old.csv"]
+
+
+def test_where_only_a_runs_own_page_echoes_the_check_stays_exact(clock: FakeClock, logs: Any) -> None:
+    # The reading of getJobExecution: the list echoes nothing, a run's own page echoes its parameters.
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, list_echo="none") as api:
+        config = settings(api, DATAFLOW_DEDUP_UNVERIFIABLE="fail")
+        event = upload("incoming/a.csv", at=clock.wall())
+        assert result_of(container(clock), config, event)["submitted"]
+        clock.advance(30)
+        other = result_of(container(clock), config, upload("incoming/b.csv", at=clock.wall()))
+        again = result_of(container(clock), config, event)
+        assert len(other["submitted"]) == 1  # the first run is older than b's upload: not in its window
+        assert [skip["reason"] for skip in again["skipped"]] == ["duplicate"]
+        assert len(api.all_executions()) == 2
+        pages = [request for request in api.received if request.method == "GET" and "/executions/" in request.path]
+        assert len(pages) == 2  # the redelivery's window holds both runs: each one's page, read once
+
+
+def test_a_read_that_fails_before_anything_was_sent_says_so(clock: FakeClock) -> None:
+    # Finding 8: a failed GET was reported as "unknown-outcome ... the execution may exist".
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
+        api.inject(Fault(drop=True, method="GET", times=10))
+        out = result_of(container(clock), settings(api), upload("incoming/a.csv", at=clock.wall()))
+        [failed] = out["failed"]
+        assert failed["code"] == "lookup-failed" and failed["retryable"] is True
+        assert "may exist" not in failed["error"] and "nothing was sent" in failed["error"]
+        assert api.posts == []
