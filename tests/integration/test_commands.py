@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,47 @@ def test_doctor_warns_where_runs_cannot_be_identified() -> None:
     assert done.returncode == 0
     assert "job NightJob1: runs echo no parameters: duplicate checks cannot identify runs" in done.stdout
     assert "route nightly: cannot identify runs: the run is started anyway" in done.stdout
+
+
+def test_doctor_names_the_reading_where_only_a_runs_own_page_echoes() -> None:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, list_echo="none") as api:
+        schedule = str(ROOT / "events" / "schedule-classic.json")
+        routes = json.dumps([ROUTES[2] | {"match": {"source": "schedule"}}])
+        assert cli("invoke", schedule, env=env(api) | {"DATAFLOW_ROUTES": routes}).returncode == 0
+        done = cli("doctor", env=env(api))
+    assert done.returncode == 0
+    assert "job NightJob1: the list echoes no parameters, a run's own page does (object)" in done.stdout
+    assert "route nightly: exactly once" in done.stdout
+
+
+def test_doctor_does_not_take_an_answers_travel_time_for_a_clock_offset() -> None:
+    # Finding 8: an answer that took 15 s made doctor report the host's clock -15.8 s off.
+    from handler.cli.doctor import _clock
+
+    assert _clock(-15.8, 15.0).verdict == "ok"
+    assert "between -15.8 and -0.8 s" in _clock(-15.8, 15.0).what
+    assert _clock(-400.0, 15.0).verdict == "failed"
+    assert _clock(-75.0, 0.2).verdict == "warning"
+
+
+def test_explain_finds_a_run_older_than_the_dedup_window(api: Emulator, tmp_path: Path) -> None:
+    # Finding 8: a COMPLETED run created 54 hours ago was "absent (0 executions in the window)".
+    path = object_event(tmp_path, "acme-lake", "landing/sales/dt=2026-11-27/a.parquet")
+    event = json.loads(Path(path).read_text(encoding="utf-8"))
+    event["Records"][0]["eventTime"] = datetime.fromtimestamp(api.clock() - 55 * 3600, UTC).isoformat()
+    Path(path).write_text(json.dumps(event), encoding="utf-8")
+    parameters = {"$path": "acme-lake/landing/sales/dt=2026-11-27/a.parquet", "$day": "2026-11-27"}
+    run = api.plant("SalesJob1", api.clock() - 54 * 3600, "COMPLETED", parameters)
+    assert explained(api, path)["sales"]["service"] == f"found {run['jobExecutionId']}"
+
+
+def test_backfill_skips_a_night_that_ran_before_the_dedup_window(api: Emulator) -> None:
+    # Finding 8: backfill re-submitted a completed night whose run was 54 hours old.
+    api.plant("NightJob1", api.clock() - 54 * 3600, "COMPLETED", {"$date": "2026-11-09"})
+    done = cli("backfill", "--route", "nightly", "--from", "2026-11-10", "--to", "2026-11-10", env=env(api))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "1 skipped"
+    assert len(api.all_executions()) == 1
 
 
 def test_doctor_reads_each_jobs_max_concurrent_runs_and_warns_where_a_max_running_is_above_it(api: Emulator) -> None:
