@@ -34,6 +34,7 @@ from handler.outcomes import Submitted
 ROOT = Path(__file__).resolve().parent.parent
 COLD = Path(__file__).resolve().parent / "cold.py"
 ACCESS, SECRET, JOB = "BENCHACCESSKEY", "bench-secret", "gqigvH123456"
+FLOOR_JOB = "BenchFloor1"
 S3_EVENT = json.loads((ROOT / "events" / "s3-put.json").read_text())
 NCP_EVENT = json.loads((ROOT / "events" / "ncp-object-storage.json").read_text())
 PARAMETERS = '{"$input": "{bucket}/{key}", "$day": "{time:%Y-%m-%d}"}'
@@ -237,6 +238,102 @@ def warm(api: Emulator, plan: Plan, ids: Counter) -> list[Figure]:
             1.15,
         ),
     ]
+
+
+def unique_event(index: int) -> dict[str, Any]:
+    """An upload of a key of its own: the default check's lookup must not take another upload's run for it."""
+    event = s3_event(index)
+    event["Records"][0]["s3"]["object"]["key"] = f"incoming/orders/{index}.csv"
+    return event
+
+
+def plant_history(api: Emulator, job: str, count: int) -> None:
+    """`count` runs of other uploads, created in the last two seconds: all inside a new upload's lookup window."""
+    now = time.time() - 2
+    for index in range(count):
+        api.plant(job, now + index * 1e-4, "COMPLETED", {"$input": f"raw-data/history/{index}.csv", "$day": "x"})
+
+
+def history(api: Emulator, plan: Plan, ids: Counter) -> list[Figure]:
+    """The default configuration (a lookup before every POST) against a job with a full first page, and
+    against 10,000 runs in the window, beside its floor: one GET of a page and the POST, bare."""
+    query = "?page=0&limit=100"
+    listing, creating = f"/api/v1/jobs/{FLOOR_JOB}/executions", f"/api/v1/jobs/{FLOOR_JOB}/executions"
+    stamp = str(int(time.time() * 1000))
+    get_headers = signed_headers(Credentials(ACCESS, SECRET), "GET", listing + query, stamp)
+    post_headers = {
+        **signed_headers(Credentials(ACCESS, SECRET), "POST", creating, stamp),
+        "Content-Type": "application/json",
+    }
+    body = json.dumps({"parameters": {"$input": "raw-data/incoming/orders/2026-11-28.csv"}}).encode()
+    session = requests.Session()
+
+    def floor(_: dict[str, Any]) -> object:
+        session.get(api.url + listing + query, headers=get_headers, timeout=10).raise_for_status()
+        answer = session.post(api.url + creating, data=body, headers=post_headers, timeout=10)
+        answer.raise_for_status()
+        return answer
+
+    def checked(count: int) -> Callable[[dict[str, Any]], object]:
+        container, settings = (
+            Launcher(),
+            config(api.url) | {"DATAFLOW_DEDUP_CHECK": "always", "DATAFLOW_JOB_ID": f"BenchHistory{count}"},
+        )
+
+        def call(event: dict[str, Any]) -> object:
+            result = container.invoke(event, settings, platform="aws", remaining_ms=30_000).result
+            assert len(result["submitted"]) == 1, result
+            return result
+
+        return call
+
+    operations = {"floor": floor, "page": checked(100), "busy": checked(10_000)}
+    samples = _interleaved(
+        api, plan, ids, operations, {FLOOR_JOB: 100, "BenchHistory100": 100, "BenchHistory10000": 10_000}
+    )
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    return [
+        Figure(
+            "default, full page",
+            f"Launcher.invoke with the default duplicate check, a job with 100 runs in the window "
+            f"{median['page'] * 1e6:.0f} us / its floor, one bare GET of a page and the POST "
+            f"{median['floor'] * 1e6:.0f} us",
+            median["page"] / median["floor"],
+            None,
+        ),
+        Figure(
+            "default, 10,000 runs",
+            f"the same with 10,000 runs in the window {median['busy'] * 1e6:.0f} us / "
+            f"with 100 {median['page'] * 1e6:.0f} us",
+            median["busy"] / median["page"],
+            1.5,
+        ),
+    ]
+
+
+def _interleaved(
+    api: Emulator,
+    plan: Plan,
+    ids: Counter,
+    operations: dict[str, Callable[[dict[str, Any]], object]],
+    histories: dict[str, int],
+) -> dict[str, list[float]]:
+    """Each operation's seconds per call, call by call in a shuffled order; each job's history planted anew
+    every round."""
+    samples: dict[str, list[float]] = {name: [] for name in operations}
+    orders = Orders(list(operations))
+    for round_index in range(plan.warm_rounds + 1):  # round 0 warms up: settings, sessions, each container's read
+        settle_heap(api)
+        for job, count in histories.items():
+            plant_history(api, job, count)
+        events = {name: [unique_event(ids.next()) for _ in range(plan.warm_calls)] for name in operations}
+        for index in range(plan.warm_calls):
+            for name in orders.next():
+                started = time.perf_counter()
+                operations[name](events[name][index])
+                if round_index:
+                    samples[name].append(time.perf_counter() - started)
+    return samples
 
 
 def warm_parts(plan: Plan) -> dict[str, float]:
@@ -478,7 +575,7 @@ def main(argv: list[str] | None = None) -> None:
         # lambda_handler reads its configuration from the environment, as on Lambda.
         os.environ.update(config(api.url))
         with production_logging_to_devnull():
-            figures = warm(api, plan, ids) + batch(api, plan, ids)
+            figures = warm(api, plan, ids) + history(api, plan, ids) + batch(api, plan, ids)
         figures += cold(api, plan, args.ncp_zip, args.lambda_dir)
     figures += sizes(args.ncp_zip, args.lambda_dir)
     for figure in figures:

@@ -493,18 +493,12 @@ class Emulator:
             if page < 0 or limit < 1:
                 return 400, dataflow_error("bad-parameter", "page must be >= 0 and limit >= 1")
             limit = min(limit, cap)
-        with self.lock:
-            items = [item for item in self.executions.get(job_id, []) if item["jobExecutionId"] not in self.hidden]
-        if self.newest_first:
-            items.reverse()
-            if self.flip_top:
-                _flip(items)
-        chunk = [self.shown(item, self.list_echo) for item in items[page * limit : (page + 1) * limit]]
-        answer: dict[str, Any] = {"list": chunk, "count": len(items), "page": page, "limit": limit}
+        total, chunk = self._page_of(job_id, page, limit)
+        answer: dict[str, Any] = {"list": chunk, "count": total, "page": page, "limit": limit}
         if self.count_means == "page":
             answer["count"] = len(chunk)
         elif self.count_means == "string":
-            answer["count"] = str(len(items))
+            answer["count"] = str(total)
         elif self.count_means == "missing":
             del answer["count"]
         if self.omit_list:
@@ -517,6 +511,25 @@ class Emulator:
                 if self.executions.get(job_id):
                     self.vanished.append(self.executions[job_id].pop())
         return 200, answer
+
+    def _page_of(self, job_id: str, page: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """The job's listed total and one page of it, as shown; a plain listing is sliced where it lies (a
+        job's long history costs a page, as a database's index makes it)."""
+        with self.lock:
+            stored = self.executions.get(job_id, [])
+            if self.hidden or self.flip_top or not self.newest_first:
+                items = [item for item in stored if item["jobExecutionId"] not in self.hidden]
+                if self.newest_first:
+                    items.reverse()
+                    if self.flip_top:
+                        _flip(items)
+                cut = items[page * limit : (page + 1) * limit]
+                total = len(items)
+            else:
+                total = len(stored)
+                end = max(total - page * limit, 0)
+                cut = stored[max(end - limit, 0) : end][::-1]
+        return total, [self.shown(item, self.list_echo) for item in cut]
 
     def hide(self, job_id: str, execution_id: str) -> None:
         """Leave a run out of every listing until `reveal` (a late run)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from itertools import pairwise
 from statistics import median_low
@@ -52,9 +52,23 @@ class _Listing(Record):
         return self.executions is not None and len(self.executions) < self.size
 
 
-def _items(answer: Mapping[str, Any], splits: Mapping[str, str] | None = None) -> list[Execution] | None:
+def _items(
+    answer: Mapping[str, Any], splits: Mapping[str, str] | None = None, known: Mapping[str, Execution] | None = None
+) -> list[Execution] | None:
+    """The answer's runs, each parsed once: a run `known` already with the same status is taken as it was."""
     raw = answer.get("list")
-    return [parse(item, splits) for item in raw if isinstance(item, dict)] if isinstance(raw, list) else None
+    if not isinstance(raw, list):
+        return None
+    return [_parsed(item, splits, known) for item in raw if isinstance(item, dict)]
+
+
+def _parsed(
+    item: Mapping[str, Any], splits: Mapping[str, str] | None, known: Mapping[str, Execution] | None
+) -> Execution:
+    kept = known.get(item.get("jobExecutionId")) if known is not None else None  # type: ignore[arg-type]
+    if kept is not None and kept.status == item.get("status"):
+        return kept
+    return parse(item, splits)
 
 
 def _whole(value: object) -> int | None:
@@ -65,9 +79,11 @@ def _whole(value: object) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
-def _first(answer: Mapping[str, Any], asked: int, splits: Mapping[str, str] | None) -> _Listing:
+def _first(
+    answer: Mapping[str, Any], asked: int, splits: Mapping[str, str] | None, known: Mapping[str, Execution] | None
+) -> _Listing:
     """Page 0 read defensively: it tells the page size (said in `limit`, or a silent cap) and maybe the total."""
-    executions = _items(answer, splits)
+    executions = _items(answer, splits, known)
     said = _whole(answer.get("limit"))
     size = said if said is not None and 0 < said < asked else asked
     count = _whole(answer.get("count"))
@@ -81,10 +97,11 @@ def _page(
     size: int,
     executions: list[Execution] | None = None,
     splits: Mapping[str, str] | None = None,
+    known: Mapping[str, Execution] | None = None,
 ) -> _Listing:
     """A page of a known size. A count may be the total or this page's length ("number of response
     results"): only a count beyond a full page, or beside a short one, is the total."""
-    executions = _items(answer, splits) if executions is None else executions
+    executions = _items(answer, splits, known) if executions is None else executions
     count = _whole(answer.get("count"))
     full = executions is not None and len(executions) >= size
     return _Listing(executions, size, count if count is not None and (count > size or not full) else None)
@@ -124,9 +141,17 @@ class Pager:
     """Pages of one listing read against a budget of requests; it remembers every total the service said,
     so that a run leaving the listing while it is paged (pages shifting up past a run) is noticed."""
 
-    def __init__(self, list_page: ListPage, limit: int, budget: int, splits: Mapping[str, str] | None) -> None:
+    def __init__(
+        self,
+        list_page: ListPage,
+        limit: int,
+        budget: int,
+        splits: Mapping[str, str] | None,
+        known: Mapping[str, Execution] | None = None,
+    ) -> None:
         self.list_page = list_page
         self.splits = splits
+        self.known = known  # runs read before: not parsed again
         self.limit = limit
         self.budget = budget
         self.requests = 0
@@ -135,7 +160,7 @@ class Pager:
 
     def first(self) -> _Listing:
         self.requests += 1
-        listing = _first(self.list_page(0, self.limit), self.limit, self.splits)
+        listing = _first(self.list_page(0, self.limit), self.limit, self.splits, self.known)
         self.size = listing.size
         self._said(listing)
         return listing
@@ -145,7 +170,7 @@ class Pager:
         if self.requests >= self.budget:
             return None
         self.requests += 1
-        listing = _page(self.list_page(page, self.limit), self.size, splits=self.splits)
+        listing = _page(self.list_page(page, self.limit), self.size, splits=self.splits, known=self.known)
         self._said(listing)
         return listing
 
@@ -333,7 +358,7 @@ def _unchanged_start(pager: Pager, seen: _Seen, order: bool | None) -> Read:
 
 def read_top(
     list_page: ListPage,
-    kept: Container[str],
+    kept: Mapping[str, Execution],
     newest: datetime,
     *,
     limit: int,
@@ -344,7 +369,7 @@ def read_top(
     read until one holds a kept run of an older second (runs of one second may sort either way), so
     everything new was on the pages read. None where that cannot be shown within `budget` (read the
     window whole): no list, too many new runs, new runs out of order, pages shifting up."""
-    pager = Pager(list_page, limit, budget, splits)
+    pager = Pager(list_page, limit, budget, splits, kept)
     seen = _Seen()
     listing: _Listing | None = pager.first()
     page = 0

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from handler.runs.execution import echoed_parameters, parse
+from handler.runs.execution import Execution, echoed_parameters, parse
 from handler.runs.listing import Read, read_top, read_window
 from handler.runs.view import Absent, Found, Identity, JobView, Lookup, Unknown
 
@@ -36,15 +36,17 @@ def verdict(listed: dict[str, Any], identity: Identity) -> str:
     return "ours" if isinstance(found, Found) else "unknown" if isinstance(found, Unknown) else "other"
 
 
-def known_from(list_page: ListPage) -> tuple[set[str], datetime]:
-    """What a whole read keeps for a refresh: the runs' ids and the newest creation time."""
+def known_from(list_page: ListPage) -> tuple[dict[str, Execution], datetime]:
+    """What a whole read keeps for a refresh: the runs by id and the newest creation time."""
     read = read_window(list_page, SINCE, limit=1000, budget=2)
     assert read.reason is None and read.newest_first is True
     dates = [run.created for run in read.executions if run.created is not None]
-    return {run.execution_id for run in read.executions if run.execution_id}, max(dates)
+    return {run.execution_id: run for run in read.executions if run.execution_id}, max(dates)
 
 
-def refreshed(known: tuple[set[str], datetime], list_page: ListPage, *, limit: int, max_pages: int) -> Read | None:
+def refreshed(
+    known: tuple[dict[str, Execution], datetime], list_page: ListPage, *, limit: int, max_pages: int
+) -> Read | None:
     return read_top(list_page, known[0], known[1], limit=limit, budget=max_pages)
 
 
