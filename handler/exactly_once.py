@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar, assert_never
 
 from handler.clocks import Clocks
-from handler.dataflow.client import CreateAnswer, ExecutionRequest
+from handler.dataflow.client import LIMIT_HINT, CreateAnswer, ExecutionRequest
 from handler.errors import RequestError
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.planning import CoalescedPlan, Member, PlannedExecution
@@ -388,7 +388,8 @@ class ExactlyOnce:
             except RequestError as exc:
                 details = {"attempts": exc.attempts, "status": exc.status, "elapsedMs": self._since(call.started)}
                 if not exc.ambiguous:
-                    return step_failed(step, exc.code, exc.message, exc.retryable, details, exc.status)
+                    refused = self._at_limit(step, call, exc)
+                    return step_failed(step, refused.code, refused.message, refused.retryable, details, exc.status)
                 settled = self._after_unknown(step, call, exc, details)
                 if settled is not None:
                     return settled
@@ -435,6 +436,22 @@ class ExactlyOnce:
                 self.runs.created(job_id, answer.execution, answer.body_lost, step.parameters)
             self._release()
         return answer
+
+    def _at_limit(self, step: PlannedExecution, call: Call, exc: RequestError) -> RequestError:
+        """A bad-state whose words do not say why: deferred where the job's own maxConcurrentRuns is reached
+        by its runs going (the reader counts them, the job says its limit), else as it came."""
+        if exc.code != "bad-state" or LIMIT_HINT not in exc.message:
+            return exc
+        source = self._source(step.job.job_id, call)
+        try:
+            limit = self.runs.concurrency_limit(source)
+            going, _ = self.runs.going(source, call.now - running_span(step), None) if limit else (0, None)
+        except RequestError:
+            return exc  # what the refusal said stands
+        if limit is None or going < limit:
+            return exc
+        message = f"the job's {going} READY or RUNNING runs are at its maxConcurrentRuns {limit}: {exc.message}"
+        return RequestError("deferred", message, kind="retryable", status=exc.status, attempts=exc.attempts)
 
     def _remember(self, step: PlannedExecution, execution_id: str | None) -> None:
         """The run, for its event; for a coalesced group, for each object it names too."""

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
             headers: Mapping[str, str] | None = None,
         ) -> dict[str, Any]: ...
 
+        def get_job(self, job_id: str, *, deadline: float | None = None) -> dict[str, Any]: ...
+
     # Builds the Submitter that real requests go through; tests pass one of their own (an in-memory fake).
     Connect = Callable[[Settings, DataflowClient], Submitter]
 
@@ -89,6 +91,10 @@ class DryRunSubmitter:
     ) -> dict[str, Any]:
         """Never asked in a dry run (its listing is empty); answered as a run that echoes nothing."""
         return {"jobExecutionId": execution_id}
+
+    def get_job(self, job_id: str, *, deadline: float | None = None) -> dict[str, Any]:
+        """Never asked in a dry run (nothing is refused); answered as a job without a limit."""
+        return {"jobId": job_id}
 
     def _log(self, prepared: PreparedRequest) -> None:
         log.info(

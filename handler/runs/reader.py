@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from handler.errors import RequestError
 from handler.records import Record
 from handler.runs.execution import Execution, comparable, parse
 from handler.runs.listing import read_top, read_window
@@ -38,7 +39,7 @@ READING_SAMPLES = 64
 class Source(Record):
     """Where a question's reads go: the list and get calls of one job, with their deadline."""
 
-    __slots__ = ("job_id", "list_page", "get_one", "turn", "splits")
+    __slots__ = ("job_id", "list_page", "get_one", "turn", "splits", "get_job")
 
     def __init__(
         self,
@@ -48,6 +49,7 @@ class Source(Record):
         turn: Callable[[], AbstractContextManager[None]],
         *,
         splits: Mapping[str, str],
+        get_job: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.job_id: Final = job_id
         self.list_page: Final = list_page
@@ -56,6 +58,7 @@ class Source(Record):
         self.turn: Final = turn
         # The coalesce parameters of the job's routes (name -> separator): their file lists are indexed.
         self.splits: Final = splits
+        self.get_job: Final = get_job  # the job itself (its maxConcurrentRuns), where the source can read it
 
 
 def source(
@@ -75,7 +78,10 @@ def source(
     def get_one(execution_id: str) -> dict[str, Any]:
         return submitter.get_execution(job_id, execution_id, deadline=deadline, headers=headers)
 
-    return Source(job_id, list_page, get_one, turn, splits=splits or {})
+    def get_job() -> dict[str, Any]:
+        return submitter.get_job(job_id, deadline=deadline)
+
+    return Source(job_id, list_page, get_one, turn, splits=splits or {}, get_job=get_job)
 
 
 class Seen(Record):
@@ -153,6 +159,19 @@ class Runs:
         if short is None and len(stale) <= STALE_MOST:
             return going, None
         return going, f"counted the runs that could be read ({short or f'{len(stale)} statuses not re-read'})"
+
+    def concurrency_limit(self, source: Source) -> int | None:
+        """The job's own maxConcurrentRuns (None: no limit, or a service that does not say one)."""
+        if source.get_job is None:
+            return None
+        try:
+            job = source.get_job()
+        except RequestError as exc:
+            if exc.status == 404:
+                return None  # a service before the job's own page: no limit to tell
+            raise
+        limit = job.get("maxConcurrentRuns")
+        return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
 
     def between(self, source: Source, since: datetime, fresh_for: object) -> tuple[list[Execution], str | None]:
         """Every run created since `since`, newest first, and why some may be missing (None: none is)."""

@@ -75,6 +75,9 @@ class ValidatingSubmitter:
     def get_execution(self, job_id: str, execution_id: str, **_: Any) -> dict[str, Any]:
         return {"jobExecutionId": execution_id}
 
+    def get_job(self, job_id: str, **_: Any) -> dict[str, Any]:
+        return {"jobId": job_id}
+
 
 # Values that break naive code: surrogates, digits int() refuses or cannot hold, far-off times, huge numbers.
 odd_scalars = st.one_of(

@@ -39,6 +39,9 @@ class Broken:
     def get_execution(self, job_id: str, execution_id: str, **_: Any) -> dict[str, Any]:
         return {"jobExecutionId": execution_id}
 
+    def get_job(self, job_id: str, **_: Any) -> dict[str, Any]:
+        return {"jobId": job_id}
+
 
 def test_a_defect_in_one_worker_fails_its_step_alone_and_keeps_the_event() -> None:
     memory = Broken()

@@ -166,3 +166,26 @@ def test_a_read_that_fails_before_anything_was_sent_says_so(clock: FakeClock) ->
         assert failed["code"] == "lookup-failed" and failed["retryable"] is True
         assert "may exist" not in failed["error"] and "nothing was sent" in failed["error"]
         assert api.posts == []
+
+
+def test_an_unclear_refusal_at_the_jobs_own_limit_is_deferred_by_the_runs_going(clock: FakeClock) -> None:
+    # maxConcurrentRuns: a 400 bad-state whose words say neither; the job's limit against its runs going does.
+    with Emulator(
+        {ACCESS_KEY: SECRET_KEY}, clock=clock.wall, max_concurrent_runs={JOB: 1}, limit_detail="request rejected"
+    ) as api:
+        api.plant(JOB, clock.wall_now - 600, "RUNNING", {"$input": "raw-data/other/long"})
+        out = result_of(container(clock), settings(api), upload("incoming/a.csv", at=clock.wall()))
+        [failed] = out["failed"]
+        assert (failed["code"], failed["retryable"]) == ("deferred", True)
+        assert "1 READY or RUNNING runs are at its maxConcurrentRuns 1" in failed["error"]
+        api.finish(JOB)
+        again = result_of(container(clock), settings(api), upload("incoming/a.csv", at=clock.wall()))
+        assert len(again["submitted"]) == 1
+
+
+def test_an_unclear_refusal_of_a_job_under_its_limit_stays_permanent(clock: FakeClock) -> None:
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, job_status={JOB: "STOPPED"}) as api:
+        api.inject(Fault(status=400, body={"errorType": "bad-state", "detail": "request rejected"}, method="POST"))
+        out = result_of(container(clock), settings(api), upload("incoming/a.csv", at=clock.wall()))
+        [failed] = out["failed"]
+        assert (failed["code"], failed["retryable"]) == ("bad-state", False)
