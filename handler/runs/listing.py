@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from itertools import pairwise
-from statistics import median_low
 from typing import TYPE_CHECKING, Any, Final
 
 from handler.records import Record
@@ -128,8 +127,9 @@ def order_of(pages: Sequence[Sequence[Execution]]) -> bool | None:
 
 
 def _middle(page: Sequence[Execution]) -> datetime | None:
-    dates = [execution.created for execution in page if execution.created is not None]
-    return median_low(dates) if dates else None
+    """The page's middle creation time (the lower of two; `statistics` costs 2 ms at every cold start)."""
+    dates = sorted(execution.created for execution in page if execution.created is not None)
+    return dates[(len(dates) - 1) // 2] if dates else None
 
 
 def reaches(executions: Sequence[Execution], since: datetime) -> bool:
