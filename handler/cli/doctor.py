@@ -14,7 +14,7 @@ from handler.errors import RequestError
 from handler.exactly_once import guarantee_in
 from handler.records import Record
 from handler.routes import Route
-from handler.runs.execution import echoed_parameters, parse
+from handler.runs.execution import echo_of, parse
 from handler.runs.listing import order_of
 from handler.settings import Settings
 
@@ -169,17 +169,7 @@ def _paging(listing: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> s
 
 
 def _echo(items: Sequence[Mapping[str, Any]]) -> str:
-    """How the listing echoes parameters: object, items (name/value), none, or unknown (no runs to tell)."""
-    shapes = {
-        "object" if isinstance(item.get("parsedParameters"), dict) else "items"
-        for item in items
-        if echoed_parameters(item)
-    }
-    if not items:
-        return "unknown"
-    if not shapes:
-        return "none"
-    return shapes.pop() if len(shapes) == 1 else "object"
+    return echo_of([parse(item) for item in items])
 
 
 def _echo_check(job_id: str, reading: str) -> Check:
@@ -198,7 +188,7 @@ def _route(route: Route, items: Sequence[Mapping[str, Any]], reading: str, loade
     checks = []
     identifies = reading in ("object", "items")
     if route.dedup_parameter is not None and items:
-        identifies = any(route.dedup_parameter in (echoed_parameters(item) or {}) for item in items)
+        identifies = any(route.dedup_parameter in (parse(item).parameters or {}) for item in items)
         verdict: Verdict = "ok" if identifies else "warning"
         said = "comes back" if identifies else "does not come back in any listed run"
         checks.append(Check(verdict, f"route {route.name}: dedupParameter {route.dedup_parameter} {said}"))

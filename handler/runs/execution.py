@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -80,6 +80,16 @@ def parse(item: Mapping[str, Any], splits: Mapping[str, str] | None = None) -> E
         files=files,
         shape="none" if echoed is None else "object" if isinstance(item.get("parsedParameters"), dict) else "items",
     )
+
+
+def echo_of(runs: Sequence[Execution]) -> str:
+    """How a listing echoes parameters: object, items (name/value), none, or unknown (no runs to tell)."""
+    if not runs:
+        return "unknown"
+    shapes = {run.shape for run in runs if run.parameters}
+    if not shapes:
+        return "none"
+    return shapes.pop() if len(shapes) == 1 else "object"
 
 
 def lists(hashes: array[int], name: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from emulator.server import Emulator, Fault
+from emulator.server import Emulator, Fault, Received
 from tests.conftest import (
     ACCESS_KEY,
     SECRET_KEY,
@@ -189,3 +189,49 @@ def test_an_unclear_refusal_of_a_job_under_its_limit_stays_permanent(clock: Fake
         out = result_of(container(clock), settings(api), upload("incoming/a.csv", at=clock.wall()))
         [failed] = out["failed"]
         assert (failed["code"], failed["retryable"]) == ("bad-state", False)
+
+
+def test_one_listing_serves_every_event_of_an_invocation(clock: FakeClock) -> None:
+    # Finding 9: each event read the job's listing again (pages 1-11 thousands of times in a burst).
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
+        plant_others(api, 3000, clock.wall_now - 3000, 0.9)
+        warm = container(clock)
+        batch = sqs_batch([upload(f"incoming/{index}.csv", at=clock.wall() - 60) for index in range(50)])
+        assert len(result_of(warm, settings(api), batch)["submitted"]) == 50
+        gets = [request for request in api.received if request.method == "GET"]
+        assert len(gets) == 1  # the window (the last minute) whole, once: page 0 already reaches before it
+        clock.advance(30)
+        api.received.clear()
+        plant_others(api, 20, clock.wall_now - 10, 0.1)  # another container's runs meanwhile
+        again = sqs_batch([upload(f"incoming/more-{index}.csv", at=clock.wall() - 5) for index in range(50)])
+        assert len(result_of(warm, settings(api), again)["submitted"]) == 50
+        assert [request.query["page"] for request in api.received if request.method == "GET"] == [["0"]]
+
+
+def test_runs_created_between_two_pages_by_another_container_are_neither_lost_nor_doubled(clock: FakeClock) -> None:
+    # Finding 10: creates of other containers between two page reads push runs across the boundary.
+    def others_create(request: Received) -> None:
+        if request.method == "GET" and request.query.get("page") == ["1"]:
+            for index in range(3):
+                api.plant(JOB, clock.wall_now, "RUNNING", {"$input": f"raw-data/pushed/{index}"})
+
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, on_request=others_create) as api:
+        event_at = clock.wall_now - 600
+        api.plant(JOB, event_at + 1, "COMPLETED", {"$input": "raw-data/incoming/a.csv"}, execution_id="MINE")
+        plant_others(api, 99, event_at + 2, 1.0, status="RUNNING")  # ours last on page 0, then pushed to page 1
+        routes = [
+            {
+                "name": "r",
+                "match": {"source": "object"},
+                "jobId": JOB,
+                "maxRunning": 200,
+                "parameters": {"$input": "{bucket}/{key}"},
+            }
+        ]
+        config = connected(api.url, DATAFLOW_ROUTES=json.dumps(routes))
+        out = result_of(container(clock), config, upload("incoming/a.csv", at=event_at))
+        assert [skip["jobExecutionId"] for skip in out["skipped"]] == ["MINE"]
+        running = connected(api.url, DATAFLOW_ROUTES=json.dumps([{**routes[0], "maxRunning": 99}]))
+        deferred = result_of(container(clock), running, upload("incoming/new.csv", at=clock.wall()))
+        # Every run going counted once, but the last three: created after page 0 was read, they are above it.
+        assert f"the job has {len(api.going(JOB)) - 3} executions" in deferred["failed"][0]["error"]
