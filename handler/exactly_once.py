@@ -242,11 +242,14 @@ class ExactlyOnce:
         self._trail = threading.local()
 
     def plan_reads(self, steps: Sequence[object], call: Call) -> None:
-        """How far back each job's one read of this invocation must reach: its oldest lookup's window."""
+        """How far back each job's one read of this invocation must reach: its oldest lookup's window, and
+        under maxRunning every run that may still be going."""
         for step in steps:
             if isinstance(step, PlannedExecution):
-                job_id = step.job.job_id
-                call.reaches[job_id] = call.reach(job_id, lookup_since(step, call))
+                job_id, since = step.job.job_id, lookup_since(step, call)
+                if step.max_running is not None:
+                    since = min(since, call.now - running_span(step))
+                call.reaches[job_id] = call.reach(job_id, since)
 
     def execute(self, step: PlannedExecution, call: Call) -> Outcome:
         """One planned execution, exactly once; its one log record also says what each lookup saw."""

@@ -32,6 +32,8 @@ REFRESH_PAGES = 12
 OWN_PAGES_MOST = 20
 # Runs whose status a count may read afresh from their own page rather than read the window again.
 STALE_MOST = 50
+# Runs whose own page this container remembers having read (each is read once).
+ASKED_MOST = 10_000
 # Runs whose parameters this container remembers, to learn how the list echoes them.
 READING_SAMPLES = 64
 
@@ -87,17 +89,14 @@ def source(
 class Seen(Record):
     """A view of the job's runs for one question, and why its window may be incomplete (None: it is not)."""
 
-    __slots__ = ("view", "reason", "complete_back", "fresh")
+    __slots__ = ("view", "reason", "complete_back")
 
-    def __init__(
-        self, view: JobView, reason: str | None, complete_back: datetime | None, fresh: frozenset[str]
-    ) -> None:
+    def __init__(self, view: JobView, reason: str | None, complete_back: datetime | None) -> None:
         self.view: Final = view
         self.reason: Final = reason
         # Every run created since this was read (None: no span was proven): a question about a later
         # span is answered whole even where the read fell short of the window asked for.
         self.complete_back: Final = complete_back
-        self.fresh: Final = fresh  # runs whose status this read showed
 
     def short_of(self, since: datetime) -> str | None:
         """Why the runs since `since` may not all be here (None: they are)."""
@@ -117,7 +116,7 @@ class Runs:
         self._locks: dict[str, threading.Lock] = {}
         self._views: dict[str, JobView] = {}
         self._splits: dict[str, Mapping[str, str]] = {}
-        self._asked: set[str] = set()  # runs whose own page was read
+        self._asked: OrderedDict[str, None] = OrderedDict()  # runs whose own page was read, newest last
 
     @contextmanager
     def _job(self, job_id: str) -> Iterator[None]:
@@ -151,7 +150,7 @@ class Runs:
         page read; past WINDOW_MOST_RUNS the newest are counted and the older taken as finished."""
         with self._job(source.job_id):
             seen = self._seen(source, since, fresh_for)
-            stale = [run for run in seen.view.going(since) if (run.execution_id or "") not in seen.fresh]
+            stale = [run for run in seen.view.going(since) if (run.execution_id or "") not in seen.view.fresh]
             for run in stale[:STALE_MOST]:
                 self._read_own(source, seen.view, run)
             going = len(seen.view.going(since))
@@ -193,13 +192,14 @@ class Runs:
             started = parse({**answer, "parsedParameters": dict(sent)}, self._splits.get(job_id))
             if view.add([started]) and view.total is not None:
                 view.total += 1  # it joined the listing's total too: no late run to suspect
+            view.fresh.add(answer["jobExecutionId"])
 
     def _seen(self, source: Source, since: datetime, fresh_for: object) -> Seen:
         view = self._views.get(source.job_id)
         if view is not None and self._splits.get(source.job_id) != source.splits:
             view = None  # read for other coalescing routes: their file lists were not indexed
         if view is not None and fresh_for is not None and view.read_for is fresh_for and view.reached <= since:
-            return Seen(view, None, view.reached, frozenset())
+            return Seen(view, None, view.reached)
         with source.turn():
             return self._read(source, view, since, fresh_for)
 
@@ -211,16 +211,17 @@ class Runs:
             )
             if top is not None and not _late(view, top):
                 view.add(top.executions)
-                view.total, view.read_for = top.total, fresh_for
+                view.total, view.read_for, view.fresh = top.total, fresh_for, _ids(top.executions)
                 self.readings.listed(source.job_id, top.executions)
-                return Seen(view, None, view.reached, _ids(top.executions))
+                return Seen(view, None, view.reached)
         read = read_window(source.list_page, since, limit=PAGE_SIZE, budget=WINDOW_PAGES, splits=source.splits)
         fresh = JobView(since, read.newest_first, read.total, fresh_for)
         fresh.add(read.executions)
+        fresh.fresh = _ids(read.executions)
         self.readings.listed(source.job_id, read.executions)
         if read.reason is None and not fresh.oversized:
             self._views[source.job_id], self._splits[source.job_id] = fresh, source.splits
-        return Seen(fresh, read.reason, _complete_back(read, since), _ids(read.executions))
+        return Seen(fresh, read.reason, _complete_back(read, since))
 
     def _own_pages(self, source: Source, seen: Seen, identity: Identity) -> bool:
         """Reads the own page of each run of the window that echoes nothing (at most OWN_PAGES_MOST, each
@@ -238,11 +239,19 @@ class Runs:
         """A run's own page into the view: its status, and its parameters where the list echoed none."""
         if run.execution_id is None:
             return False
-        self._asked.add(run.execution_id)
-        with source.turn():
-            item = source.get_one(run.execution_id)
+        self._asked[run.execution_id] = None
+        while len(self._asked) > ASKED_MOST:
+            self._asked.popitem(last=False)
+        try:
+            with source.turn():
+                item = source.get_one(run.execution_id)
+        except RequestError as exc:
+            if exc.status != 404:
+                raise
+            item = {"jobExecutionId": run.execution_id, "status": "DELETED"}  # gone: not going, nothing told
         page = parse(item, source.splits)
         view.add([page])
+        view.fresh.add(run.execution_id)
         return run.parameters is None and page.parameters is not None
 
 
@@ -264,8 +273,8 @@ def _complete_back(read: Read, since: datetime) -> datetime | None:
     return min(dates) + timedelta(seconds=1)
 
 
-def _ids(executions: Sequence[Execution]) -> frozenset[str]:
-    return frozenset(run.execution_id for run in executions if run.execution_id is not None)
+def _ids(executions: Sequence[Execution]) -> set[str]:
+    return {run.execution_id for run in executions if run.execution_id is not None}
 
 
 class Readings:

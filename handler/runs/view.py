@@ -125,6 +125,7 @@ class JobView:
         self.total = total
         # The invocation (or other question-asker) whose read this is: it may ask again without a read.
         self.read_for = read_for
+        self.fresh: set[str] = set()  # runs whose status the last read (or this container) showed
         self.runs: dict[str, Execution] = {}
         self.files = 0
         self._dates: list[float] = []  # creation times, sorted: how many runs a window holds

@@ -26,6 +26,12 @@ def settings(api: Emulator, **more: str) -> dict[str, str]:
     return connected(api.url, DATAFLOW_JOB_ID=JOB, DATAFLOW_PARAMETERS=INPUT, **more)
 
 
+def guarded(api: Emulator, max_running: int) -> dict[str, str]:
+    """One object route with maxRunning."""
+    route = {"name": "r", "match": {"source": "object"}, "jobId": JOB, "maxRunning": max_running, "parameters": {}}
+    return connected(api.url, DATAFLOW_ROUTES=json.dumps([route | {"parameters": json.loads(INPUT)}]))
+
+
 def plant_others(api: Emulator, count: int, start: float, step: float, status: str = "COMPLETED") -> None:
     for index in range(count):
         api.plant(JOB, start + index * step, status, {"$input": f"raw-data/other/{start}-{index}"})
@@ -35,19 +41,9 @@ def test_max_running_counts_a_busy_jobs_last_hours_and_admits(clock: FakeClock) 
     # Finding 1: 1,300 finished runs in the last 5 hours and none running: maxRunning 5 admits the upload.
     with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
         plant_others(api, 1300, clock.wall_now - 5 * 3600, 13.0)
-        routes = [
-            {
-                "name": "r",
-                "match": {"source": "object"},
-                "jobId": JOB,
-                "maxRunning": 5,
-                "parameters": {"$input": "{key}"},
-            }
-        ]
-        config = connected(api.url, DATAFLOW_ROUTES=json.dumps(routes))
-        out = result_of(container(clock), config, upload("in/a.csv", at=clock.wall()))
+        out = result_of(container(clock), guarded(api, 5), upload("in/a.csv", at=clock.wall()))
         assert len(out["submitted"]) == 1 and out["failed"] == []
-        assert sum(request.method == "GET" for request in api.received) == 14  # 1,300 runs in pages of 100
+        assert sum(request.method == "GET" for request in api.received) == 13  # 1,300 runs in pages of 100
 
 
 def test_a_top_of_page_flip_does_not_turn_the_listing_oldest_first(clock: FakeClock) -> None:
@@ -219,19 +215,20 @@ def test_runs_created_between_two_pages_by_another_container_are_neither_lost_no
         event_at = clock.wall_now - 600
         api.plant(JOB, event_at + 1, "COMPLETED", {"$input": "raw-data/incoming/a.csv"}, execution_id="MINE")
         plant_others(api, 99, event_at + 2, 1.0, status="RUNNING")  # ours last on page 0, then pushed to page 1
-        routes = [
-            {
-                "name": "r",
-                "match": {"source": "object"},
-                "jobId": JOB,
-                "maxRunning": 200,
-                "parameters": {"$input": "{bucket}/{key}"},
-            }
-        ]
-        config = connected(api.url, DATAFLOW_ROUTES=json.dumps(routes))
-        out = result_of(container(clock), config, upload("incoming/a.csv", at=event_at))
+        out = result_of(container(clock), guarded(api, 200), upload("incoming/a.csv", at=event_at))
         assert [skip["jobExecutionId"] for skip in out["skipped"]] == ["MINE"]
-        running = connected(api.url, DATAFLOW_ROUTES=json.dumps([{**routes[0], "maxRunning": 99}]))
-        deferred = result_of(container(clock), running, upload("incoming/new.csv", at=clock.wall()))
+        deferred = result_of(container(clock), guarded(api, 99), upload("incoming/new.csv", at=clock.wall()))
         # Every run going counted once, but the last three: created after page 0 was read, they are above it.
         assert f"the job has {len(api.going(JOB)) - 3} executions" in deferred["failed"][0]["error"]
+
+
+def test_a_guarded_batch_counts_from_one_read_without_asking_each_run(clock: FakeClock) -> None:
+    # The runs going that one read showed are counted as it showed them, by every event of the invocation.
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
+        plant_others(api, 5, clock.wall_now - 600, 10.0, status="RUNNING")
+        batch = sqs_batch([upload(f"incoming/{index}.csv", at=clock.wall()) for index in range(10)])
+        out = result_of(container(clock), guarded(api, 12), batch)
+        assert len(out["submitted"]) == 7 and {entry["code"] for entry in out["failed"]} == {"deferred"}
+        assert [
+            request.path.split("?")[0].rsplit("/", 1)[-1] for request in api.received if request.method == "GET"
+        ] == ["executions"]

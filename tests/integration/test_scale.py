@@ -262,8 +262,10 @@ def test_a_create_refused_at_the_jobs_own_limit_is_deferred_and_submitted_once_a
 def test_a_refusal_whose_words_are_unclear_stays_permanent_and_points_at_doctor(
     clock: FakeClock, api: Emulator
 ) -> None:
-    api.max_concurrent_runs = {"gqigvH123456": 1}
-    api.limit_detail = "the request cannot be processed in the job's current state"
+    # Under its limit (1 of 3 going), a refusal whose words say neither reason is not the limit's.
+    api.max_concurrent_runs = {"gqigvH123456": 3}
+    detail = "the request cannot be processed in the job's current state"
+    api.inject(Fault(status=400, body={"errorType": "bad-state", "detail": detail}, method="POST"))
     api.plant("gqigvH123456", None, "RUNNING", {"$input": "earlier"})
     result = result_of(container(clock), plain(api), upload("in/a.csv", at=clock.wall()))
     [failed] = result["failed"]
