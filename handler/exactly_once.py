@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Container, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar, assert_never
 
@@ -37,7 +36,7 @@ log = logging.getLogger(__name__)
 RECENT_KEYS = 4096
 # Data Flow's default execution timeout (minutes): a run older than that is no longer going.
 DEFAULT_TIMEOUT_MINUTES = 360
-# A wait for the job's turn wakes this often to check the invocation's deadline.
+# A wait for the job's creates in flight wakes this often to check the invocation's deadline.
 GATE_POLL_S = 0.5
 UNVERIFIABLE_HINT = (
     "set a dedupParameter the job echoes, or check how it echoes with `python -m handler doctor`; "
@@ -145,52 +144,56 @@ class _OtherRuns:
         return owner is not None and owner != self.key
 
 
-class JobGate:
-    """Per job, a read of its runs never overlaps a create of the same container: reads may run together
-    and creates may run together, but a read that saw a sibling's run before its answer was remembered
-    could neither tell it apart nor leave it to its owner.
-
-    No kind can starve the other: a worker waiting for its create holds no read, so a read turn ends
-    once the few workers in it are done (at most DATAFLOW_MAX_CONCURRENCY), and so does a create turn.
-    """
+class Flights:
+    """Per job, the creates of this container whose answer is not taken in yet. A read may show such a run
+    before its owner remembered it (reads and creates never wait for each other): a lookup that found a
+    run it cannot place, ours by its parameters or one that echoes too little, first waits for the creates
+    that were in flight when it read, then judges again with what their answers said."""
 
     def __init__(self, clocks: Clocks) -> None:
         self.clocks = clocks
         self._changed = threading.Condition()
-        self._turns: dict[str, tuple[str, int]] = {}  # job -> (kind, how many are in it)
+        self._started = 0
+        self._flying: dict[str, set[int]] = {}  # job -> the numbers of its creates in flight
 
-    @contextmanager
-    def turn(self, job_id: str, kind: str, deadline: float | None) -> Iterator[None]:
-        self.enter(job_id, kind, deadline)
-        try:
-            yield
-        finally:
-            self.leave(job_id)
-
-    def leave(self, job_id: str) -> None:
+    def start(self, job_id: str) -> int:
         with self._changed:
-            current, active = self._turns[job_id]
-            if active == 1:
-                del self._turns[job_id]
-                self._changed.notify_all()
-            else:
-                self._turns[job_id] = (current, active - 1)
+            self._started += 1
+            self._flying.setdefault(job_id, set()).add(self._started)
+            return self._started
 
-    def enter(self, job_id: str, kind: str, deadline: float | None) -> None:
+    def end(self, job_id: str, number: int) -> None:
         with self._changed:
-            while (held := self._turns.get(job_id)) is not None and held[0] != kind:
+            flying = self._flying.get(job_id, set())
+            flying.discard(number)
+            if not flying:
+                self._flying.pop(job_id, None)
+            self._changed.notify_all()
+
+    def mark(self) -> int:
+        """The number of the latest create started: those up to it may show in a read made before now."""
+        with self._changed:
+            return self._started
+
+    def landed(self, job_id: str, mark: int, deadline: float | None) -> bool:
+        """Waits until the job's creates numbered up to `mark` have ended; True if it waited for any."""
+        waited = False
+        with self._changed:
+            while any(number <= mark for number in self._flying.get(job_id, ())):
+                waited = True
                 left = None if deadline is None else deadline - self.clocks.monotonic()
                 if left is not None and left <= 0:
-                    raise RequestError("timeout", f"no time left to wait for this job's {held[0]}s", kind="retryable")
+                    raise RequestError("timeout", "no time left to wait for this job's creates", kind="retryable")
                 self._changed.wait(None if left is None else min(left, GATE_POLL_S))
-            self._turns[job_id] = (kind, (held[1] if held else 0) + 1)
+        return waited
 
 
 class RunningGuard:
     """Per job, the runs admitted under maxRunning whose create has not ended yet: no listing shows them.
 
-    Admission happens inside the job's lookup turn, and creates never overlap it: a listing shows
-    every run created before it, and `pending` every run admitted but not yet created.
+    A run is counted from the listing, from the runs this container started (they join the job's runs
+    before its next question), or from `pending` until its create ended: one run may count twice for a
+    moment (a deferral too many, never a run too many), never zero times.
     """
 
     def __init__(self) -> None:
@@ -235,8 +238,8 @@ class ExactlyOnce:
         self.wiring = wiring
         self.clocks: Clocks = wiring.clocks
         self.memory = memory or DedupMemory()
-        self.gate = JobGate(self.clocks)
-        self.runs = Runs()
+        self.flights = Flights(self.clocks)
+        self.runs = Runs(self.clocks.monotonic)
         self.guard = RunningGuard()
         # What the lookups of the step this thread is running saw, for that step's one log record.
         self._trail = threading.local()
@@ -382,7 +385,7 @@ class ExactlyOnce:
         ]
         source = self._source(job_id, call)
         reach = min(member.since for member in members)
-        return self.runs.cover(source, coalescing.covering(plan), members, call, reach)
+        return self.runs.cover(source, coalescing.covering(plan), members, self.runs.asked(job_id), reach)
 
     def _submit(self, step: PlannedExecution, call: Call, unverified: bool) -> Outcome:
         for resend in range(MAX_RESENDS + 1):
@@ -412,10 +415,7 @@ class ExactlyOnce:
     def _create(self, step: PlannedExecution, call: Call) -> CreateAnswer:
         """The create call, inside this job's create turn: its run is remembered before any lookup may see it."""
         request, job_id = ExecutionRequest(step.job, step.parameters), step.job.job_id
-        # With the check off and no guard, no lookup of this container can run: a create needs no turn.
-        turns = call.dedup_check != "off" or step.max_running is not None
-        if turns:
-            self.gate.enter(job_id, "create", call.deadline)
+        flight = self.flights.start(job_id)
         answer = None
         try:
             answer = self.wiring.submitter(call.settings).create_execution(
@@ -431,12 +431,11 @@ class ExactlyOnce:
                     self.memory.mark_ambiguous(key)
             raise
         finally:
-            if turns:
-                self.gate.leave(job_id)
-            # Outside the turn (a read holds the job's runs while it waits for creates to end); before the
-            # slot is released, so that a count sees the run in one place or the other.
+            # The run joins the job's runs before its flight ends (a lookup waiting for it then places it),
+            # and before its slot under maxRunning is released (a count sees it in one place or the other).
             if answer is not None and not answer.dry_run:
                 self.runs.created(job_id, answer.execution, answer.body_lost, step.parameters)
+            self.flights.end(job_id, flight)
             self._release()
         return answer
 
@@ -516,32 +515,56 @@ class ExactlyOnce:
         Purposes: `check` before a submission (claims a found run, admits); `count` only admits;
         `settle` follows a create that reached the service (claims; reads afresh; a 404 then proves
         nothing); `peek` reads only. Raises what the list call met."""
-        job_id, since = step.job.job_id, lookup_since(step, call)
-        source = self._source(job_id, call)
-        # A check may use the listing its invocation read (one listing serves its events); a settle must
-        # see what the create just did.
-        fresh_for = None if purpose == "settle" else call
-        lookup: Lookup = Absent(0)
-        if purpose != "count":
-            identity = Identity(
-                step.parameters,
-                step.job.job_condition,
-                step.dedup_parameter,
-                since,
-                others=self.memory.others_than(step.dedup_key),
-                echo_known=self.runs.readings.echoes_all(job_id),
-            )
-            lookup = self._read(purpose, lambda: self.runs.find(source, identity, fresh_for, call.reach(job_id, since)))
-            lookup = lookup if purpose == "peek" else self._claimed(step, lookup)
+        job_id, source = step.job.job_id, self._source(step.job.job_id, call)
+        # Lookups asked together share one read (a burst's events cost one listing between them); a settle
+        # must see what the create just did.
+        asked = self.runs.asked(job_id) if purpose != "settle" else None
+        lookup = Absent(0) if purpose == "count" else self._found(step, call, purpose, asked)
         running, admitted, rule = 0, True, None
         if purpose in ("check", "count") and step.max_running is not None:
             # Runs still going may be as old as the job's timeout: the count reads back that far.
-            counted = self._read(purpose, lambda: self.runs.going(source, call.now - running_span(step), fresh_for))
+            counted = self._read(purpose, lambda: self.runs.going(source, call.now - running_span(step), asked))
             running, rule = counted if isinstance(counted, tuple) else (0, None)
             admitted, running = self.guard.admit(job_id, running, step.max_running)
             self._trail.slot = job_id if admitted else None
+        if asked is not None:
+            self.runs.ahead(source)
         self._trail.lookups.append(describe(lookup))
         return Looked(lookup, running, admitted, rule)
+
+    def _found(self, step: PlannedExecution, call: Call, purpose: str, asked: int | None) -> Lookup:
+        """This event's run, claimed unless only peeked at. A run found that cannot be placed yet may be a
+        sibling's whose create is still in flight: once those creates ended, the runs are judged again."""
+        job_id, since = step.job.job_id, lookup_since(step, call)
+        source = self._source(job_id, call)
+        identity = Identity(
+            step.parameters,
+            step.job.job_condition,
+            step.dedup_parameter,
+            since,
+            others=self.memory.others_than(step.dedup_key),
+            echo_known=self.runs.readings.echoes_all(job_id),
+        )
+
+        def find() -> Lookup:
+            return self._read(purpose, lambda: self.runs.find(source, identity, asked, call.reach(job_id, since)))
+
+        lookup, mark = find(), self.flights.mark()
+        if self._unplaced(lookup) and self.flights.landed(job_id, mark, call.deadline):
+            lookup = find()
+        return lookup if purpose == "peek" else self._claimed(step, lookup)
+
+    def _unplaced(self, lookup: Lookup) -> bool:
+        """A run found that no event of this container holds yet, or runs that echo too little to place."""
+        match lookup:
+            case Found():
+                return any(run is None or self.memory.owner(run) is None for run, _ in lookup.candidates)
+            case Unknown():
+                return lookup.unidentified > 0
+            case Absent():
+                return False
+            case _:
+                assert_never(lookup)
 
     def _read(self, purpose: str, question: Callable[[], _T]) -> _T | Absent:
         """A question of the job's runs; a job that does not exist (404) has none, before anything was sent."""
@@ -560,12 +583,7 @@ class ExactlyOnce:
             if route.coalesce is not None and route.job.job_id == job_id
         }
         return source(
-            self.wiring.submitter(call.settings),
-            job_id,
-            deadline=call.deadline,
-            headers=call.headers,
-            turn=lambda: self.gate.turn(job_id, "lookup", call.deadline),
-            splits=splits,
+            self.wiring.submitter(call.settings), job_id, deadline=call.deadline, headers=call.headers, splits=splits
         )
 
     def _claimed(self, step: PlannedExecution, lookup: Lookup) -> Lookup:

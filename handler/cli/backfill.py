@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -92,15 +93,15 @@ def failed_steps(route: Route, times: list[datetime], zone: tzinfo) -> list[date
     from handler.cli.runs import reader
 
     _, client = reader(route.job.job_id)
-    runs, job_source = Runs(), source(client, route.job.job_id)
-    since = times[0] - CLOCK_TOLERANCE
+    runs, job_source = Runs(time.monotonic), source(client, route.job.job_id)
+    since, asked = times[0] - CLOCK_TOLERANCE, runs.asked(route.job.job_id)  # one read serves every step
     chosen, unsure = [], []
     for when in times:
         step = planned(route, RouteInvocation(route.name, when), {}, zone)
         if not isinstance(step, PlannedExecution):
             continue
         identity = Identity(step.parameters, step.job.job_condition, step.dedup_parameter, since)
-        lookup = runs.find(job_source, identity, None, since)
+        lookup = runs.find(job_source, identity, asked, since)
         if isinstance(lookup, Found) and lookup.candidates[0][1] in ("FAILED", "CANCELED"):
             chosen.append(when)
         elif isinstance(lookup, Unknown):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -37,7 +38,7 @@ def runs(args: argparse.Namespace) -> int:
     loaded, client = reader(args.job)
     since = datetime.now(UTC) - span(args.since, "--since", "2h, 30m, 1d")
     try:
-        listed, short = Runs().between(source(client, args.job), since, None)
+        listed, short = Runs(time.monotonic).between(source(client, args.job), since)
     except RequestError as exc:
         raise CommandError(f"the service refused the listing: {exc}") from exc
     if short is not None:

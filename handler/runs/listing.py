@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import datetime
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final
@@ -356,11 +356,25 @@ def _unchanged_start(pager: Pager, seen: _Seen, order: bool | None) -> Read:
     return Read(seen.executions, newest_first=order, total=first_total(pager), requests=pager.requests)
 
 
+def _below(
+    page: Sequence[Execution], kept: Mapping[str, Execution], newest: datetime, unlisted: Container[str]
+) -> bool:
+    """The page ends in an older second than the newest run read before, and shows a run read before: what
+    is new lies above (a run flipped to the page's top, or one this container started, proves nothing)."""
+    last = page[-1].created if page else None
+    return (
+        last is not None
+        and last < newest
+        and any(run.execution_id in kept and run.execution_id not in unlisted for run in page)
+    )
+
+
 def read_top(
     list_page: ListPage,
     kept: Mapping[str, Execution],
     newest: datetime,
     *,
+    unlisted: Container[str] = frozenset(),
     limit: int,
     budget: int,
     splits: Mapping[str, str] | None = None,
@@ -375,8 +389,7 @@ def read_top(
     page = 0
     while listing is not None and listing.executions is not None:
         seen.add(listing.executions)
-        below = any(e.execution_id in kept and e.created is not None and e.created < newest for e in listing.executions)
-        if below or listing.short:
+        if listing.short or _below(listing.executions, kept, newest, unlisted):
             break
         page += 1
         listing = pager.read(page)

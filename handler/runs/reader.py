@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -23,11 +23,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
+# A read that ended this recently serves a question asked after it began (a burst's lookups share reads):
+# what another container started in that second can be missed, as it could between a read and a create.
+# Past half of it, a question's thread refreshes the kept runs ahead, while the others go on.
+REUSE_S = 1.0
 # A read of a window may take this many pages: 10,000 runs, what a maxRunning count must finish.
 WINDOW_MOST_RUNS = 10_000
 WINDOW_PAGES = WINDOW_MOST_RUNS // PAGE_SIZE + 2
-# A refresh of a kept listing reads at most this many pages of new runs before it reads the window whole.
-REFRESH_PAGES = 12
+# A refresh of a kept listing reads its new runs in at most as many pages as a whole read would take.
+REFRESH_PAGES = WINDOW_PAGES
 # Runs whose own page a lookup may read when the list echoes too little (each run once per container).
 OWN_PAGES_MOST = 20
 # Runs whose status a count may read afresh from their own page rather than read the window again.
@@ -41,14 +45,13 @@ READING_SAMPLES = 64
 class Source(Record):
     """Where a question's reads go: the list and get calls of one job, with their deadline."""
 
-    __slots__ = ("job_id", "list_page", "get_one", "turn", "splits", "get_job")
+    __slots__ = ("job_id", "list_page", "get_one", "splits", "get_job")
 
     def __init__(
         self,
         job_id: str,
         list_page: ListPage,
         get_one: Callable[[str], Mapping[str, Any]],
-        turn: Callable[[], AbstractContextManager[None]],
         *,
         splits: Mapping[str, str],
         get_job: Callable[[], Mapping[str, Any]] | None = None,
@@ -56,8 +59,6 @@ class Source(Record):
         self.job_id: Final = job_id
         self.list_page: Final = list_page
         self.get_one: Final = get_one
-        # Entered around every request: no create of this container's overlaps a read (see JobGate).
-        self.turn: Final = turn
         # The coalesce parameters of the job's routes (name -> separator): their file lists are indexed.
         self.splits: Final = splits
         self.get_job: Final = get_job  # the job itself (its maxConcurrentRuns), where the source can read it
@@ -69,7 +70,6 @@ def source(
     *,
     deadline: float | None = None,
     headers: Mapping[str, str] | None = None,
-    turn: Callable[[], AbstractContextManager[None]] = nullcontext,
     splits: Mapping[str, str] | None = None,
 ) -> Source:
     """The reads of one job through `submitter` (list and get), within `deadline`."""
@@ -83,7 +83,7 @@ def source(
     def get_job() -> dict[str, Any]:
         return submitter.get_job(job_id, deadline=deadline)
 
-    return Source(job_id, list_page, get_one, turn, splits=splits or {}, get_job=get_job)
+    return Source(job_id, list_page, get_one, splits=splits or {}, get_job=get_job)
 
 
 class Seen(Record):
@@ -110,13 +110,17 @@ class Runs:
     that needs something newer (a burst's lookups share one listing), and extended back only when a
     question reaches further. Questions run one at a time per job, reads inside the job's lookup turn."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self.monotonic = monotonic
         self.readings = Readings()
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._views: dict[str, JobView] = {}
         self._splits: dict[str, Mapping[str, str]] = {}
         self._asked: OrderedDict[str, None] = OrderedDict()  # runs whose own page was read, newest last
+        self._started: dict[str, int] = {}  # job -> how many reads of it this container started
+        self._created: dict[str, list[dict[str, Any] | None]] = {}  # job -> runs started since its last question
+        self._refreshing: set[str] = set()  # jobs whose kept runs a thread is refreshing ahead
 
     @contextmanager
     def _job(self, job_id: str) -> Iterator[None]:
@@ -125,31 +129,33 @@ class Runs:
         with lock:
             yield
 
-    def find(self, source: Source, identity: Identity, fresh_for: object, reach: datetime) -> Lookup:
+    def find(self, source: Source, identity: Identity, asked: int | None, reach: datetime) -> Lookup:
         """This event's run among the job's runs since `identity.since`; runs that echo nothing have their
-        own page read (once each) before the answer is "cannot tell"."""
+        own page read (once each) before the answer is "cannot tell". `asked` is `asked(job)` when the
+        question was asked: a read that started after it serves it (questions asked meanwhile share one
+        read); None reads afresh."""
         with self._job(source.job_id):
-            seen = self._seen(source, min(reach, identity.since), fresh_for)
+            seen = self._seen(source, min(reach, identity.since), asked)
             lookup = seen.view.find(identity, seen.short_of(identity.since))
             if isinstance(lookup, Unknown) and lookup.unidentified and self._own_pages(source, seen, identity):
                 lookup = seen.view.find(identity, seen.short_of(identity.since))
         return lookup
 
     def cover(
-        self, source: Source, covering: Covering, members: Sequence[Member], fresh_for: object, reach: datetime
+        self, source: Source, covering: Covering, members: Sequence[Member], asked: int | None, reach: datetime
     ) -> Coverage:
         """Which members a run covers, each judged over its own window: one that cannot be read is unknown alone."""
         with self._job(source.job_id):
-            seen = self._seen(source, min(reach, *(member.since for member in members)), fresh_for)
+            seen = self._seen(source, min(reach, *(member.since for member in members)), asked)
             short = {m.file_key: why for m in members if (why := seen.short_of(m.since)) is not None}
             return seen.view.cover(covering, members, short)
 
-    def going(self, source: Source, since: datetime, fresh_for: object) -> tuple[int, str | None]:
+    def going(self, source: Source, since: datetime, asked: int | None) -> tuple[int, str | None]:
         """How many runs created since `since` are READY or RUNNING, and the rule followed where not all
         could be read: runs seen finished stay finished, runs seen going and not re-read have their own
         page read; past WINDOW_MOST_RUNS the newest are counted and the older taken as finished."""
         with self._job(source.job_id):
-            seen = self._seen(source, since, fresh_for)
+            seen = self._seen(source, since, asked)
             stale = [run for run in seen.view.going(since) if (run.execution_id or "") not in seen.view.fresh]
             for run in stale[:STALE_MOST]:
                 self._read_own(source, seen.view, run)
@@ -172,56 +178,113 @@ class Runs:
         limit = job.get("maxConcurrentRuns")
         return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
 
-    def between(self, source: Source, since: datetime, fresh_for: object) -> tuple[list[Execution], str | None]:
+    def between(self, source: Source, since: datetime) -> tuple[list[Execution], str | None]:
         """Every run created since `since`, newest first, and why some may be missing (None: none is)."""
         with self._job(source.job_id):
-            seen = self._seen(source, since, fresh_for)
+            seen = self._seen(source, since, None)
             return seen.view.between(since), seen.short_of(since)
 
     def created(self, job_id: str, answer: Mapping[str, Any], body_lost: bool, sent: Mapping[str, str]) -> None:
-        """A run this container just started: kept in the job's view at once, so that a listing read
-        before it still counts it; where its answer was lost, the view is read afresh next time."""
-        with self._job(job_id):
-            view = self._views.get(job_id)
-            if view is None:
-                return
-            if body_lost or not isinstance(answer.get("jobExecutionId"), str):
-                view.read_for = None
-                return
-            # What was sent, not what the answer echoes (the create may echo nothing: see Readings).
-            started = parse({**answer, "parsedParameters": dict(sent)}, self._splits.get(job_id))
-            if view.add([started]) and view.total is not None:
+        """A run this container just started: it joins the job's view before the next question (a create
+        never waits for a read to end), so that a listing read before it still counts it; where its answer
+        was lost, the view is read afresh next time. What was sent is kept, not what the answer echoes
+        (the create may echo nothing: see Readings)."""
+        known = isinstance(answer.get("jobExecutionId"), str) and not body_lost
+        with self._lock:
+            self._created.setdefault(job_id, []).append({**answer, "parsedParameters": dict(sent)} if known else None)
+
+    def _join_created(self, job_id: str) -> None:
+        """Inside the job's lock: the runs this container started since the last question."""
+        with self._lock:
+            started = self._created.pop(job_id, [])
+        view = self._views.get(job_id)
+        if view is None:
+            return
+        for answer in started:
+            if answer is None:
+                view.read_no, view.read_at = 0, float("-inf")  # an answer was lost: read afresh
+                continue
+            if view.add([parse(answer, self._splits.get(job_id))], listed=False) and view.total is not None:
                 view.total += 1  # it joined the listing's total too: no late run to suspect
             view.fresh.add(answer["jobExecutionId"])
 
-    def _seen(self, source: Source, since: datetime, fresh_for: object) -> Seen:
+    def asked(self, job_id: str) -> int:
+        """A question's moment: how many reads of the job this container had started when it was asked."""
+        with self._lock:
+            return self._started.get(job_id, 0)
+
+    def _seen(self, source: Source, since: datetime, asked: int | None) -> Seen:
+        self._join_created(source.job_id)
         view = self._views.get(source.job_id)
         if view is not None and self._splits.get(source.job_id) != source.splits:
             view = None  # read for other coalescing routes: their file lists were not indexed
-        if view is not None and fresh_for is not None and view.read_for is fresh_for and view.reached <= since:
+        # A read that started after the question was asked saw every run created before it was asked; one
+        # that ended a moment ago (REUSE_S) misses at most what another container started in that moment.
+        fresh = view is not None and (view.read_no > (asked or 0) or self.monotonic() - view.read_at <= REUSE_S)
+        if view is not None and asked is not None and view.reached <= since and fresh:
             return Seen(view, None, view.reached)
-        with source.turn():
-            return self._read(source, view, since, fresh_for)
+        with self._lock:
+            self._started[source.job_id] = read_no = self._started.get(source.job_id, 0) + 1
+        return self._read(source, view, since, read_no)
 
-    def _read(self, source: Source, view: JobView | None, since: datetime, fresh_for: object) -> Seen:
-        newest = view.newest if view is not None else None
+    def _read(self, source: Source, view: JobView | None, since: datetime, read_no: int) -> Seen:
+        newest = view.listed_newest if view is not None else None
         if view is not None and view.newest_first and view.reached <= since and newest is not None:
             top = read_top(
-                source.list_page, view.runs, newest, limit=PAGE_SIZE, budget=REFRESH_PAGES, splits=source.splits
+                source.list_page,
+                view.runs,
+                newest,
+                unlisted=view.unlisted,
+                limit=PAGE_SIZE,
+                budget=REFRESH_PAGES,
+                splits=source.splits,
             )
             if top is not None and not _late(view, top):
-                view.add(top.executions)
-                view.total, view.read_for, view.fresh = top.total, fresh_for, _ids(top.executions)
-                self.readings.listed(source.job_id, top.executions)
+                self._refreshed(source.job_id, view, top, read_no)
                 return Seen(view, None, view.reached)
         read = read_window(source.list_page, since, limit=PAGE_SIZE, budget=WINDOW_PAGES, splits=source.splits)
-        fresh = JobView(since, read.newest_first, read.total, fresh_for)
+        fresh = JobView(since, read.newest_first, read.total, read_no)
+        fresh.read_at = self.monotonic()
         fresh.add(read.executions)
         fresh.fresh = _ids(read.executions)
         self.readings.listed(source.job_id, read.executions)
         if read.reason is None and not fresh.oversized:
             self._views[source.job_id], self._splits[source.job_id] = fresh, source.splits
         return Seen(fresh, read.reason, _complete_back(read, since))
+
+    def _refreshed(self, job_id: str, view: JobView, top: Read, read_no: int) -> None:
+        view.add(top.executions)
+        view.total, view.read_no, view.fresh = top.total, read_no, _ids(top.executions)
+        view.read_at = self.monotonic()
+        self.readings.listed(job_id, top.executions)
+
+    def ahead(self, source: Source) -> None:
+        """Refreshes the job's kept runs before they grow too old to serve (REUSE_S), outside the job's lock:
+        questions asked meanwhile are answered from what is kept. One refresh at a time per job; one that
+        cannot settle leaves the next question to read the window whole."""
+        job_id = source.job_id
+        with self._lock:
+            view, newest = self._views.get(job_id), None
+            if view is not None and view.newest_first and self._splits.get(job_id) == source.splits:
+                newest = view.listed_newest if self.monotonic() - view.read_at >= REUSE_S / 2 else None
+            if view is None or newest is None or job_id in self._refreshing:
+                return
+            self._refreshing.add(job_id)
+            self._started[job_id] = read_no = self._started.get(job_id, 0) + 1
+        try:
+            top = read_top(
+                source.list_page, view.runs, newest, limit=PAGE_SIZE, budget=REFRESH_PAGES, splits=source.splits
+            )
+            with self._job(job_id):
+                if self._views.get(job_id) is view and (top is None or _late(view, top)):
+                    view.read_at = float("-inf")  # the next question reads the window whole
+                elif self._views.get(job_id) is view and top is not None:
+                    self._refreshed(job_id, view, top, read_no)
+        except RequestError:
+            pass  # the next question that needs a read meets it
+        finally:
+            with self._lock:
+                self._refreshing.discard(job_id)
 
     def _own_pages(self, source: Source, seen: Seen, identity: Identity) -> bool:
         """Reads the own page of each run of the window that echoes nothing (at most OWN_PAGES_MOST, each
@@ -243,8 +306,7 @@ class Runs:
         while len(self._asked) > ASKED_MOST:
             self._asked.popitem(last=False)
         try:
-            with source.turn():
-                item = source.get_one(run.execution_id)
+            item = source.get_one(run.execution_id)
         except RequestError as exc:
             if exc.status != 404:
                 raise

@@ -119,13 +119,18 @@ class JobView:
     every echoed (name, value), its echoed names and values together, the files it covers. A lookup
     costs the runs that could be its own, not the job's history."""
 
-    def __init__(self, reached: datetime, newest_first: bool | None, total: int | None, read_for: object) -> None:
+    def __init__(self, reached: datetime, newest_first: bool | None, total: int | None, read_no: int) -> None:
         self.reached = reached
         self.newest_first = newest_first
         self.total = total
-        # The invocation (or other question-asker) whose read this is: it may ask again without a read.
-        self.read_for = read_for
+        # Which of the container's reads of the job this is: questions asked before it started may use it.
+        self.read_no = read_no
+        self.read_at = float("-inf")  # monotonic: when the read ended
         self.fresh: set[str] = set()  # runs whose status the last read (or this container) showed
+        # The newest run a read showed, and the runs this container started that no read showed yet: a
+        # refresh reads down to the first, never stops at the second (runs of others may sort between).
+        self.listed_newest: datetime | None = None
+        self.unlisted: set[str] = set()
         self.runs: dict[str, Execution] = {}
         self.files = 0
         self._dates: list[float] = []  # creation times, sorted: how many runs a window holds
@@ -137,13 +142,15 @@ class JobView:
         self._lists: dict[str, list[str]] = {}  # coalesce parameter -> the runs that echo a file list in it
         self._anonymous = 0
 
-    def add(self, executions: Iterable[Execution]) -> list[Execution]:
-        """Takes what a read saw: new runs indexed, known ones' statuses (and a filled echo) updated; the new."""
+    def add(self, executions: Iterable[Execution], *, listed: bool = True) -> list[Execution]:
+        """Takes what a read saw (`listed`), or a run this container started: new runs indexed, known ones'
+        statuses (and a filled echo) updated; the new."""
         new = []
         for execution in executions:
             key = execution.execution_id or f"#{self._anonymous}"
             self._anonymous += execution.execution_id is None
             before = self.runs.get(key)
+            self._listed(key, execution, listed, before is None)
             self.runs[key] = (
                 execution if before is None or execution.parameters is not None else _status(before, execution)
             )
@@ -154,6 +161,16 @@ class JobView:
             if before is None or (before.parameters is None and execution.parameters is not None):
                 self._index(key, execution)
         return new
+
+    def _listed(self, key: str, execution: Execution, listed: bool, new: bool) -> None:
+        """Where the listing stood when last read: its newest run, and the runs it has not shown yet."""
+        if not listed:
+            if new:
+                self.unlisted.add(key)
+            return
+        self.unlisted.discard(key)
+        if execution.created is not None and (self.listed_newest is None or execution.created > self.listed_newest):
+            self.listed_newest = execution.created
 
     def _date(self, execution: Execution) -> None:
         if execution.created is None:
@@ -177,11 +194,6 @@ class JobView:
     @property
     def oversized(self) -> bool:
         return len(self.runs) > KEPT_MOST_RUNS or self.files > KEPT_MOST_FILES
-
-    @property
-    def newest(self) -> datetime | None:
-        dates = self._dates
-        return None if not dates else datetime.fromtimestamp(dates[-1], self.reached.tzinfo)
 
     def in_window(self, since: datetime) -> int:
         return len(self._dates) - bisect_left(self._dates, since.timestamp()) + self._undated

@@ -23,14 +23,14 @@ def find(list_page: ListPage, identity: Identity, *, limit: int, max_pages: int)
 
 
 def viewed(read: Read) -> JobView:
-    view = JobView(SINCE, read.newest_first, read.total, 0.0)
+    view = JobView(SINCE, read.newest_first, read.total, 0)
     view.add(read.executions)
     return view
 
 
 def verdict(listed: dict[str, Any], identity: Identity) -> str:
     """One run alone: ours (found), unknown (cannot tell) or other (absent)."""
-    view = JobView(SINCE, True, None, 0.0)
+    view = JobView(SINCE, True, None, 0)
     view.add([parse(listed)])
     found = view.find(identity, None)
     return "ours" if isinstance(found, Found) else "unknown" if isinstance(found, Unknown) else "other"
