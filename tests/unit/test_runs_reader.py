@@ -99,7 +99,8 @@ def test_a_count_reads_back_over_the_jobs_timeout_however_busy_the_job_was() -> 
 def test_one_listing_serves_every_lookup_of_an_invocation() -> None:
     # Finding 9: the lookups of one invocation share its read; a later invocation reads only the top page.
     listing = Listing(others(3000, 10))
-    runs, since = Runs(lambda: 0.0), NOW - timedelta(hours=24)
+    clock = [0.0]
+    runs, since = Runs(lambda: clock[0]), NOW - timedelta(hours=24)
     invocation = runs.asked("J")
     for index in range(50):
         identity = Identity({"$dedup": f"other-{index}"}, None, "$dedup", since)
@@ -107,6 +108,7 @@ def test_one_listing_serves_every_lookup_of_an_invocation() -> None:
     first = listing.requests
     assert first == 30
     listing.runs[:0] = [run("NEW", 1, {"$dedup": "new"})]
+    clock[0] += 2.0  # a later invocation: the read is older than a second
     assert isinstance(runs.find(listing.source(), ours(since), runs.asked("J"), since), Absent)
     assert listing.requests == first + 1
 
