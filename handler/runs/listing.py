@@ -18,7 +18,7 @@ class Read(Record):
     """What a read of the listing saw: its runs (each once, in listing order), why they may not be the
     whole window (None: they are), whether it was newest first, and the total the service said last."""
 
-    __slots__ = ("executions", "reason", "newest_first", "total", "requests")
+    __slots__ = ("executions", "reason", "newest_first", "total", "requests", "contiguous")
 
     def __init__(
         self,
@@ -28,12 +28,15 @@ class Read(Record):
         newest_first: bool | None = None,
         total: int | None = None,
         requests: int = 0,
+        contiguous: bool = False,
     ) -> None:
         self.executions: Final = executions
         self.reason: Final = reason
         self.newest_first: Final = newest_first
         self.total: Final = total
         self.requests: Final = requests
+        # Short of the window only for want of pages: what was read is every run back to its oldest.
+        self.contiguous: Final = contiguous
 
 
 class _Listing(Record):
@@ -228,7 +231,14 @@ def read_window(
 
 
 def _with(read: Read, reason: str | None, requests: int) -> Read:
-    return Read(read.executions, reason, newest_first=read.newest_first, total=read.total, requests=requests)
+    return Read(
+        read.executions,
+        reason,
+        newest_first=read.newest_first,
+        total=read.total,
+        requests=requests,
+        contiguous=read.contiguous and reason == read.reason,
+    )
 
 
 def _window(pager: Pager, since: datetime) -> Read:
@@ -299,7 +309,8 @@ def _backwards(pager: Pager, last: int, listing: _Listing, since: datetime) -> R
         page -= 1
         read = pager.read(page)  # page 0 again too: what a prune shifted onto it since is read
         if read is None:
-            return Read(seen.executions, pager.spent(), newest_first=False, requests=pager.requests)
+            held = not pager.shrank  # backwards from the newest page: every run back to the oldest read
+            return Read(seen.executions, pager.spent(), newest_first=False, requests=pager.requests, contiguous=held)
         if not read.executions:
             reason = f"page {page} of the executions was empty before the window was reached"
             return Read(seen.executions, reason, newest_first=False, requests=pager.requests)
@@ -326,7 +337,8 @@ def _forwards(
         read = pager.read(page)
         if read is None or read.executions is None:
             reason = pager.spent() if read is None else "the list of executions came without a list"
-            return Read(seen.executions, reason, newest_first=order, requests=pager.requests)
+            held = read is None and order is True and not pager.shrank
+            return Read(seen.executions, reason, newest_first=order, requests=pager.requests, contiguous=held)
         if not read.executions:
             if first.total is not None and len(seen.executions) >= first.total:
                 break

@@ -117,7 +117,9 @@ class Runs:
         self._locks: dict[str, threading.Lock] = {}
         self._views: dict[str, JobView] = {}
         self._splits: dict[str, Mapping[str, str]] = {}
-        self._asked: OrderedDict[str, None] = OrderedDict()  # runs whose own page was read, newest last
+        # Runs whose own page was read, newest last, with what it told where it echoed parameters: a view
+        # read anew takes the answers in again instead of asking twice.
+        self._asked: OrderedDict[str, Execution | None] = OrderedDict()
         self._started: dict[str, int] = {}  # job -> how many reads of it this container started
         self._created: dict[str, list[dict[str, Any] | None]] = {}  # job -> runs started since its last question
         self._refreshing: set[str] = set()  # jobs whose kept runs a thread is refreshing ahead
@@ -239,6 +241,8 @@ class Runs:
                 budget=REFRESH_PAGES,
                 splits=source.splits,
             )
+            if top is not None and view.read_no > read_no:
+                return Seen(view, None, view.reached)  # a later read ended first: it knows more
             if top is not None and not _late(view, top):
                 self._refreshed(source.job_id, view, top, read_no)
                 return Seen(view, None, view.reached)
@@ -246,6 +250,7 @@ class Runs:
         fresh = JobView(since, read.newest_first, read.total, read_no)
         fresh.read_at = self.monotonic()
         fresh.add(read.executions)
+        fresh.add([told for key in fresh.opaque_since(since, None) if (told := self._asked.get(key)) is not None])
         fresh.fresh = _ids(read.executions)
         self.readings.listed(source.job_id, read.executions)
         if read.reason is None and not fresh.oversized:
@@ -257,6 +262,8 @@ class Runs:
         view.total, view.read_no, view.fresh = top.total, read_no, _ids(top.executions)
         view.read_at = self.monotonic()
         self.readings.listed(job_id, top.executions)
+        if view.oversized:  # grown past its bound: the next question reads its window anew, and keeps that
+            self._views.pop(job_id, None)
 
     def ahead(self, source: Source) -> None:
         """Refreshes the job's kept runs before they grow too old to serve (REUSE_S), outside the job's lock:
@@ -276,9 +283,11 @@ class Runs:
                 source.list_page, view.runs, newest, limit=PAGE_SIZE, budget=REFRESH_PAGES, splits=source.splits
             )
             with self._job(job_id):
-                if self._views.get(job_id) is view and (top is None or _late(view, top)):
+                # A read that started later and ended first already knows more: this one says nothing new.
+                current = self._views.get(job_id) is view and view.read_no < read_no
+                if current and (top is None or _late(view, top)):
                     view.read_at = float("-inf")  # the next question reads the window whole
-                elif self._views.get(job_id) is view and top is not None:
+                elif current and top is not None:
                     self._refreshed(job_id, view, top, read_no)
         except RequestError:
             pass  # the next question that needs a read meets it
@@ -314,6 +323,7 @@ class Runs:
         page = parse(item, source.splits)
         view.add([page])
         view.fresh.add(run.execution_id)
+        self._asked[run.execution_id] = page if page.parameters is not None else None
         return run.parameters is None and page.parameters is not None
 
 
@@ -326,11 +336,12 @@ def _late(view: JobView, top: Read) -> bool:
 
 
 def _complete_back(read: Read, since: datetime) -> datetime | None:
-    """Back to when a read proved every run: its window, or where a newest-first read stopped short."""
+    """Back to when a read proved every run: its window, or where a read of the newest pages ran out of
+    pages (its pages held together); nothing where pages shifted, the order changed or a list was missing."""
     if read.reason is None:
         return since
     dates = [run.created for run in read.executions if run.created is not None]
-    if read.newest_first is None or not dates:
+    if not read.contiguous or not dates:
         return None
     return min(dates) + timedelta(seconds=1)
 
