@@ -17,7 +17,7 @@ from handler.planning import CoalescedPlan, Member, PlannedExecution
 from handler.records import Record
 from handler.results import logged
 from handler.routes import Route
-from handler.runs.reader import Runs, Source, source
+from handler.runs.reader import Asked, Runs, Source, source
 from handler.runs.view import Absent, Coverage, Found, Identity, Lookup, Unknown
 from handler.runs.view import Member as RunMember
 from handler.settings import Settings
@@ -385,7 +385,7 @@ class ExactlyOnce:
         ]
         source = self._source(job_id, call)
         reach = min(member.since for member in members)
-        return self.runs.cover(source, coalescing.covering(plan), members, self.runs.asked(job_id), reach)
+        return self.runs.cover(source, coalescing.covering(plan), members, self.runs.asked(job_id, call), reach)
 
     def _submit(self, step: PlannedExecution, call: Call, unverified: bool) -> Outcome:
         for resend in range(MAX_RESENDS + 1):
@@ -518,7 +518,7 @@ class ExactlyOnce:
         job_id, source = step.job.job_id, self._source(step.job.job_id, call)
         # Lookups asked together share one read (a burst's events cost one listing between them); a settle
         # must see what the create just did.
-        asked = self.runs.asked(job_id) if purpose != "settle" else None
+        asked = self.runs.asked(job_id, call) if purpose != "settle" else None
         lookup = Absent(0) if purpose == "count" else self._found(step, call, purpose, asked)
         running, admitted, rule = 0, True, None
         if purpose in ("check", "count") and step.max_running is not None:
@@ -528,11 +528,11 @@ class ExactlyOnce:
             admitted, running = self.guard.admit(job_id, running, step.max_running)
             self._trail.slot = job_id if admitted else None
         if asked is not None:
-            self.runs.ahead(source)
+            self.runs.ahead(source, call)
         self._trail.lookups.append(describe(lookup))
         return Looked(lookup, running, admitted, rule)
 
-    def _found(self, step: PlannedExecution, call: Call, purpose: str, asked: int | None) -> Lookup:
+    def _found(self, step: PlannedExecution, call: Call, purpose: str, asked: Asked | None) -> Lookup:
         """This event's run, claimed unless only peeked at. A run found that cannot be placed yet may be a
         sibling's whose create is still in flight: once those creates ended, the runs are judged again."""
         job_id, since = step.job.job_id, lookup_since(step, call)

@@ -86,6 +86,17 @@ def source(
     return Source(job_id, list_page, get_one, splits=splits or {}, get_job=get_job)
 
 
+class Asked(Record):
+    """When a question was asked (how many reads of its job had started) and by whom (an invocation):
+    reads started after it serve it, and so does a read its asker made a moment ago (REUSE_S)."""
+
+    __slots__ = ("number", "caller")
+
+    def __init__(self, number: int, caller: object) -> None:
+        self.number: Final = number
+        self.caller: Final = caller
+
+
 class Seen(Record):
     """A view of the job's runs for one question, and why its window may be incomplete (None: it is not)."""
 
@@ -131,7 +142,7 @@ class Runs:
         with lock:
             yield
 
-    def find(self, source: Source, identity: Identity, asked: int | None, reach: datetime) -> Lookup:
+    def find(self, source: Source, identity: Identity, asked: Asked | None, reach: datetime) -> Lookup:
         """This event's run among the job's runs since `identity.since`; runs that echo nothing have their
         own page read (once each) before the answer is "cannot tell". `asked` is `asked(job)` when the
         question was asked: a read that started after it serves it (questions asked meanwhile share one
@@ -144,7 +155,7 @@ class Runs:
         return lookup
 
     def cover(
-        self, source: Source, covering: Covering, members: Sequence[Member], asked: int | None, reach: datetime
+        self, source: Source, covering: Covering, members: Sequence[Member], asked: Asked | None, reach: datetime
     ) -> Coverage:
         """Which members a run covers, each judged over its own window: one that cannot be read is unknown alone."""
         with self._job(source.job_id):
@@ -152,7 +163,7 @@ class Runs:
             short = {m.file_key: why for m in members if (why := seen.short_of(m.since)) is not None}
             return seen.view.cover(covering, members, short)
 
-    def going(self, source: Source, since: datetime, asked: int | None) -> tuple[int, str | None]:
+    def going(self, source: Source, since: datetime, asked: Asked | None) -> tuple[int, str | None]:
         """How many runs created since `since` are READY or RUNNING, and the rule followed where not all
         could be read: runs seen finished stay finished, runs seen going and not re-read have their own
         page read; past WINDOW_MOST_RUNS the newest are counted and the older taken as finished."""
@@ -210,24 +221,33 @@ class Runs:
                 view.total += 1  # it joined the listing's total too: no late run to suspect
             view.fresh.add(answer["jobExecutionId"])
 
-    def asked(self, job_id: str) -> int:
+    def asked(self, job_id: str, caller: object = None) -> Asked:
         """A question's moment: how many reads of the job this container had started when it was asked."""
         with self._lock:
-            return self._started.get(job_id, 0)
+            return Asked(self._started.get(job_id, 0), caller)
 
-    def _seen(self, source: Source, since: datetime, asked: int | None) -> Seen:
+    def _seen(self, source: Source, since: datetime, asked: Asked | None) -> Seen:
         self._join_created(source.job_id)
         view = self._views.get(source.job_id)
         if view is not None and self._splits.get(source.job_id) != source.splits:
             view = None  # read for other coalescing routes: their file lists were not indexed
         # A read that started after the question was asked saw every run created before it was asked; one
         # that ended a moment ago (REUSE_S) misses at most what another container started in that moment.
-        fresh = view is not None and (view.read_no > (asked or 0) or self.monotonic() - view.read_at <= REUSE_S)
-        if view is not None and asked is not None and view.reached <= since and fresh:
+        if view is not None and asked is not None and view.reached <= since and self._serves(view, asked):
             return Seen(view, None, view.reached)
         with self._lock:
             self._started[source.job_id] = read_no = self._started.get(source.job_id, 0) + 1
-        return self._read(source, view, since, read_no)
+        seen = self._read(source, view, since, read_no)
+        seen.view.read_for = None if asked is None else asked.caller
+        return seen
+
+    def _serves(self, view: JobView, asked: Asked) -> bool:
+        """A read started after the question was asked saw every run created before it; one its asker made a
+        moment ago misses at most what another container started in that moment."""
+        if view.read_no > asked.number:
+            return True
+        recent = self.monotonic() - view.read_at <= REUSE_S
+        return recent and asked.caller is not None and view.read_for is asked.caller
 
     def _read(self, source: Source, view: JobView | None, since: datetime, read_no: int) -> Seen:
         newest = view.listed_newest if view is not None else None
@@ -265,7 +285,7 @@ class Runs:
         if view.oversized:  # grown past its bound: the next question reads its window anew, and keeps that
             self._views.pop(job_id, None)
 
-    def ahead(self, source: Source) -> None:
+    def ahead(self, source: Source, caller: object) -> None:
         """Refreshes the job's kept runs before they grow too old to serve (REUSE_S), outside the job's lock:
         questions asked meanwhile are answered from what is kept. One refresh at a time per job; one that
         cannot settle leaves the next question to read the window whole."""
@@ -289,6 +309,7 @@ class Runs:
                     view.read_at = float("-inf")  # the next question reads the window whole
                 elif current and top is not None:
                     self._refreshed(job_id, view, top, read_no)
+                    view.read_for = caller
         except RequestError:
             pass  # the next question that needs a read meets it
         finally:

@@ -126,6 +126,7 @@ class JobView:
         # Which of the container's reads of the job this is: questions asked before it started may use it.
         self.read_no = read_no
         self.read_at = float("-inf")  # monotonic: when the read ended
+        self.read_for: object = None  # who asked for it (an invocation): it may reuse it for a moment
         self.fresh: set[str] = set()  # runs whose status the last read (or this container) showed
         # The newest run a read showed, and the runs this container started that no read showed yet: a
         # refresh reads down to the first, never stops at the second (runs of others may sort between).
