@@ -150,7 +150,8 @@ class Runs:
         with self._job(source.job_id):
             seen = self._seen(source, min(reach, identity.since), asked)
             lookup = seen.view.find(identity, seen.short_of(identity.since))
-            if isinstance(lookup, Unknown) and lookup.unidentified and self._own_pages(source, seen, identity):
+            unsure = isinstance(lookup, Unknown) and lookup.unidentified > 0
+            if unsure and self._own_pages(source, seen, identity.since, identity.job_condition):
                 lookup = seen.view.find(identity, seen.short_of(identity.since))
         return lookup
 
@@ -159,9 +160,13 @@ class Runs:
     ) -> Coverage:
         """Which members a run covers, each judged over its own window: one that cannot be read is unknown alone."""
         with self._job(source.job_id):
-            seen = self._seen(source, min(reach, *(member.since for member in members)), asked)
+            oldest = min(member.since for member in members)
+            seen = self._seen(source, min(reach, oldest), asked)
             short = {m.file_key: why for m in members if (why := seen.short_of(m.since)) is not None}
-            return seen.view.cover(covering, members, short)
+            cover = seen.view.cover(covering, members, short)
+            if cover.unknown - short.keys() and self._own_pages(source, seen, oldest, covering.condition):
+                cover = seen.view.cover(covering, members, short)
+            return cover
 
     def going(self, source: Source, since: datetime, asked: Asked | None) -> tuple[int, str | None]:
         """How many runs created since `since` are READY or RUNNING, and the rule followed where not all
@@ -316,10 +321,10 @@ class Runs:
             with self._lock:
                 self._refreshing.discard(job_id)
 
-    def _own_pages(self, source: Source, seen: Seen, identity: Identity) -> bool:
-        """Reads the own page of each run of the window that echoes nothing (at most OWN_PAGES_MOST, each
+    def _own_pages(self, source: Source, seen: Seen, since: datetime, condition: Mapping[str, Any] | None) -> bool:
+        """Reads the own page of each run since `since` that echoes nothing (at most OWN_PAGES_MOST, each
         once per container): the reference documents parameters there. True when one told more."""
-        opaque = seen.view.opaque_since(identity.since, identity.job_condition)
+        opaque = seen.view.opaque_since(since, condition)
         unasked = [key for key in opaque if key not in self._asked]
         if not unasked or len(unasked) > OWN_PAGES_MOST:
             return False

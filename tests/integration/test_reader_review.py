@@ -122,3 +122,22 @@ def test_a_deferred_batch_costs_one_listing_not_a_page_per_run_per_event(clock: 
         assert len(out["failed"]) == 40 and {f["code"] for f in out["failed"]} == {"deferred"}
         own = [r for r in api.received if r.method == "GET" and "/executions/" in r.path]
         assert own == []
+
+
+def test_a_redelivered_coalesced_batch_is_covered_by_its_run_where_only_its_page_echoes(clock: FakeClock) -> None:
+    route = {
+        "name": "files",
+        "match": {"source": "object", "prefix": "in/"},
+        "jobId": JOB,
+        "parameters": {"$bucket": "{bucket}"},
+        "coalesce": {"parameter": "$files"},
+    }
+    for unverifiable in ("submit", "fail"):
+        with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, list_echo="none") as api:
+            config = connected(api.url, DATAFLOW_ROUTES=json.dumps([route]), DATAFLOW_DEDUP_UNVERIFIABLE=unverifiable)
+            batch = sqs_batch([upload(f"in/{index}.csv", at=clock.wall() - 30) for index in range(5)])
+            assert len(result_of(container(clock), config, batch)["submitted"]) == 1
+            clock.advance(20)
+            again = result_of(container(clock), config, batch)  # the batch redelivered to another container
+            assert len(api.all_executions()) == 1, again
+            assert again["failed"] == [] and len(again["skipped"]) == 5
