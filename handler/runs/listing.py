@@ -160,6 +160,7 @@ class Pager:
         self.requests = 0
         self.size = limit
         self.totals: list[int] = []
+        self.shifted = False  # page 0 read again showed a run gone from above the pages read
 
     def first(self) -> _Listing:
         self.requests += 1
@@ -184,7 +185,7 @@ class Pager:
     @property
     def shrank(self) -> bool:
         """Some run left the listing between two of its pages: a later page may have shifted past one."""
-        return any(later < earlier for earlier, later in pairwise(self.totals))
+        return self.shifted or any(later < earlier for earlier, later in pairwise(self.totals))
 
     def spent(self) -> str:
         return f"{self.requests} pages of {self.size} executions do not cover the window"
@@ -196,14 +197,14 @@ class _Seen:
     def __init__(self) -> None:
         self.executions: list[Execution] = []
         self.pages: list[list[Execution]] = []
-        self._ids: set[str] = set()
+        self.ids: set[str | None] = set()
 
     def add(self, page: Sequence[Execution]) -> None:
         self.pages.append(list(page))
         for execution in page:
-            if execution.execution_id is None or execution.execution_id not in self._ids:
+            if execution.execution_id is None or execution.execution_id not in self.ids:
                 if execution.execution_id is not None:
-                    self._ids.add(execution.execution_id)
+                    self.ids.add(execution.execution_id)
                 self.executions.append(execution)
 
 
@@ -353,7 +354,23 @@ def _forwards(
         last = read
     if order is not True and page > 0:
         return _unchanged_start(pager, seen, order)
+    if page > 0 and not pager.totals and not _top_held(pager, seen):
+        reason = "runs left the top of the listing while it was paged"
+        return Read(seen.executions, reason, newest_first=order, requests=pager.requests)
     return Read(seen.executions, newest_first=order, total=first_total(pager), requests=pager.requests)
+
+
+def _top_held(pager: Pager, seen: _Seen) -> bool:
+    """Newest first without a total to tell: page 0 read again shows whether a run above the pages left
+    (every later page then moved up past one). Its runs read before must all be there, below those new
+    on top (creates push runs down, never up)."""
+    pager.requests += 1
+    again = _items(pager.list_page(0, pager.limit), pager.splits, pager.known) or []
+    now = {run.execution_id for run in again}
+    new_on_top = sum(1 for run in again if run.execution_id not in seen.ids)
+    before = [run.execution_id for run in seen.pages[0]][: max(len(again) - new_on_top, 0)]
+    pager.shifted = any(execution_id not in now for execution_id in before)
+    return not pager.shifted
 
 
 def _unchanged_start(pager: Pager, seen: _Seen, order: bool | None) -> Read:
@@ -407,9 +424,20 @@ def read_top(
         listing = pager.read(page)
     else:
         return None
-    if pager.shrank or order_of(seen.pages) is False:
+    if not pager.totals and not listing.short:
+        # No total to tell a late run by: one page more below the kept top shows one that came late there.
+        more = pager.read(page + 1)
+        if more is None or more.executions is None:
+            return None
+        seen.add(more.executions)
+    if pager.shrank or order_of(seen.pages) is False or _late_below(seen.executions, kept, newest):
         return None
     new = [execution for execution in seen.executions if execution.execution_id not in kept]
     if order_of([new]) is False:
         return None  # the new runs are not newest first: read the window whole
     return Read(seen.executions, newest_first=True, total=first_total(pager), requests=pager.requests)
+
+
+def _late_below(executions: Sequence[Execution], kept: Mapping[str, Execution], newest: datetime) -> bool:
+    """A run read below the kept top that was never kept: it came late (or was missed), read it all again."""
+    return any(run.created is not None and run.created < newest and run.execution_id not in kept for run in executions)

@@ -304,8 +304,17 @@ class Runs:
             self._refreshing.add(job_id)
             self._started[job_id] = read_no = self._started.get(job_id, 0) + 1
         try:
+            with self._job(job_id):
+                self._join_created(job_id)  # this container's runs are kept, not taken for late ones
+                unlisted = set(view.unlisted)  # its runs may change while the pages are read; not this
             top = read_top(
-                source.list_page, view.runs, newest, limit=PAGE_SIZE, budget=REFRESH_PAGES, splits=source.splits
+                source.list_page,
+                view.runs,
+                newest,
+                unlisted=unlisted,
+                limit=PAGE_SIZE,
+                budget=REFRESH_PAGES,
+                splits=source.splits,
             )
             with self._job(job_id):
                 # A read that started later and ended first already knows more: this one says nothing new.

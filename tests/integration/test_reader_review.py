@@ -141,3 +141,17 @@ def test_a_redelivered_coalesced_batch_is_covered_by_its_run_where_only_its_page
             again = result_of(container(clock), config, batch)  # the batch redelivered to another container
             assert len(api.all_executions()) == 1, again
             assert again["failed"] == [] and len(again["skipped"]) == 5
+
+
+def test_a_run_leaving_the_top_between_pages_hides_no_other_in_any_count_reading(clock: FakeClock) -> None:
+    # Without a total to tell, page 0 read again shows the run that left: the window is read again.
+    for count_means in ("total", "page", "missing"):
+        with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, vanish_after_page=0, count_means=count_means) as api:
+            event_at = clock.wall_now - 3000
+            for index in range(100):
+                api.plant(JOB, event_at - 100 + index * 0.5, "COMPLETED", {"$input": f"raw-data/old/{index}"})
+            api.plant(JOB, event_at + 1, "COMPLETED", {"$input": "raw-data/incoming/a.csv"}, execution_id="MINE")
+            for index in range(100):
+                api.plant(JOB, event_at + 10 + index * 10, "COMPLETED", {"$input": f"raw-data/new/{index}"})
+            out = result_of(container(clock), settings(api), upload("incoming/a.csv", at=event_at))
+            assert [skip["jobExecutionId"] for skip in out["skipped"]] == ["MINE"], count_means
