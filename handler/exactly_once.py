@@ -415,7 +415,8 @@ class ExactlyOnce:
     def _create(self, step: PlannedExecution, call: Call) -> CreateAnswer:
         """The create call, inside this job's create turn: its run is remembered before any lookup may see it."""
         request, job_id = ExecutionRequest(step.job, step.parameters), step.job.job_id
-        flight = self.flights.start(job_id)
+        # With the check off and no guard, no lookup of this container waits for its creates.
+        flight = self.flights.start(job_id) if call.dedup_check != "off" or step.max_running is not None else None
         answer = None
         try:
             answer = self.wiring.submitter(call.settings).create_execution(
@@ -435,7 +436,8 @@ class ExactlyOnce:
             # and before its slot under maxRunning is released (a count sees it in one place or the other).
             if answer is not None and not answer.dry_run:
                 self.runs.created(job_id, answer.execution, answer.body_lost, step.parameters)
-            self.flights.end(job_id, flight)
+            if flight is not None:
+                self.flights.end(job_id, flight)
             self._release()
         return answer
 

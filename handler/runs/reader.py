@@ -209,6 +209,8 @@ class Runs:
         (the create may echo nothing: see Readings)."""
         known = isinstance(answer.get("jobExecutionId"), str) and not body_lost
         with self._lock:
+            if job_id not in self._views:
+                return  # nothing kept of the job (its check is off, or not read yet): nothing to join
             self._created.setdefault(job_id, []).append({**answer, "parsedParameters": dict(sent)} if known else None)
 
     def _join_created(self, job_id: str) -> None:
