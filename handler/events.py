@@ -283,7 +283,9 @@ def load_json(text: str, where: str) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise EventError(f"{where} is not JSON ({exc.msg} at position {exc.pos})") from exc
+        # Some of json's messages end in "at" ("Unterminated string starting at"): they take the position as is.
+        at = "" if exc.msg.endswith(" at") else " at"
+        raise EventError(f"{where} is not JSON ({exc.msg}{at} position {exc.pos})") from exc
     except RecursionError as exc:  # hostile nesting depth; json raises this, not a ValueError
         raise EventError(f"{where} is nested too deeply") from exc
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from handler.errors import EventError
 from handler.events import (
     BadEvent,
     JobInvocation,
@@ -19,6 +20,7 @@ from handler.events import (
     S3TestTrigger,
     ScheduleTrigger,
     Trigger,
+    load_json,
     normalise,
 )
 from tests.conftest import load_event
@@ -291,3 +293,14 @@ def test_envelopes_nest_at_most_three_deep() -> None:
 def test_only_sqs_batches_are_marked_for_partial_failure_reporting() -> None:
     assert not normalise(load_event("sns-s3.json"), platform="aws", now=NOW).from_sqs
     assert normalise(load_event("sns-sqs-s3.json"), platform="aws", now=NOW).from_sqs
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [('{"Records": [{"body": "cut', "Unterminated string starting at position 22"), ("{", "at position 1")],
+)
+def test_a_json_error_names_its_position_once(text: str, said: str) -> None:
+    # Issue 23, item 16: a truncated SQS body read "Unterminated string starting at at position 356".
+    with pytest.raises(EventError) as raised:
+        load_json(text, "body")
+    assert said in str(raised.value) and "at at" not in str(raised.value)
