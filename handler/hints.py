@@ -15,6 +15,27 @@ def did_you_mean(word: str, known: Iterable[str]) -> str:
     return ""
 
 
+# Abbreviations people write for a zone, which are not zones themselves (or not the one meant: EST is a
+# fixed UTC-5, so KST is one edit from it): the zone each most likely means.
+ZONE_ABBREVIATIONS = {
+    "KST": "Asia/Seoul",
+    "JST": "Asia/Tokyo",
+    "PST": "America/Los_Angeles",
+    "PDT": "America/Los_Angeles",
+    "CET": "Europe/Paris",
+    "IST": "Asia/Kolkata",
+    "SGT": "Asia/Singapore",
+}
+
+
+def zone_hint(name: str, known: Iterable[str]) -> str:
+    """' (did you mean Asia/Seoul? KST is an abbreviation, not a zone)' for an abbreviation, else a typo's hint."""
+    meant = ZONE_ABBREVIATIONS.get(name.strip().upper())
+    if meant is not None:
+        return f" (did you mean {meant}? {name.strip().upper()} is an abbreviation, not a time zone)"
+    return did_you_mean(name, known)
+
+
 def _one_edit(left: str, right: str) -> bool:
     """One insertion, deletion, substitution or swap of neighbours turns `left` into `right`."""
     if left == right or abs(len(left) - len(right)) > 1:

@@ -255,9 +255,9 @@ def _zone(config: Mapping[str, str], problems: Problems) -> tzinfo:
     except (ZoneInfoNotFoundError, ValueError):
         from zoneinfo import available_timezones
 
-        from handler.hints import did_you_mean
+        from handler.hints import zone_hint
 
-        hint = did_you_mean(name, available_timezones())
+        hint = zone_hint(name, available_timezones())
         problems.add(
             "DATAFLOW_TIMEZONE",
             f"is not UTC, a ±HH:MM offset or a time zone this platform knows, got {describe(name)}{hint}",

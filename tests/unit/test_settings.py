@@ -183,3 +183,11 @@ def test_a_missing_relative_routes_file_says_where_it_looked(tmp_path: Path, mon
     (tmp_path / "my-routes.json").write_text("[]")
     problem = problems(base)[0]
     assert f"{tmp_path / 'my-routes.json'} exists: move it into handler/ or give an absolute path" in problem
+
+
+def test_a_zone_abbreviation_points_at_the_zone_it_means() -> None:
+    # Issue 23, item 15: KST got "did you mean EST?" (EST is a fixed UTC-5 zone, one edit away).
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"DATAFLOW_JOB_ID": "J1", "DATAFLOW_TIMEZONE": "KST"})
+    assert "did you mean Asia/Seoul? KST is an abbreviation, not a time zone" in str(raised.value)
+    assert "EST" not in str(raised.value)
