@@ -59,6 +59,7 @@ def _row(run: Execution, dedup_parameters: set[str]) -> dict[str, Any]:
         "jobExecutionId": run.execution_id,
         "status": run.status,
         "created": run.created.isoformat() if run.created else "",
+        "runningMinutes": run.minutes,
         "parameters": echoed,
         "dedupKey": key,
     }
@@ -69,7 +70,7 @@ def _table(job_id: str, since: datetime, rows: Sequence[Mapping[str, Any]]) -> s
     lines = [
         f"{job_id}: {len(rows)} runs since {since.isoformat(timespec='minutes')}"
         + ("".join(f", {count} {status}" for status, count in sorted(tally.items())) if rows else ""),
-        f"{'':2}{'STATUS':10} {'CREATED':26} {'ID':14} {'DEDUP KEY':32}  PARAMETERS",
+        f"{'':2}{'STATUS':10} {'CREATED':26} {'MIN':>5}  {'ID':14} {'DEDUP KEY':32}  PARAMETERS",
     ]
     for row in rows:
         mark = "!!" if row["status"] == "FAILED" else ""
@@ -78,8 +79,9 @@ def _table(job_id: str, since: datetime, rows: Sequence[Mapping[str, Any]]) -> s
             if row["parameters"] is None
             else ", ".join(f"{name}={value}" for name, value in sorted(row["parameters"].items()))
         )
+        minutes = "" if row["runningMinutes"] is None else str(row["runningMinutes"])
         lines.append(
-            f"{mark:2}{row['status']:10} {row['created']:26} {row['jobExecutionId'] or '?':14} "
+            f"{mark:2}{row['status']:10} {row['created']:26} {minutes:>5}  {row['jobExecutionId'] or '?':14} "
             f"{row['dedupKey'] or '-':32}  {parameters}"
         )
     return "\n".join(lines)

@@ -29,7 +29,7 @@ class Execution(Record):
     `parameters` is None where the answer echoes none; long values are digests (`comparable`).
     """
 
-    __slots__ = ("execution_id", "status", "created", "parameters", "condition", "files", "shape")
+    __slots__ = ("execution_id", "status", "created", "parameters", "condition", "files", "shape", "minutes")
 
     def __init__(
         self,
@@ -41,6 +41,7 @@ class Execution(Record):
         condition: Mapping[str, Any] | None,
         files: Mapping[str, array[int]] | None = None,
         shape: str = "object",
+        minutes: int | None = None,
     ) -> None:
         self.execution_id: Final = execution_id
         self.status: Final = status
@@ -52,6 +53,7 @@ class Execution(Record):
         self.files: Final = files
         # How the answer echoed the parameters: "object", "items" (name/value) or "none".
         self.shape: Final = shape
+        self.minutes: Final = minutes  # runningTime, as the service says it
 
     @property
     def going(self) -> bool:
@@ -79,6 +81,9 @@ def parse(item: Mapping[str, Any], splits: Mapping[str, str] | None = None) -> E
         condition=condition if isinstance(condition, dict) else None,
         files=files,
         shape="none" if echoed is None else "object" if isinstance(item.get("parsedParameters"), dict) else "items",
+        minutes=running
+        if isinstance(running := item.get("runningTime"), int) and not isinstance(running, bool)
+        else None,
     )
 
 

@@ -333,6 +333,7 @@ def _status(before: Execution, now: Execution) -> Execution:
         condition=before.condition,
         files=before.files,
         shape=before.shape,
+        minutes=now.minutes,
     )
 
 

@@ -276,6 +276,7 @@ def test_runs_lists_the_job_newest_first_with_failed_ones_marked(api: Emulator) 
     assert first["jobExecutionId"] in marked and f"$date={first['parsedParameters']['$date']}" in marked
     data = json.loads(cli("runs", "--job", "NightJob1", "--json", env=env(api)).stdout)
     assert [run["status"] for run in data["runs"]].count("FAILED") == 1
+    assert {run["runningMinutes"] for run in data["runs"]} == {0} and " MIN " in lines[1]
 
 
 def test_doctor_passes_where_everything_holds(api: Emulator) -> None:
