@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final
 
@@ -12,6 +12,10 @@ from handler.runs.execution import Execution, parse
 
 if TYPE_CHECKING:
     ListPage = Callable[[int, int], Mapping[str, Any]]
+
+# How late a run may show up in the listing after its createdDate (a create committed after newer
+# ones): where the service says no total, a refresh reads this far below the newest run it kept.
+LATE = timedelta(seconds=5)
 
 
 class Read(Record):
@@ -424,18 +428,24 @@ def read_top(
         listing = pager.read(page)
     else:
         return None
-    if not pager.totals and not listing.short:
-        # No total to tell a late run by: one page more below the kept top shows one that came late there.
-        more = pager.read(page + 1)
-        if more is None or more.executions is None:
+    while not pager.totals and not listing.short and not _reaches_back(listing.executions or (), newest - LATE):
+        # No total to tell a late run by: the pages are read on past the kept top by LATE, where a run
+        # listed late would stand (one never kept there sends the refresh to a whole read).
+        page += 1
+        listing = pager.read(page)
+        if listing is None or listing.executions is None:
             return None
-        seen.add(more.executions)
+        seen.add(listing.executions)
     if pager.shrank or order_of(seen.pages) is False or _late_below(seen.executions, kept, newest):
         return None
     new = [execution for execution in seen.executions if execution.execution_id not in kept]
     if order_of([new]) is False:
         return None  # the new runs are not newest first: read the window whole
     return Read(seen.executions, newest_first=True, total=first_total(pager), requests=pager.requests)
+
+
+def _reaches_back(page: Sequence[Execution], when: datetime) -> bool:
+    return bool(page) and page[-1].created is not None and page[-1].created < when
 
 
 def _late_below(executions: Sequence[Execution], kept: Mapping[str, Execution], newest: datetime) -> bool:

@@ -155,3 +155,25 @@ def test_a_run_leaving_the_top_between_pages_hides_no_other_in_any_count_reading
                 api.plant(JOB, event_at + 10 + index * 10, "COMPLETED", {"$input": f"raw-data/new/{index}"})
             out = result_of(container(clock), settings(api), upload("incoming/a.csv", at=event_at))
             assert [skip["jobExecutionId"] for skip in out["skipped"]] == ["MINE"], count_means
+
+
+def test_a_run_listed_late_is_found_by_a_warm_container_where_the_service_gives_no_total(clock: FakeClock) -> None:
+    # Without a total to tell, a refresh reads 5 s below the newest run it kept: a run listed there late
+    # (its create committed after newer ones) sends it to a whole read, so the redelivery is a duplicate.
+    for count_means in ("page", "missing"):
+        with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, count_means=count_means) as api:
+            for index in range(300):
+                api.plant(JOB, clock.wall_now - 20_000 + index * 10, "COMPLETED", {"$input": f"raw-data/old/{index}"})
+            event_at = clock.wall_now - 4
+            api.plant(JOB, event_at + 1, "COMPLETED", {"$input": "raw-data/incoming/a.csv"}, execution_id="MINE")
+            api.hide(JOB, "MINE")
+            for index in range(250):  # listed before it, though created after it: pages of them, in 4 s
+                api.plant(JOB, event_at + 1 + index * 0.012, "COMPLETED", {"$input": f"raw-data/burst/{index}"})
+            warm = container(clock)
+            assert result_of(warm, settings(api), upload("incoming/warm-up.csv", at=event_at - 10))["submitted"]
+            for index in range(50):
+                api.plant(JOB, clock.wall_now + 1 + index * 0.01, "COMPLETED", {"$input": f"raw-data/new/{index}"})
+            api.reveal(JOB, "MINE")
+            clock.advance(10)
+            out = result_of(warm, settings(api), upload("incoming/a.csv", at=event_at))
+            assert [skip["jobExecutionId"] for skip in out["skipped"]] == ["MINE"], count_means
