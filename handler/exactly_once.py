@@ -413,7 +413,7 @@ class ExactlyOnce:
         return step_failed(step, "unknown-outcome", message, True)
 
     def _create(self, step: PlannedExecution, call: Call) -> CreateAnswer:
-        """The create call, inside this job's create turn: its run is remembered before any lookup may see it."""
+        """The create call, in flight for the lookups that may see its run before its answer is remembered."""
         request, job_id = ExecutionRequest(step.job, step.parameters), step.job.job_id
         # With the check off and no guard, no lookup of this container waits for its creates.
         flight = self.flights.start(job_id) if call.dedup_check != "off" or step.max_running is not None else None
@@ -521,7 +521,7 @@ class ExactlyOnce:
         # Lookups asked together share one read (a burst's events cost one listing between them); a settle
         # must see what the create just did.
         asked = self.runs.asked(job_id, call) if purpose != "settle" else None
-        lookup = Absent(0) if purpose == "count" else self._found(step, call, purpose, asked)
+        lookup = Absent(0) if purpose == "count" else self._found(step, call, purpose, source, asked)
         running, admitted, rule = 0, True, None
         if purpose in ("check", "count") and step.max_running is not None:
             # Runs still going may be as old as the job's timeout: the count reads back that far.
@@ -534,11 +534,10 @@ class ExactlyOnce:
         self._trail.lookups.append(describe(lookup))
         return Looked(lookup, running, admitted, rule)
 
-    def _found(self, step: PlannedExecution, call: Call, purpose: str, asked: Asked | None) -> Lookup:
+    def _found(self, step: PlannedExecution, call: Call, purpose: str, source: Source, asked: Asked | None) -> Lookup:
         """This event's run, claimed unless only peeked at. A run found that cannot be placed yet may be a
         sibling's whose create is still in flight: once those creates ended, the runs are judged again."""
         job_id, since = step.job.job_id, lookup_since(step, call)
-        source = self._source(job_id, call)
         identity = Identity(
             step.parameters,
             step.job.job_condition,
@@ -578,7 +577,7 @@ class ExactlyOnce:
             return Absent(0)
 
     def _source(self, job_id: str, call: Call) -> Source:
-        """Where this call's reads of the job go: its submitter, deadline and headers, inside its lookup turn."""
+        """Where this call's reads of the job go: its submitter, deadline and headers, its coalesce parameters."""
         splits = {
             route.coalesce.parameter: route.coalesce.separator
             for route in call.settings.routes

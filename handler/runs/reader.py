@@ -119,7 +119,7 @@ class Seen(Record):
 class Runs:
     """Every read of a job's runs in this container: each job's kept view, refreshed once per question
     that needs something newer (a burst's lookups share one listing), and extended back only when a
-    question reaches further. Questions run one at a time per job, reads inside the job's lookup turn."""
+    question reaches further. Questions run one at a time per job; reads and creates never wait for each other."""
 
     def __init__(self, monotonic: Callable[[], float]) -> None:
         self.monotonic = monotonic
@@ -277,7 +277,9 @@ class Runs:
         fresh = JobView(since, read.newest_first, read.total, read_no)
         fresh.read_at = self.monotonic()
         fresh.add(read.executions)
-        fresh.add([told for key in fresh.opaque_since(since, None) if (told := self._asked.get(key)) is not None])
+        with self._lock:
+            told = [page for key in fresh.opaque_since(since, None) if (page := self._asked.get(key)) is not None]
+        fresh.add(told)
         fresh.fresh = _ids(read.executions)
         self.readings.listed(source.job_id, read.executions)
         if read.reason is None and not fresh.oversized:
@@ -336,7 +338,8 @@ class Runs:
         """Reads the own page of each run since `since` that echoes nothing (at most OWN_PAGES_MOST, each
         once per container): the reference documents parameters there. True when one told more."""
         opaque = seen.view.opaque_since(since, condition)
-        unasked = [key for key in opaque if key not in self._asked]
+        with self._lock:
+            unasked = [key for key in opaque if key not in self._asked]
         if not unasked or len(unasked) > OWN_PAGES_MOST:
             return False
         told = False
@@ -348,9 +351,7 @@ class Runs:
         """A run's own page into the view: its status, and its parameters where the list echoed none."""
         if run.execution_id is None:
             return False
-        self._asked[run.execution_id] = None
-        while len(self._asked) > ASKED_MOST:
-            self._asked.popitem(last=False)
+        self._remember_asked(run.execution_id, None)
         try:
             item = source.get_one(run.execution_id)
         except RequestError as exc:
@@ -360,8 +361,15 @@ class Runs:
         page = parse(item, source.splits)
         view.add([page])
         view.fresh.add(run.execution_id)
-        self._asked[run.execution_id] = page if page.parameters is not None else None
+        self._remember_asked(run.execution_id, page if page.parameters is not None else None)
         return run.parameters is None and page.parameters is not None
+
+    def _remember_asked(self, execution_id: str, told: Execution | None) -> None:
+        """Questions of other jobs run beside this one: the runs asked about are shared, under the lock."""
+        with self._lock:
+            self._asked[execution_id] = told
+            while len(self._asked) > ASKED_MOST:
+                self._asked.popitem(last=False)
 
 
 def _late(view: JobView, top: Read) -> bool:
