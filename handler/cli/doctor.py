@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from datetime import UTC, datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
@@ -45,7 +46,7 @@ def doctor(args: argparse.Namespace) -> int:
     if loaded.credentials.placeholder or loaded.dry_run:
         raise CommandError("doctor asks the service: set NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY, and no dry run")
     client = DataflowClient(loaded.endpoint, loaded.credentials, connect_timeout=5, read_timeout=10, clocks=Clocks())
-    checks: list[Check] = []
+    checks = [_zones(loaded, datetime.now(UTC))]
     for index, job_id in enumerate(dict.fromkeys(route.job.job_id for route in loaded.routes)):
         routes = [route for route in loaded.routes if route.job.job_id == job_id]
         job_checks = _job(client, job_id, routes, loaded, clock=index == 0)
@@ -60,6 +61,17 @@ def doctor(args: argparse.Namespace) -> int:
         for check in checks:
             out(f"  {check.verdict:7}  {check.what}" + (f"\n           fix: {check.fix}" if check.fix else ""))
     return 1 if failed else 0
+
+
+def _zones(loaded: Settings, now: datetime) -> Check:
+    """The wall time in UTC and in DATAFLOW_TIMEZONE: a schedule's placeholders render in the latter, whatever zone
+    the trigger (an NCP crontab, an EventBridge rule) fires in."""
+    local = now.astimezone(loaded.zone)
+    return Check(
+        "ok",
+        f"now {now:%Y-%m-%d %H:%M} UTC is {local:%Y-%m-%d %H:%M} in DATAFLOW_TIMEZONE ({loaded.zone}):"
+        " placeholders such as {time:%Y-%m-%d} render there, whatever zone a schedule fires in",
+    )
 
 
 def _shown(check: Check) -> dict[str, str]:
@@ -201,9 +213,30 @@ def _route(route: Route, items: Sequence[Mapping[str, Any]], reading: str, loade
             )
         )
         return checks
-    guarantee = guarantee_in(route, loaded.dedup_check, loaded.dedup_unverifiable, identifies)
-    checks.append(Check("ok", f"route {route.name}: {guarantee}"))
+    unechoed = _unechoed(route, items) if identifies and route.dedup_parameter is None else []
+    if unechoed:
+        checks.append(_unechoed_check(route, unechoed))
+    guarantee = guarantee_in(route, loaded.dedup_check, loaded.dedup_unverifiable, identifies and not unechoed)
+    checks.append(Check("warning" if unechoed else "ok", f"route {route.name}: {guarantee}"))
     return checks
+
+
+def _unechoed(route: Route, items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The route's own parameter names no listed run echoes: a service echoes only the names its job declares,
+    and a run echoing fewer names than its route sends cannot be told from another's (a redelivery doubles)."""
+    echoed = {name for item in items for name in parse(item).parameters or {}}
+    return [name for name, _ in route.parameters if name not in echoed]
+
+
+def _unechoed_check(route: Route, names: Sequence[str]) -> Check:
+    listed = ", ".join(names)
+    return Check(
+        "warning",
+        f"route {route.name}: no listed run echoes {listed}: the service echoes only the parameters its job declares,"
+        " so a redelivery of this route cannot be matched to its run",
+        f"declare {listed} in job {route.job.job_id}, or give the route a dedupParameter the job declares"
+        " (run doctor again once the route has a run, if it has none yet)",
+    )
 
 
 def _concurrency(client: DataflowClient, job_id: str, routes: Sequence[Route]) -> list[Check]:

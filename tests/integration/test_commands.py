@@ -280,8 +280,11 @@ def test_runs_lists_the_job_newest_first_with_failed_ones_marked(api: Emulator) 
 
 
 def test_doctor_passes_where_everything_holds(api: Emulator) -> None:
-    done = cli("doctor", env=env(api))
+    done = cli("doctor", env=env(api, DATAFLOW_TIMEZONE="Asia/Seoul"))
     assert done.returncode == 0, done.stdout + done.stderr
+    now = datetime.now(UTC)  # issue 23, item 12: the wall time in both zones, the placeholders' one named
+    assert f"now {now:%Y-%m-%d} " in done.stdout and " UTC is " in done.stdout
+    assert "in DATAFLOW_TIMEZONE (Asia/Seoul): placeholders such as {time:%Y-%m-%d} render there" in done.stdout
     assert "credentials accepted; job SalesJob1 (sales) reachable" in done.stdout
     assert "job SalesJob1: lists count 0, order unknown (no runs to tell)" in done.stdout  # not "share one time"
 
@@ -333,6 +336,20 @@ def test_doctor_names_the_reading_where_only_a_runs_own_page_echoes() -> None:
     assert done.returncode == 0
     assert "job NightJob1: the list echoes no parameters, a run's own page does (object)" in done.stdout
     assert "route nightly: exactly once" in done.stdout
+
+
+def test_doctor_checks_the_routes_own_names_where_the_job_echoes_only_those_it_declares() -> None:
+    # Issue 23, item 7: the job declares $date only; the route also sends $team, so a redelivery can double.
+    route = ROUTES[2] | {"match": {"source": "schedule"}, "parameters": {"$date": "{time:%Y-%m-%d}", "$team": "ops"}}
+    with Emulator({ACCESS_KEY: SECRET_KEY}, echo_only=frozenset({"$date"})) as api:
+        routes = {"DATAFLOW_ROUTES": json.dumps([route])}
+        assert cli("invoke", str(ROOT / "events" / "schedule-classic.json"), env=env(api) | routes).returncode == 0
+        done = cli("doctor", env=env(api) | routes)
+    assert done.returncode == 0
+    assert "route nightly: no listed run echoes $team: the service echoes only the parameters" in done.stdout
+    assert "fix: declare $team in job NightJob1" in done.stdout
+    assert "exactly once" not in done.stdout
+    assert "warning  route nightly: cannot identify runs" in done.stdout
 
 
 def test_doctor_does_not_take_an_answers_travel_time_for_a_clock_offset() -> None:
@@ -413,8 +430,9 @@ def test_doctor_without_the_jobs_limit_says_not_available_and_checks_the_rest(
     whats = [check["what"] for check in json.loads(done.stdout)["checks"]]
     assert said in whats
     assert (
-        whats[0].startswith("the host's clock is")
-        and "credentials accepted; job SalesJob1 (sales) reachable" in whats[1]
+        whats[0].startswith("now ")
+        and whats[1].startswith("the host's clock is")
+        and "credentials accepted; job SalesJob1 (sales) reachable" in whats[2]
     )
     assert not any("maxRunning" in what for what in whats)
 
