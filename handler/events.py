@@ -202,13 +202,17 @@ class S3TestTrigger(Record):
 
 
 class BadEvent(Record):
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "named")
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, named: tuple[str, str] | None = None) -> None:
         self.reason: Final = reason
+        # (bucket, key) of an object event that failed past them: the result says which object it was.
+        self.named: Final = named
 
     def source(self) -> EventSource:
-        return {"kind": "unknown"}
+        if self.named is None:
+            return {"kind": "unknown"}
+        return {"kind": "unknown", "bucket": self.named[0], "key": self.named[1]}
 
 
 RoutableTrigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation
@@ -302,7 +306,7 @@ def _triggers(event: object, context: _Context) -> list[Trigger]:
     try:
         return _dispatch(event, context)
     except EventError as exc:
-        return [BadEvent(exc.reason)]
+        return [BadEvent(exc.reason, _named_object(event))]
 
 
 def _dispatch(event: dict[str, Any], context: _Context) -> list[Trigger]:
@@ -354,13 +358,49 @@ def _record(record: object, index: int, context: _Context) -> list[Trigger]:
             raise EventError(f"{where}: SQS record inside another envelope")
         raise EventError(f"{where}: unrecognised record (no s3 or Sns field)")
     except EventError as exc:
-        return [BadEvent(exc.reason)]
+        return [BadEvent(exc.reason, _named_object(record))]
+
+
+def _named_object(event: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The bucket and key of an object event that failed to parse, where both can still be read."""
+    s3, detail = event.get("s3"), event.get("detail")
+    if isinstance(s3, dict):
+        return _readable(_field(s3, "bucket", "name"), _field(s3, "object", "key"), url_encoded=True)
+    if isinstance(detail, dict):
+        return _readable(_field(detail, "bucket", "name"), _field(detail, "object", "key"), url_encoded=False)
+    bucket = next((event[name] for name in _NCP_BUCKET_KEYS if event.get(name)), None)
+    key = next((event[name] for name in _NCP_OBJECT_KEYS if event.get(name)), None)
+    return _readable(bucket, key, url_encoded=False)
+
+
+def _field(holder: Mapping[str, Any], part: str, name: str) -> object:
+    inner = holder.get(part)
+    return inner.get(name) if isinstance(inner, dict) else None
+
+
+def _readable(bucket: object, key: object, *, url_encoded: bool) -> tuple[str, str] | None:
+    if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:
+        return None
+    if not utf8_encodable(bucket) or not utf8_encodable(key):
+        return None
+    try:
+        return bucket, object_key(key, "key", url_encoded=url_encoded)
+    except EventError:  # a key that does not decode is shown as it came
+        return bucket, key
 
 
 def _sns_message(message: object, where: str, context: _Context) -> list[Trigger]:
     if not isinstance(message, str):
         raise EventError(f"{where}.Message is {describe(message)}, not a string")
-    return _triggers(load_json(message, f"{where}.Message"), _nested(context))
+    triggers = _triggers(load_json(message, f"{where}.Message"), _nested(context))
+    # What failed inside the notification says so: its paths are the Message's own, not the envelope's.
+    said = f"{where}.Message"
+    return [
+        BadEvent(f"{said}: {trigger.reason}", trigger.named)
+        if isinstance(trigger, BadEvent) and not trigger.reason.startswith(said)
+        else trigger
+        for trigger in triggers
+    ]
 
 
 def _get(obj: Mapping[str, Any], name: str, kind: type, where: str, *, required: bool = True) -> Any:

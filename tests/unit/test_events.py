@@ -268,7 +268,8 @@ def test_ncp_object_storage_shapes() -> None:
     ],
 )
 def test_malformed_input_names_the_problem(event: Any, platform: Platform, reason: str) -> None:
-    assert only(event, platform) == BadEvent(reason)
+    bad = only(event, platform)
+    assert isinstance(bad, BadEvent) and bad.reason == reason
 
 
 def test_one_bad_record_does_not_hide_the_good_ones() -> None:
@@ -287,7 +288,7 @@ def test_envelopes_nest_at_most_three_deep() -> None:
     event: dict[str, Any] = {"Records": [s3_record("k")]}
     for _ in range(5):
         event = {"Type": "Notification", "Message": json.dumps(event)}
-    assert only(event) == BadEvent("envelopes nested more than three deep")
+    assert only(event) == BadEvent("SNS notification.Message: envelopes nested more than three deep")
 
 
 def test_only_sqs_batches_are_marked_for_partial_failure_reporting() -> None:
@@ -304,3 +305,43 @@ def test_a_json_error_names_its_position_once(text: str, said: str) -> None:
     with pytest.raises(EventError) as raised:
         load_json(text, "body")
     assert said in str(raised.value) and "at at" not in str(raised.value)
+
+
+def _s3(key: str, **record: Any) -> dict[str, Any]:
+    return {
+        "Records": [
+            {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "lake"}, "object": {"key": key}}} | record
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("event", "named"),
+    [
+        (_s3("in/a+b%2B.csv", eventTime="yesterday"), ("lake", "in/a b+.csv")),
+        (
+            {
+                "detail-type": "Object Created",
+                "source": "aws.s3",
+                "time": "soon",
+                "detail": {"bucket": {"name": "lake"}, "object": {"key": "in/a+b.csv"}},
+            },
+            ("lake", "in/a+b.csv"),
+        ),
+    ],
+)
+def test_an_object_event_that_fails_to_parse_still_names_its_object(event: dict[str, Any], named: Any) -> None:
+    # Issue 23, item 16: a failed record's source was {"kind": "unknown"} though its bucket and key were readable.
+    [trigger] = normalise(event, platform="aws", now=NOW).deliveries[0].triggers
+    assert isinstance(trigger, BadEvent)
+    assert trigger.source() == {"kind": "unknown", "bucket": named[0], "key": named[1]}
+
+
+def test_a_reason_from_inside_an_sns_message_in_sqs_says_it_comes_from_the_message() -> None:
+    # Issue 23, item 16: "Records[0].eventTime is not..." did not say it was the SNS Message's Records[0].
+    notification = {"Type": "Notification", "Message": json.dumps(_s3("in/a.csv", eventTime="yesterday"))}
+    sqs = {"Records": [{"eventSource": "aws:sqs", "messageId": "m1", "body": json.dumps(notification)}]}
+    [trigger] = normalise(sqs, platform="aws", now=NOW).deliveries[0].triggers
+    assert isinstance(trigger, BadEvent)
+    assert trigger.reason.startswith("SNS notification.Message: Records[0].eventTime is not an ISO 8601 time")
+    assert trigger.source()["key"] == "in/a.csv"
