@@ -96,6 +96,34 @@ def cli(*args: str, env: Mapping[str, str], cwd: Path = ROOT, timeout: float = 6
     )
 
 
+def cli_on_terminal(*args: str, env: Mapping[str, str], timeout: float = 60) -> tuple[int, str]:
+    """`cli`, with stdout on a pseudo-terminal (as a person runs it): the exit status and what it printed there."""
+    import pty
+
+    leader, follower = pty.openpty()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NCLOUD_", "DATAFLOW_"))}
+    with subprocess.Popen(
+        [sys.executable, "-m", "handler", *args],
+        cwd=ROOT,
+        env={**clean, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env},
+        stdout=follower,
+        stderr=subprocess.DEVNULL,
+    ) as process:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the command is done
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        status = process.wait(timeout=timeout)
+    os.close(leader)
+    return status, b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+
+
 def connected(endpoint: str, **settings: str) -> dict[str, str]:
     """The test credentials and `endpoint` (an emulator's URL), with the other settings a test needs."""
     return {"NCLOUD_ACCESS_KEY": ACCESS_KEY, "NCLOUD_SECRET_KEY": SECRET_KEY, "DATAFLOW_ENDPOINT": endpoint, **settings}

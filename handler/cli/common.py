@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -69,6 +70,20 @@ def settings(config: Mapping[str, str] | None = None) -> Settings:
         return parse_settings(configuration() if config is None else config)
     except ConfigError as exc:
         raise CommandError(str(exc)) from exc
+
+
+def as_json(args: argparse.Namespace) -> bool:
+    """JSON for machines: asked for with --json, or wherever stdout is not a terminal (a pipe, a file)."""
+    return bool(args.json) or not sys.stdout.isatty()
+
+
+def iso_time(text: str) -> datetime:
+    """An ISO 8601 time option; one without an offset is UTC."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time (2026-12-05T17:00:00Z): {text!r}") from exc
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def span(text: str, option: str, examples: str) -> timedelta:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import UTC, datetime
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from handler.cli.common import CommandError, emit, out, settings

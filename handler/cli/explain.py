@@ -5,8 +5,20 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 from typing import Any, assert_never
+from urllib.parse import quote_plus
 
-from handler.cli.common import configuration, emit, reach, read_json, settings
+from handler.cli.common import (
+    CommandError,
+    as_json,
+    configuration,
+    emit,
+    iso_time,
+    out,
+    reach,
+    read_json,
+    say,
+    settings,
+)
 from handler.errors import RequestError
 from handler.events import (
     BadEvent,
@@ -21,7 +33,7 @@ from handler.events import (
 from handler.exactly_once import Call, ExactlyOnce, describe
 from handler.outcomes import Failed, Skipped
 from handler.planning import Fired, Member, Origin, PlannedExecution, fire
-from handler.settings import Settings
+from handler.settings import SETTING_NAMES, Settings, config_from
 from handler.wiring import Wiring
 
 # What each skip planning can decide for one route means, as explain says it.
@@ -35,16 +47,16 @@ SKIP_REASONS = {
 
 
 def explain(args: argparse.Namespace) -> int:
-    event = read_json(args.event)
-    config = settings()
     now = datetime.now(UTC)
+    event, given = _event(args, now)
+    config = settings(given)
     batch = normalise(event, platform=args.platform, now=now, activation_id="explain", zone=config.zone)
     timed = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation
     times = [
         trigger.time for delivery in batch.deliveries for trigger in delivery.triggers if isinstance(trigger, timed)
     ]
     if times:  # the lookups read back as far as the oldest event, not only the dedup window
-        config = settings(reach(configuration(), min(*times, now), config.dedup_window))
+        config = settings(reach(given, min(*times, now), config.dedup_window))
     checker = None if config.dry_run or args.offline else _Checker(config, now)
     records = []
     for delivery in batch.deliveries:
@@ -54,8 +66,88 @@ def explain(args: argparse.Namespace) -> int:
                 source["messageId"] = delivery.message_id
             records.append({"source": source, "routes": _verdicts(trigger, config, checker)})
     read_since = (now - config.dedup_window).isoformat(timespec="seconds")
-    emit({"timezone": str(config.zone), "lookups": checker is not None, "readSince": read_since, "records": records})
+    data = {"timezone": str(config.zone), "lookups": checker is not None, "readSince": read_since, "records": records}
+    if as_json(args):
+        emit(data)
+    else:
+        out(_table(data))
     return 0
+
+
+def _event(args: argparse.Namespace, now: datetime) -> tuple[object, dict[str, str]]:
+    """The event to explain and the configuration it runs with, as the platform would give them."""
+    config = configuration()
+    if args.bucket is not None or args.key is not None:
+        if args.event is not None or not (args.bucket and args.key):
+            raise CommandError("explain takes an event file, or --bucket and --key (both), not both ways")
+        return upload(args.bucket, args.key, args.time or now - settings(config).dedup_window), config
+    if args.event is None:
+        raise CommandError("explain needs an event file, or --bucket B --key K for one upload")
+    event = read_json(args.event)
+    if isinstance(event, dict) and isinstance(event.get("Messages"), list):
+        say("note: read as `aws sqs receive-message` output: each message's Body is explained as an SQS record")
+        event = from_receive_message(event["Messages"])
+    if args.platform == "ncp" and isinstance(event, dict):
+        # As Cloud Functions (and `invoke --platform ncp`) do: settings in the payload override the environment.
+        config = {**config, **config_from(event)}
+        event = {name: value for name, value in event.items() if name not in SETTING_NAMES}
+    return event, config
+
+
+def upload(bucket: str, key: str, time: datetime) -> dict[str, Any]:
+    """The S3 notification of one upload (its key URL-encoded, as S3 sends it) at `time`."""
+    record = {
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "eventTime": time.isoformat(),
+        "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key, safe="/")}},
+    }
+    return {"Records": [record]}
+
+
+def from_receive_message(messages: list[Any]) -> dict[str, Any]:
+    """`aws sqs receive-message` output as the SQS event Lambda would get for the same messages."""
+    records = [
+        {"eventSource": "aws:sqs", "messageId": message.get("MessageId"), "body": message.get("Body")}
+        if isinstance(message, dict)
+        else message
+        for message in messages
+    ]
+    return {"Records": records}
+
+
+def _table(data: dict[str, Any]) -> str:
+    """What a person reads: each record's source, then a line per route (why not, or what it would send)."""
+    lookups = f"runs read since {data['readSince']}" if data["lookups"] else "no lookups"
+    lines = [f"explain: {len(data['records'])} record(s); placeholders in {data['timezone']}; {lookups}"]
+    for record in data["records"]:
+        lines.append(_source_line(record["source"]))
+        for verdict in record["routes"]:
+            lines += _verdict_lines(verdict)
+    return "\n".join(lines)
+
+
+def _source_line(source: dict[str, Any]) -> str:
+    kind = source.get("kind")
+    if "bucket" in source:
+        said = f"{kind} {source['bucket']}/{source['key']} {source.get('eventName', '')}".rstrip()
+    else:
+        said = " ".join(str(value) for value in source.values())
+    return said + (f" (SQS message {source['messageId']})" if "messageId" in source else "")
+
+
+def _verdict_lines(verdict: dict[str, Any]) -> list[str]:
+    route = verdict["route"] or "-"
+    if not verdict["fires"]:
+        why = verdict.get("why") or f"{verdict['failed']} wanted {verdict['wanted']!r}, saw {verdict['seen']!r}"
+        return [f"  no    {route}: {why}"]
+    if "dedupKey" not in verdict:  # a member of a coalesced group
+        return [f"  fires {route}: {verdict['coalesce']}"]
+    parameters = ", ".join(f"{name}={value}" for name, value in verdict["parameters"].items()) or "no parameters"
+    lines = [f"  fires {route}: job {verdict['jobId']}, {parameters}", f"        dedup key {verdict['dedupKey']}"]
+    if "service" in verdict:
+        lines.append(f"        service: {verdict['service']}")
+    return lines
 
 
 def _verdicts(trigger: Trigger, config: Settings, checker: _Checker | None) -> list[dict[str, Any]]:
@@ -143,7 +235,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "explain",
         help="why an event file does (or does not) start each route's job; with credentials, whether it already ran",
     )
-    command.add_argument("event", help="a JSON event file, e.g. events/s3-put.json")
+    command.add_argument(
+        "event", nargs="?", help="a JSON event file (events/s3-put.json, or `aws sqs receive-message` output)"
+    )
+    command.add_argument("--bucket", help="instead of an event file: one upload's bucket (with --key)")
+    command.add_argument("--key", help="instead of an event file: one upload's key, as stored (with --bucket)")
+    command.add_argument(
+        "--time",
+        type=iso_time,
+        help="with --bucket/--key: when it was uploaded (ISO 8601); default: the dedup window's start, so any run"
+        " in the window with these parameters counts",
+    )
     command.add_argument("--platform", choices=("aws", "ncp"), default="aws", help="which platform's event rules apply")
     command.add_argument("--offline", action="store_true", help="do not ask the service whether the run exists")
+    command.add_argument("--json", action="store_true", help="JSON (the default where stdout is not a terminal)")
     command.set_defaults(func=explain)

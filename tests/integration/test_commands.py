@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import pytest
 
 from emulator.server import Emulator, Fault, Received, gateway_error
-from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, cli, connected, load_event
+from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, cli, cli_on_terminal, connected, load_event
 
 ROUTES = [
     {
@@ -121,6 +122,60 @@ def test_explain_a_hit_shows_what_would_be_sent_and_whether_the_service_has_it(a
     [run] = api.all_executions()
     assert explained(api, path)["sales"]["service"] == f"found {run['jobExecutionId']}"
     assert [request.method for request in api.received].count("POST") == 1  # explain never submits
+
+
+def test_explain_on_ncp_reads_the_settings_the_payload_carries_as_invoke_does(api: Emulator, tmp_path: Path) -> None:
+    # Issue 23, item 11: explain dropped the payload's DATAFLOW_TIMEZONE ($date one day off) and needed shell routes.
+    route = {"name": "nightly", "match": {"source": "schedule"}, "jobId": "NightJob1"}
+    route["parameters"] = {"$date": "{time:%Y-%m-%d}"}
+    payload = {
+        "time": "2026-12-30T17:00:00Z",
+        "DATAFLOW_TIMEZONE": "Asia/Seoul",
+        "DATAFLOW_ROUTES": json.dumps([route]),
+    }
+    path = tmp_path / "cron.json"
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    shell = connected(api.url)  # no routes, no zone in the shell
+    done = cli("explain", str(path), "--platform", "ncp", "--offline", env=shell)
+    assert done.returncode == 0, done.stderr
+    [verdict] = json.loads(done.stdout)["records"][0]["routes"]
+    invoked = cli("invoke", str(path), "--platform", "ncp", "--dry-run", env=shell)
+    [sent] = json.loads(invoked.stdout)["submitted"]
+    assert verdict["parameters"] == sent["request"]["parameters"] == {"$date": "2026-12-31"}
+
+
+def test_explain_one_upload_by_bucket_and_key_finds_the_run_its_notification_started(
+    api: Emulator, tmp_path: Path
+) -> None:
+    # Issue 23, item 15: "why didn't this file run" without writing an event file; it traces the upload to its run.
+    key = "landing/sales/dt=2026-11-27/a b+.parquet"
+    asked = ("explain", "--bucket", "acme-lake", "--key", key)
+    before = json.loads(cli(*asked, env=env(api)).stdout)["records"][0]
+    assert before["source"]["key"] == key
+    [sales] = [verdict for verdict in before["routes"] if verdict["route"] == "sales"]
+    assert sales["parameters"]["$path"] == f"acme-lake/{key}" and sales["service"].startswith("absent")
+    assert cli("invoke", object_event(tmp_path, "acme-lake", quote_plus(key, safe="/")), env=env(api)).returncode == 0
+    [run] = api.all_executions()
+    status, shown = cli_on_terminal(*asked, env=env(api))
+    assert status == 0
+    assert f"object acme-lake/{key} ObjectCreated:Put" in shown
+    assert f"  fires sales: job SalesJob1, $path=acme-lake/{key}, $day=2026-11-27" in shown
+    assert f"        service: found {run['jobExecutionId']}" in shown
+    assert "  no    nightly: source wanted 'schedule', saw 'object'" in shown
+
+
+def test_explain_reads_aws_sqs_receive_message_output_as_the_messages_it_holds(api: Emulator, tmp_path: Path) -> None:
+    # Issue 23, item 15: raw `aws sqs receive-message` output was "unrecognised event".
+    body = Path(object_event(tmp_path, "acme-lake", "landing/sales/dt=2026-11-27/a.parquet")).read_text("utf-8")
+    received = {"Messages": [{"MessageId": "m-1", "ReceiptHandle": "r", "MD5OfBody": "x", "Body": body}]}
+    path = tmp_path / "received.json"
+    path.write_text(json.dumps(received), encoding="utf-8")
+    done = cli("explain", str(path), "--offline", env=env(api))
+    assert done.returncode == 0, done.stderr
+    assert "read as `aws sqs receive-message` output" in done.stderr
+    [record] = json.loads(done.stdout)["records"]
+    assert record["source"]["messageId"] == "m-1"
+    assert [verdict["route"] for verdict in record["routes"] if verdict["fires"]] == ["sales"]
 
 
 def backfill(api: Emulator, *more: str, **settings: str) -> subprocess.CompletedProcess[str]:
