@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from handler import __version__
 from handler.cli import backfill, basics, doctor, explain, runs
 from handler.cli.common import CommandError, say
 
@@ -13,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m handler",
         description="Invoke, explain, backfill and check the Data Flow launcher from a checkout or a shell.",
     )
+    parser.add_argument("--version", action="version", version=f"dataflow-launcher {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     basics.add_commands(commands)
     explain.add_commands(commands)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from handler.cli.common import CHECKOUT, CommandError, configuration, emit, out, read_json, say
+from handler.cli.common import CHECKOUT, CommandError, as_json, configuration, emit, out, read_json, say
 from handler.dataflow.signing import Credentials, masked, signed_headers, string_to_sign
 from handler.errors import ConfigError, InvocationFailedError
 from handler.exactly_once import delivery_guarantee
@@ -91,8 +91,24 @@ def validate(args: argparse.Namespace) -> int:
     ]
     summary = {"valid": True, "endpoint": settings.endpoint, "dryRun": settings.dry_run}
     checks = {"dedupCheck": settings.dedup_check, "dedupUnverifiable": settings.dedup_unverifiable}
-    emit(summary | checks | {"routes": routes})
+    if as_json(args):
+        emit(summary | checks | {"routes": routes})
+    else:
+        out(_validated(summary | checks, routes))
     return 0
+
+
+def _validated(summary: Mapping[str, Any], routes: list[dict[str, Any]]) -> str:
+    """What a person reads: the settings in a line, then each route with its warnings and guarantees."""
+    lines = [
+        f"valid: {len(routes)} route(s) for {summary['endpoint']}; dedup check {summary['dedupCheck']}"
+        f" (unverifiable: {summary['dedupUnverifiable']}){'; DRY RUN' if summary['dryRun'] else ''}"
+    ]
+    for route in routes:
+        lines.append(f"{route['name']}: {route['source']} -> job {route['jobId']}")
+        lines += [f"  warning: {warning}" for warning in route["warnings"]]
+        lines += [f"  {reading}: {said}" for reading, said in route["guarantee"].items()]
+    return "\n".join(lines)
 
 
 def sign(args: argparse.Namespace) -> int:
@@ -170,6 +186,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.set_defaults(func=invoke)
 
     check = commands.add_parser("validate", help="validate the environment's configuration and list the routes")
+    check.add_argument("--json", action="store_true", help="JSON (the default where stdout is not a terminal)")
     check.set_defaults(func=validate)
 
     signer = commands.add_parser("sign", help="sign a request with NCLOUD_ACCESS_KEY/NCLOUD_SECRET_KEY")

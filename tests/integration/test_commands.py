@@ -334,6 +334,19 @@ def test_runs_lists_the_job_newest_first_with_failed_ones_marked(api: Emulator) 
     assert {run["runningMinutes"] for run in data["runs"]} == {0} and " MIN " in lines[1]
 
 
+@pytest.mark.parametrize(("zone", "offset"), [("Asia/Seoul", "+09:00"), ("UTC", "+00:00")])
+def test_runs_by_route_shows_the_header_and_rows_in_one_zone(api: Emulator, zone: str, offset: str) -> None:
+    # Issue 23, item 15: runs took --job only, and its header was in UTC while its rows were in +09:00.
+    assert backfill(api, "--to", "2026-11-02").returncode == 0
+    done = cli("runs", "--route", "nightly", env=env(api, DATAFLOW_TIMEZONE=zone))
+    assert done.returncode == 0, done.stderr
+    header, _, *rows = done.stdout.splitlines()
+    assert header.startswith("NightJob1: 2 runs since ") and f"{offset} ({zone})" in header
+    assert len(rows) == 2 and all(row.split()[1].endswith(offset) for row in rows)
+    typo = cli("runs", "--route", "nightlly", env=env(api))
+    assert typo.returncode == 2 and "no route named 'nightlly' in DATAFLOW_ROUTES (routes: sales" in typo.stderr
+
+
 def test_doctor_passes_where_everything_holds(api: Emulator) -> None:
     done = cli("doctor", env=env(api, DATAFLOW_TIMEZONE="Asia/Seoul"))
     assert done.returncode == 0, done.stdout + done.stderr

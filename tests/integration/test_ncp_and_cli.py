@@ -21,7 +21,7 @@ from handler.clocks import Clocks
 from handler.errors import ConfigError, InvocationFailedError
 from handler.launcher import Launcher
 from handler.wiring import Wiring
-from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, JsonLines, cli, connected, load_event
+from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, JsonLines, cli, cli_on_terminal, connected, load_event
 from tests.unit.test_signing import KNOWN_SIGNATURE
 
 
@@ -199,6 +199,28 @@ def test_cli_validate_shows_effective_sources_and_warnings() -> None:
         "only some parameters echoed, or nothing": "cannot identify runs: the run is started anyway; a redelivery "
         "into another container may start twice",
     }
+
+
+def test_cli_validate_on_a_terminal_prints_a_table_of_routes_warnings_and_guarantees() -> None:
+    # Issue 23, item 15: validate printed only JSON; a person on a terminal reads lines, a pipe still gets JSON.
+    routes = [{"name": "raw", "match": {"bucket": "b", "pattern": "^(a+)+$"}, "jobId": "J", "dedupParameter": "$d"}]
+    settings = {"DATAFLOW_ROUTES": json.dumps(routes), "DATAFLOW_DRY_RUN": "true"}
+    status, shown = cli_on_terminal("validate", env=settings)
+    assert status == 0
+    lines = shown.splitlines()
+    assert lines[0].startswith("valid: 1 route(s) for https://") and lines[0].endswith("; DRY RUN")
+    assert lines[1] == "raw: object -> job J"
+    assert lines[2].startswith("  warning: match.pattern has a quantified group inside a quantifier")
+    assert lines[3].startswith("  $d echoed: exactly once: a redelivery is matched by its dedup key")
+    assert json.loads(cli("validate", "--json", env=settings).stdout)["valid"] is True
+
+
+def test_cli_version_is_the_projects() -> None:
+    # Issue 23, item 15: no --version.
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert cli("--version", env={}).stdout.strip() == f"dataflow-launcher {version}"
 
 
 @pytest.mark.parametrize(
