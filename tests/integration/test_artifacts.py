@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.submit import Figure, smoke_report
 from emulator.server import Emulator
 from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, cli
 
@@ -266,6 +267,7 @@ def test_bench_smoke_run_measures_both_artifacts(artifacts: Artifacts) -> None:
             "-m",
             "bench.submit",
             "--smoke",
+            "--table",
             f"--ncp-zip={artifacts.ncp_zip}",
             f"--lambda-dir={artifacts.lambda_root}",
         ],
@@ -292,6 +294,35 @@ def test_bench_smoke_run_measures_both_artifacts(artifacts: Artifacts) -> None:
         line for line in lines if line.startswith("  memory") and "target <= 1.10x met" in line
     ]
     assert "size, ncp zip" in done.stdout and "size, sam build" in done.stdout
+
+
+def test_a_passing_bench_smoke_prints_one_calm_line_and_a_missed_memory_target_prints_the_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `make test` runs the smoke: its few calls judge no time, so their noise ("-94 us", "not judged") is
+    # not shown unless asked; a peak memory over its target still shows, with every figure, and fails.
+    warm = Figure("warm overhead", "lambda_handler 700 us / bare POST 744 us; Session machinery: -94 us", 0.94, 1.15)
+    memory = Figure("memory, checkout", "peak RSS 30.7 MB / reference 29.7 MB", 1.04, 1.10, timed=False)
+    assert smoke_report([warm, memory], table=False) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("bench smoke on Python ") and "every part ran (2 figures" in line
+    heavy = Figure("memory, checkout", "peak RSS 40.0 MB / reference 29.7 MB", 1.35, 1.10, timed=False)
+    assert smoke_report([warm, heavy], table=False) == 1
+    out = capsys.readouterr().out
+    assert "target <= 1.10x MISSED" in out and "not judged" in out
+    assert out.splitlines()[-1].endswith("MISSED its target: memory, checkout")
+    # What `make bench-smoke` prints when every part runs: that one line.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.submit", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    assert "every part ran" in line
 
 
 def test_probe_notices_a_module_compiled_from_source(artifacts: Artifacts, api: Emulator, tmp_path: Path) -> None:
