@@ -208,15 +208,7 @@ def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo, origin
         case ObjectTrigger():
             return _fire_object(trigger, routes, zone, origin)
         case ScheduleTrigger():
-            _log_fire(trigger, zone)
-            fired: list[Fired] = [
-                planned(route, trigger, {}, zone, origin) for route in routes if route.match.accepts_schedule(trigger)
-            ]
-            if not fired:
-                _warn_unrouted_schedule(trigger, routes)
-                misses = [_miss(route, miss) for route in routes if (miss := route.match.test_schedule(trigger))]
-                return [Skipped(None, "no-route", source, messages, details={"misses": misses[:MISSES_LOGGED]})]
-            return fired
+            return _fire_schedule(trigger, routes, zone, origin)
         case RouteInvocation():
             for route in routes:
                 if route.name == trigger.route:
@@ -242,6 +234,18 @@ def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo, origin
             ]
         case _:
             assert_never(trigger)
+
+
+def _fire_schedule(trigger: ScheduleTrigger, routes: Sequence[Route], zone: tzinfo, origin: Origin) -> list[Fired]:
+    _log_fire(trigger, zone)
+    fired: list[Fired] = [
+        planned(route, trigger, {}, zone, origin) for route in routes if route.match.accepts_schedule(trigger)
+    ]
+    if not fired:
+        _warn_unrouted_schedule(trigger, routes)
+        misses = [_miss(route, miss) for route in routes if (miss := route.match.test_schedule(trigger))]
+        return [Skipped(None, "no-route", origin.source, origin.messages, details={"misses": misses[:MISSES_LOGGED]})]
+    return fired
 
 
 def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, origin: Origin) -> list[Fired]:
