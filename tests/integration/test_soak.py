@@ -137,14 +137,14 @@ def test_soak_no_duplicates_no_silent_losses(reading: str) -> None:
 
 
 def soak_line(reading: str, counts: str, duplicates: int, ending: str) -> str:
-    """The soak's summary line: runs started twice are named as the reading's documented cost where they are one."""
+    """The soak's summary line: extra runs are named as the reading's documented cost where they are one."""
     if "no echo" in reading and "=fail" not in reading:
         twice = (
-            f"{duplicates} events started twice, the documented cost of DATAFLOW_DEDUP_UNVERIFIABLE=submit "
+            f"{duplicates} extra runs of redelivered events, the documented cost of DATAFLOW_DEDUP_UNVERIFIABLE=submit "
             "where the service echoes nothing (docs/delivery-guarantees.md)"
         )
     else:
-        twice = f"started twice {duplicates}"
+        twice = f"extra runs {duplicates}"
     return f"soak [{reading}]: {counts}; {twice}; {ending}"
 
 
@@ -153,9 +153,7 @@ def test_the_soak_summary_says_which_doubles_are_the_readings_documented_cost() 
     # DATAFLOW_DEDUP_UNVERIFIABLE=submit starts them anyway: true, expected, and alarming as it read.
     expected = soak_line("no echo", "500 events", 70, "lost 0")
     assert "duplicates" not in expected
-    assert "70 events started twice, the documented cost of DATAFLOW_DEDUP_UNVERIFIABLE=submit" in expected
-    assert (
-        soak_line("object echo", "500 events", 0, "lost 0") == "soak [object echo]: 500 events; started twice 0; lost 0"
-    )
+    assert "70 extra runs of redelivered events, the documented cost of DATAFLOW_DEDUP_UNVERIFIABLE=submit" in expected
+    assert soak_line("object echo", "500 events", 0, "lost 0") == "soak [object echo]: 500 events; extra runs 0; lost 0"
     refused = soak_line("no echo, DATAFLOW_DEDUP_UNVERIFIABLE=fail", "500 events", 0, "lost 0")
-    assert refused.endswith("; started twice 0; lost 0")
+    assert refused.endswith("; extra runs 0; lost 0")
