@@ -75,20 +75,21 @@ ROUTES_FILE ?=
 ROUTES_PATH = $(if $(ROUTES_FILE),$(abspath $(ROUTES_FILE)))
 build-LauncherFunction:
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)"; exit 1; }
-	python3 deploy/bundle.py "$(ARTIFACTS_DIR)" --python313 "$(PY313)" --routes "$(ROUTES_PATH)"
+	@python3 deploy/bundle.py "$(ARTIFACTS_DIR)" --python313 "$(PY313)" --routes "$(ROUTES_PATH)"
 
 # The NAVER Cloud Functions zip: __main__.py at the root, handler/, and the runtime wheels in
 # virtualenv/, which the launcher activates through activate_this.py; same wheels and bytecode as above.
 DIST ?= dist
 NCP_BUILD = $(DIST)/ncp-build
+# Quiet when it works (what it wrote, and that the smoke test passed); every error is still shown.
 package-ncp:
-	rm -rf $(NCP_BUILD) $(DIST)/ncp-action.zip
-	mkdir -p $(NCP_BUILD)/virtualenv/bin
-	cp deploy/ncp/__main__.py $(NCP_BUILD)/__main__.py
-	cp deploy/ncp/activate_this.py $(NCP_BUILD)/virtualenv/bin/activate_this.py
-	$(PYTHON) deploy/bundle.py $(NCP_BUILD) --site virtualenv/lib/python3.13/site-packages --python313 "$(PY313)" \
+	@rm -rf $(NCP_BUILD) $(DIST)/ncp-action.zip
+	@mkdir -p $(NCP_BUILD)/virtualenv/bin
+	@cp deploy/ncp/__main__.py $(NCP_BUILD)/__main__.py
+	@cp deploy/ncp/activate_this.py $(NCP_BUILD)/virtualenv/bin/activate_this.py
+	@$(PYTHON) deploy/bundle.py $(NCP_BUILD) --site virtualenv/lib/python3.13/site-packages --python313 "$(PY313)" \
 		--routes "$(ROUTES_PATH)"
-	cd $(NCP_BUILD) && $(PYTHON) -m zipfile -c ../ncp-action.zip __main__.py __pycache__ handler virtualenv
+	@cd $(NCP_BUILD) && $(PYTHON) -m zipfile -c ../ncp-action.zip __main__.py __pycache__ handler virtualenv
 	@echo "wrote $(DIST)/ncp-action.zip ($$(du -h $(DIST)/ncp-action.zip | cut -f1))"
 	@rm -rf $(DIST)/ncp-smoke && $(PYTHON) -m zipfile -e $(DIST)/ncp-action.zip $(DIST)/ncp-smoke
 	@if [ -n "$(PY313)" ]; then PYTHONDONTWRITEBYTECODE=1 $(PY313) -s -S deploy/ncp/smoke.py $(DIST)/ncp-smoke; \

@@ -220,7 +220,7 @@ def _figures(variant: Variant, scale: Scale, api: Emulator, queue: Queue, spent:
 
 
 def report(figures: Figures, judged: bool) -> list[str]:
-    """The figures, and each target met, MISSED, or not judged (a short run proves only that it works)."""
+    """The figures, and each target met or MISSED (a short run judges only that nothing was lost or run twice)."""
     lines = [
         f"{figures.variant.name} (gateway {figures.variant.gateway_rate:g}/s): {figures.files} files in "
         f"{figures.invocations} invocations -> {figures.runs} runs ({figures.files - figures.runs} saved by "
@@ -255,9 +255,11 @@ def report(figures: Figures, judged: bool) -> list[str]:
         targets.append((f"429 answers {share:.1%} <= 1% of requests", share <= 0.01))
         ratio = figures.drain_s / figures.physical_s
         targets.append((f"time to drain {ratio:.2f}x <= 1.2x its physical limit", ratio <= 1.2))
+    # A short run judges only what it can (nothing lost, nothing twice); its other targets are left out, not
+    # printed as "not judged": `make test` runs it, and a line per unjudged target read as a problem.
     for name, met in targets:
-        verdict = ("met" if met else "MISSED") if judged or name.startswith("files lost") else "not judged"
-        lines.append(f"  target {name}: {verdict}")
+        if judged or name.startswith("files lost"):
+            lines.append(f"  target {name}: {'met' if met else 'MISSED'}")
     return lines
 
 

@@ -19,6 +19,18 @@ RUNTIME = "3.13"  # both platforms run python3.13; the bytecode is compiled for 
 PRUNE = ("bin", "aws_lambda_powertools/event_handler")
 KEEP_UTILITIES = {"__init__.py", "typing", "jmespath_utils"}
 BINARY_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
+# Run over the artifact's own handler/ and wheels, so the routes file is checked by the code that will read
+# it, exactly as `validate` checks it. Errors only: warnings depend on settings a build does not know (the
+# deployed DATAFLOW_TIMEZONE, for one).
+CHECK_ROUTES = """
+import sys
+from handler.errors import ConfigError
+from handler.settings import parse_settings
+try:
+    parse_settings({"DATAFLOW_ROUTES": "@routes.json", "DATAFLOW_DRY_RUN": "true"})
+except ConfigError as exc:
+    sys.exit(str(exc))
+"""
 
 
 def requirements() -> list[str]:
@@ -31,7 +43,7 @@ def install(site: Path) -> None:
     # result runs on x86_64 and arm64 alike and never depends on the build machine (no Docker needed).
     # --no-compile: pip would write bytecode for the interpreter running it (e.g. cpython-311), which the
     # 3.13 runtime ignores; bytecode is compiled below, for 3.13.
-    subprocess.run(  # noqa: S603 - fixed arguments
+    done = subprocess.run(  # noqa: S603 - fixed arguments
         [
             sys.executable,
             "-m",
@@ -51,8 +63,14 @@ def install(site: Path) -> None:
             RUNTIME,
             *requirements(),
         ],
-        check=True,
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    # pip's output is shown only when it failed: its warnings about this machine's indexes or about running
+    # as root say nothing about the artifact.
+    if done.returncode != 0:
+        sys.exit(f"pip could not install the runtime dependencies:\n{done.stdout}{done.stderr}")
 
 
 def check_pure(site: Path) -> None:
@@ -93,6 +111,21 @@ def copy_routes(routes: str, destination: Path) -> None:
         sys.exit(f"ROUTES_FILE {source} must hold a JSON array of routes")
     (destination / "handler" / "routes.json").write_text(text, encoding="utf-8")
     print(f"routes: {source} -> handler/routes.json (set DATAFLOW_ROUTES=@routes.json)")
+
+
+def check_routes(destination: Path, site: Path, source: str) -> None:
+    """Refuses to ship a routes file that `validate` refuses: its error would first show in the cloud."""
+    path = os.pathsep.join((str(destination), str(site)))
+    done = subprocess.run(  # noqa: S603 - the build's own interpreter, a fixed script
+        [sys.executable, "-s", "-c", CHECK_ROUTES],
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"},
+        cwd=destination,  # `-c` puts the working directory first on the path: never the checkout's handler/
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        sys.exit(f"ROUTES_FILE {source}: not shipped, `validate` refuses it:\n{done.stderr.strip()}")
 
 
 def compile_for_runtime(destination: Path, python313: str) -> None:
@@ -172,6 +205,8 @@ def main() -> None:
     install(site)
     check_pure(site)
     prune(site)
+    if args.routes:
+        check_routes(destination, site, args.routes)
     compile_for_runtime(destination, args.python313)
     report(destination)
 

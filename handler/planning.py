@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Final, assert_never
 
 from handler.events import (
@@ -208,14 +208,7 @@ def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo, origin
         case ObjectTrigger():
             return _fire_object(trigger, routes, zone, origin)
         case ScheduleTrigger():
-            fired: list[Fired] = [
-                planned(route, trigger, {}, zone, origin) for route in routes if route.match.accepts_schedule(trigger)
-            ]
-            if not fired:
-                _warn_unrouted_schedule(trigger, routes)
-                misses = [_miss(route, miss) for route in routes if (miss := route.match.test_schedule(trigger))]
-                return [Skipped(None, "no-route", source, messages, details={"misses": misses[:MISSES_LOGGED]})]
-            return fired
+            return _fire_schedule(trigger, routes, zone, origin)
         case RouteInvocation():
             for route in routes:
                 if route.name == trigger.route:
@@ -241,6 +234,18 @@ def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo, origin
             ]
         case _:
             assert_never(trigger)
+
+
+def _fire_schedule(trigger: ScheduleTrigger, routes: Sequence[Route], zone: tzinfo, origin: Origin) -> list[Fired]:
+    _log_fire(trigger, zone)
+    fired: list[Fired] = [
+        planned(route, trigger, {}, zone, origin) for route in routes if route.match.accepts_schedule(trigger)
+    ]
+    if not fired:
+        _warn_unrouted_schedule(trigger, routes)
+        misses = [_miss(route, miss) for route in routes if (miss := route.match.test_schedule(trigger))]
+        return [Skipped(None, "no-route", origin.source, origin.messages, details={"misses": misses[:MISSES_LOGGED]})]
+    return fired
 
 
 def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, origin: Origin) -> list[Fired]:
@@ -320,6 +325,20 @@ def dedup_key(route: str | None, job: JobSpec, parameters: Mapping[str, str], id
     target = [job.job_id, job.workflow_id, job.trigger_id, job.job_condition]
     material = json.dumps([route, target, parameters, *identity], sort_keys=True, default=str, ensure_ascii=True)
     return hashlib.sha256(material.encode("ascii")).hexdigest()[:32]
+
+
+def _log_fire(trigger: ScheduleTrigger, zone: tzinfo) -> None:
+    # Cloud Functions' cron console states no zone: this record shows what the crontab's minute was in UTC and
+    # in DATAFLOW_TIMEZONE, the zone {time...} renders in, so a first run shows which date the job gets.
+    log.info(
+        "schedule fired",
+        extra={
+            "schedule": trigger.schedule,
+            "fireTimeUtc": trigger.time.astimezone(UTC).isoformat(),
+            "fireTimeLocal": trigger.time.astimezone(zone).isoformat(),
+            "timezone": getattr(zone, "key", None) or str(zone),
+        },
+    )
 
 
 def _warn_unrouted_schedule(trigger: ScheduleTrigger, routes: Sequence[Route]) -> None:

@@ -493,8 +493,9 @@ def route_warnings(route: Route, zone: tzinfo = UTC) -> list[str]:
     renders_time = any(template.renders_time for _, template in route.parameters)
     if route.match.source == "schedule" and renders_time and zone is UTC:
         warnings.append(
-            "a schedule route renders {time...} in UTC (DATAFLOW_TIMEZONE): if its schedule fires in another zone, "
-            "a run at 01:00 local time renders the day before; set DATAFLOW_TIMEZONE to the schedule's zone"
+            "a schedule route renders {time...} in UTC (DATAFLOW_TIMEZONE), whatever zone its cron fires in: a "
+            "nightly at 02:00 Seoul (17:00 UTC) renders the day before the Seoul date; set DATAFLOW_TIMEZONE to the "
+            "zone whose dates the job wants (e.g. Asia/Seoul), and keep the cron in the zone it fires in"
         )
     if route.match.pattern is not None and re.search(_NESTED_QUANTIFIER, route.match.pattern.pattern):
         warnings.append(

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.submit import Figure, smoke_report
 from emulator.server import Emulator
-from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY
+from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -115,6 +116,7 @@ class Artifacts:
     ncp_zip: Path
     ncp_root: Path
     lambda_root: Path
+    ncp_output: str  # what `make package-ncp` printed
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +138,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     makefile, pinned = ROOT / code_uri() / "Makefile", f"PY313={python313}"
     builds = [  # both at once: each is mostly pip and compileall waiting on different things
         subprocess.Popen(
-            [make, "-s", "package-ncp", f"DIST={base / 'dist'}", f"PY313={python313}"],
+            [make, "package-ncp", f"DIST={base / 'dist'}", f"PY313={python313}"],  # as a user types it
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -150,13 +152,15 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
             stderr=subprocess.STDOUT,
         ),
     ]
+    outputs = []
     for build in builds:
         output, _ = build.communicate(timeout=240)
         assert build.returncode == 0, output.decode()
+        outputs.append(output.decode())
     ncp_root = base / "ncp"
     with zipfile.ZipFile(base / "dist" / "ncp-action.zip") as archive:
         archive.extractall(ncp_root)
-    return Artifacts(python313, base / "dist" / "ncp-action.zip", ncp_root, base / "lambda")
+    return Artifacts(python313, base / "dist" / "ncp-action.zip", ncp_root, base / "lambda", outputs[0])
 
 
 @pytest.fixture
@@ -263,6 +267,7 @@ def test_bench_smoke_run_measures_both_artifacts(artifacts: Artifacts) -> None:
             "-m",
             "bench.submit",
             "--smoke",
+            "--table",
             f"--ncp-zip={artifacts.ncp_zip}",
             f"--lambda-dir={artifacts.lambda_root}",
         ],
@@ -291,6 +296,35 @@ def test_bench_smoke_run_measures_both_artifacts(artifacts: Artifacts) -> None:
     assert "size, ncp zip" in done.stdout and "size, sam build" in done.stdout
 
 
+def test_a_passing_bench_smoke_prints_one_calm_line_and_a_missed_memory_target_prints_the_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `make test` runs the smoke: its few calls judge no time, so their noise ("-94 us", "not judged") is
+    # not shown unless asked; a peak memory over its target still shows, with every figure, and fails.
+    warm = Figure("warm overhead", "lambda_handler 700 us / bare POST 744 us; Session machinery: -94 us", 0.94, 1.15)
+    memory = Figure("memory, checkout", "peak RSS 30.7 MB / reference 29.7 MB", 1.04, 1.10, timed=False)
+    assert smoke_report([warm, memory], table=False) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("bench smoke on Python ") and "every part ran (2 figures" in line
+    heavy = Figure("memory, checkout", "peak RSS 40.0 MB / reference 29.7 MB", 1.35, 1.10, timed=False)
+    assert smoke_report([warm, heavy], table=False) == 1
+    out = capsys.readouterr().out
+    assert "target <= 1.10x MISSED" in out and "not judged" in out
+    assert out.splitlines()[-1].endswith("MISSED its target: memory, checkout")
+    # What `make bench-smoke` prints when every part runs: that one line.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.submit", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    assert "every part ran" in line
+
+
 def test_probe_notices_a_module_compiled_from_source(artifacts: Artifacts, api: Emulator, tmp_path: Path) -> None:
     # The probe itself must be able to fail: drop one module's bytecode and it must be reported.
     copy = tmp_path / "lambda"
@@ -317,3 +351,37 @@ def test_a_routes_file_of_the_users_own_repository_ships_in_both_artifacts(
     results = report["results"]
     assert isinstance(results, list)
     assert results[0]["submitted"][0]["route"] == "mine"
+
+
+def test_both_builds_refuse_a_routes_file_that_validate_refuses(tmp_path: Path) -> None:
+    # A route matching a schedule expression instead of its name: `validate` refuses it, so must the builds,
+    # before the error first shows in the cloud.
+    routes = tmp_path / "routes.json"
+    routes.write_text(json.dumps([{"name": "r", "match": {"schedule": "cron(0 1 * * ? *)"}, "jobId": "Job1"}]))
+    validated = cli("validate", env={"DATAFLOW_ROUTES": f"@{routes}", "DATAFLOW_DRY_RUN": "true"})
+    assert validated.returncode == 2
+    problems = [line for line in validated.stdout.splitlines() + validated.stderr.splitlines() if line.startswith("- ")]
+    assert problems and "DATAFLOW_ROUTES[r].match.schedule" in problems[0]
+    make = shutil.which("make")
+    assert make is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))} | {"ROUTES_FILE": str(routes)}
+    ncp = [make, "-s", "package-ncp", f"DIST={tmp_path / 'dist'}"]
+    lambda_ = [make, "--makefile", str(ROOT / code_uri() / "Makefile"), "build-LauncherFunction"]
+    for command in (ncp, [*lambda_, f"ARTIFACTS_DIR={tmp_path / 'lambda'}"]):
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=240)
+        assert done.returncode != 0, done.stdout
+        assert all(problem in done.stderr for problem in problems), done.stderr
+    assert not (tmp_path / "dist" / "ncp-action.zip").exists()
+
+
+def test_a_passing_package_ncp_says_what_it_wrote_and_nothing_else(artifacts: Artifacts) -> None:
+    # No echoed commands, no pip warnings about this machine, no raw log records of the smoke test.
+    starts = ("routes: ", f"{artifacts.ncp_zip.parent / 'ncp-build'}: ", "wrote ", "smoke test of the zip passed on ")
+    lines = artifacts.ncp_output.splitlines()
+    assert [line for line in lines if not line.startswith(starts)] == []
+    assert [line.split(" ", 1)[0] for line in lines] == [
+        "routes:",
+        f"{artifacts.ncp_zip.parent}/ncp-build:",
+        "wrote",
+        "smoke",
+    ]

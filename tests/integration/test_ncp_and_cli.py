@@ -372,3 +372,24 @@ def test_cli_emulate_shows_its_credentials_and_every_request_with_its_outcome() 
     assert (line["status"], line["verdict"]) == (401, "rejected: signature mismatch")
     assert line["expectedStringToSign"] == f"POST /api/v1/jobs/J/executions\n{timestamp}\nDEMOACCESSKEY"
     assert "demo-secret-key" not in json.dumps(line)
+
+
+def test_a_seoul_nightly_from_a_utc_crontab_renders_the_seoul_date_and_logs_both_wall_times(
+    monkeypatch: pytest.MonkeyPatch, live_emulator: Emulator, logs: JsonLines
+) -> None:
+    # A crontab "0 17 * * *" in UTC is 02:00 in Seoul the next day: the zone the crontab fires in does not
+    # matter, the placeholders render in DATAFLOW_TIMEZONE.
+    fired = 1_798_650_020.0  # 2026-12-30T17:00:20Z, 20 s into the cron's minute
+    monkeypatch.setattr(ncp, "launcher", Launcher(Wiring(Clocks(wall=lambda: fired, sleep=lambda _: None))))
+    live_emulator.clock = lambda: fired
+    nightly = {"name": "nightly", "match": {"source": "schedule", "schedule": "nightly"}, "jobId": "NightlyJob1"}
+    nightly["parameters"] = {"$date": "{time:%Y-%m-%d}", "$yesterday": "{time-1d:%Y-%m-%d}"}
+    args = connected(live_emulator.url, DATAFLOW_ROUTES=json.dumps([nightly]), DATAFLOW_TIMEZONE="Asia/Seoul")
+    ncp.main(args | {"schedule": "nightly"})
+    [request] = live_emulator.posts
+    assert request.json == {"parameters": {"$date": "2026-12-31", "$yesterday": "2026-12-30"}}
+    [record] = [record for record in logs.records if record["message"] == "schedule fired"]
+    assert record["schedule"] == "nightly"
+    assert record["fireTimeUtc"] == "2026-12-30T17:00:00+00:00"
+    assert record["fireTimeLocal"] == "2026-12-31T02:00:00+09:00"
+    assert record["timezone"] == "Asia/Seoul"

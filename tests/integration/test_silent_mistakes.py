@@ -92,7 +92,11 @@ def test_a_prefix_starting_with_a_slash_is_a_warning() -> None:
 
 def test_a_schedule_rendering_its_date_in_utc_is_a_warning_until_the_zone_is_set() -> None:
     nightly = route(match={"source": "schedule", "schedule": "nightly"}, parameters={"$day": "{time-1d:%Y-%m-%d}"})
-    assert validated(nightly)["warnings"][0].startswith("a schedule route renders {time...} in UTC")
+    [warning] = validated(nightly)["warnings"]
+    assert warning.startswith("a schedule route renders {time...} in UTC")
+    # The fix is the zone of the dates the job wants, never "the zone the crontab fires in" (a UTC crontab
+    # for 02:00 Seoul would then render the day before).
+    assert "whatever zone its cron fires in" in warning and "DATAFLOW_TIMEZONE to the zone whose dates" in warning
     assert validated(nightly | {"DATAFLOW_TIMEZONE": "Asia/Seoul"})["warnings"] == []
 
 

@@ -1,12 +1,17 @@
 """The documentation stays navigable, lists exactly the real settings and every code the handler fails with."""
 
 import ast
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+from handler.clocks import Clocks
+from handler.launcher import Launcher
 from handler.settings import CONFIG_NAMES
+from handler.wiring import Wiring
+from tests.conftest import NOW, JsonLines, upload
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", *(ROOT / "docs").glob("*.md")])
@@ -125,3 +130,31 @@ def test_max_running_is_documented_against_the_jobs_own_max_concurrent_runs() ->
     page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     [row] = [line for line in page.splitlines() if line.startswith("| `maxRunning` |")]
     assert "`maxConcurrentRuns`" in row and "doctor" in row and "`validate` cannot read the job" in row
+
+
+def test_the_logs_insights_query_for_one_files_decision_asks_for_fields_the_records_carry(logs: JsonLines) -> None:
+    # "It didn't run and there is no error" ends in a query; each field it reads must be one a decision
+    # record really has, and each message it filters on one the handler really writes.
+    page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    checklist = page.split("## It didn't run and there is no error")[1].split("\n## ")[0]
+    query = checklist.split("### One file's decision in CloudWatch Logs Insights")[1].split("```text\n")[1]
+    query = query.split("```")[0]
+    fields = [name.strip() for name in query.splitlines()[0].removeprefix("fields ").split(",")]
+    messages = re.findall(r'"([^"]+)"', query.split("message in ")[1].splitlines()[0])
+    routes = [
+        {"name": "fires", "match": {"source": "object", "prefix": "incoming/"}, "jobId": "J1"},
+        {"name": "misses", "match": {"source": "object", "suffix": ".parquet"}, "jobId": "J2"},
+    ]
+    config = {"DATAFLOW_ROUTES": json.dumps(routes), "DATAFLOW_DRY_RUN": "true", "DATAFLOW_DEDUP_CHECK": "off"}
+    launcher = Launcher(Wiring(Clocks(wall=lambda: NOW, sleep=lambda _: None)))
+    entries: list[dict[str, object]] = []  # a record leaves out what is null (a dry run's jobExecutionId)
+    for event in (upload("incoming/orders/a.csv"), upload("elsewhere/a.csv"), {"Records": [{"s3": "cut off"}]}):
+        result = launcher.invoke(event, config, platform="aws").result
+        entries += [dict(entry) for kind in ("submitted", "skipped", "failed") for entry in result[kind]]
+    records = [record for record in logs.records if record["message"] in messages]
+    assert {record["message"] for record in records} == {"dry run: not sent", "skipped", "failed"}
+    seen = {name for record in [*records, *entries] for name in record} | {
+        f"misses.0.{name}" for record in records for name in (record.get("misses") or [{}])[0]
+    }
+    assert [field for field in fields if not field.startswith("@") and field not in seen] == []
+    assert "submitted" in messages and 'filter @message like "' in query

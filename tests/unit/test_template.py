@@ -115,9 +115,21 @@ def test_each_schedule_is_a_scheduler_schedule_with_retries_a_dlq_and_the_input_
 
 
 def test_two_schedules_need_no_edit_and_the_rest_stay_off(translated: dict[str, Any]) -> None:
-    two = {"Schedule2Name": "hourly", "Schedule2Expression": "rate(1 hour)"}
+    two = {"ScheduleName": "nightly", "Schedule2Name": "hourly", "Schedule2Expression": "rate(1 hour)"}
     assert [holds(f"HasSchedule{n}", two, translated) for n in (1, 2, 3)] == [True, True, False]
     assert holds("HasSchedule", {"ScheduleName": ""}, translated) is False
+
+
+def test_a_named_schedule_fires_without_a_second_switch_and_none_exists_unless_named(
+    translated: dict[str, Any],
+) -> None:
+    # "Keep the rest" in the guided deploy: a nightly the user named fires, and a stack for uploads alone
+    # never starts the default route's job on a clock.
+    assert translated["Parameters"]["ScheduleState"]["Default"] == "ENABLED"
+    assert holds("HasSchedule", {}, translated) is False
+    assert holds("HasSchedule1", {"ScheduleName": "nightly"}, translated) is True
+    for schedule in resources_of(translated, "AWS::Scheduler::Schedule").values():
+        assert resolve(schedule["Properties"]["State"], {"ScheduleName": "nightly"}, translated) == "ENABLED"
 
 
 def test_one_zone_drives_the_schedules_and_the_placeholders(translated: dict[str, Any]) -> None:
@@ -134,6 +146,14 @@ def test_without_an_upload_bucket_nothing_of_it_is_created(translated: dict[str,
     for name in (*created, "UploadQueueReadPolicy"):
         assert translated["Resources"][name]["Condition"] == "CreateBucket", name
     assert holds("CreateBucket", {"CreateUploadBucket": "false"}, translated) is False
+    assert holds("CreateBucket", {}, translated) is True
+
+
+def test_an_existing_bucket_named_replaces_the_new_one(translated: dict[str, Any]) -> None:
+    existing = {"ExistingBucketName": "partner-drop"}
+    assert holds("CreateBucket", existing, translated) is False
+    assert holds("CreateBucket", existing | {"CreateUploadBucket": "true"}, translated) is False
+    assert holds("UseExistingBucket", existing, translated) is True
     for name in ("UploadBucketName", "UploadQueueUrl", "UploadDeadLetterQueueArn"):
         assert translated["Outputs"][name]["Condition"] == "CreateBucket"
 
@@ -207,6 +227,28 @@ def test_rules_refuse_a_secret_without_the_layer_and_keys_without_both_halves(tr
     keys = {"NcloudAccessKey": "AK", "NcloudSecretKey": "SK"}
     assert refused(keys) == ["OneTarget"]
     assert refused(keys | job | {"DataflowRoutes": "@routes.json"}) == ["OneTarget"]
+
+
+def test_with_routes_the_uploads_are_filtered_in_one_place_only(translated: dict[str, Any]) -> None:
+    # The template's filter and a route's match.prefix could disagree, and uploads outside the template's
+    # would never reach the function: with routes, the routes filter alone.
+    rules = translated["Rules"]
+
+    def refused(parameters: dict[str, str]) -> list[str]:
+        return [
+            name
+            for name, rule in rules.items()
+            if resolve(rule.get("RuleCondition", True), parameters, translated)
+            and not all(resolve(check["Assert"], parameters, translated) for check in rule["Assertions"])
+        ]
+
+    keys = {"NcloudAccessKey": "AK", "NcloudSecretKey": "SK"}
+    routes = keys | {"DataflowRoutes": "@routes.json"}
+    assert refused(routes | {"UploadPrefix": "incoming/"}) == ["OneKeyFilter"]
+    assert refused(routes | {"UploadSuffix": ".csv"}) == ["OneKeyFilter"]
+    assert refused(routes) == []
+    assert refused(keys | {"DataflowJobId": "J1", "UploadPrefix": "incoming/", "UploadSuffix": ".csv"}) == []
+    assert "filter in the routes" in rules["OneKeyFilter"]["Assertions"][0]["AssertDescription"]
 
 
 def test_the_function_may_read_the_upload_queue_and_no_other(translated: dict[str, Any]) -> None:
