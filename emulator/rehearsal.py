@@ -143,6 +143,10 @@ def fault(text: str) -> Fault:
     """`--fault KIND[,times=N][,on=POST|GET][,hold=DURATION]` as a Fault for the next matching requests."""
     kind, options = _spec(text, "--fault", FAULT_EXAMPLE, ("times", "on", "hold"))
     kind = kind.lower()
+    if "hold" in options and kind != "timeout":
+        raise ValueError(
+            f"--fault {text!r}: hold= is how long a timeout holds its answer, e.g. --fault timeout,hold=20s"
+        )
     hold = duration(options.get("hold", "15s"), f"--fault {text!r}: hold=")
     if kind in FAULTS:
         made = FAULTS[kind](hold)
