@@ -310,7 +310,7 @@ class Emulator:
                 raise ValueError(f"an ending's status must be one of {STATUSES}, not {ending.status!r}")
         self.endings = list(endings)
         self._created: dict[str, int] = {}  # job -> runs created so far, for `Ending.every`
-        self._ends: list[tuple[float, str, dict[str, Any]]] = []  # (clock reading, status, run) still to come
+        self._ends: list[tuple[float, Ending, dict[str, Any]]] = []  # (clock reading, ending, run) still to come
 
     def _schedule_end(self, execution: dict[str, Any]) -> None:
         """Decides, as a run is created, whether and when it ends (the first ending that picks it)."""
@@ -318,16 +318,17 @@ class Emulator:
             ordinal = self._created[execution["jobId"]] = self._created.get(execution["jobId"], 0) + 1
             for ending in self.endings:
                 if ending.picks(execution["parsedParameters"], ordinal):
-                    self._ends.append((self.clock() + ending.after, ending.status, execution))
+                    self._ends.append((self.clock() + ending.after, ending, execution))
                     return
 
     def settle(self) -> None:
         """Ends every run whose time has come on the clock (requests call it before they are served)."""
         with self.lock:
             now = self.clock()
-            for _, status, run in (end for end in self._ends if end[0] <= now):
+            for _, ending, run in (end for end in self._ends if end[0] <= now):
                 if run["status"] in GOING:  # a run a test finished or cancelled meanwhile keeps that status
-                    run["status"] = status
+                    run["status"] = ending.status
+                    run["runningTime"] = int(ending.after // 60)  # minutes, as the service counts them
             self._ends = [end for end in self._ends if end[0] > now]
 
     @property

@@ -67,6 +67,7 @@ def test_runs_end_by_rule_after_their_delay_on_the_clock(rehearse: Any, launcher
     assert statuses(api, clock) == ["2026-11-25 READY", "2026-11-26 FAILED"]
     clock.advance(30)
     assert statuses(api, clock) == ["2026-11-25 COMPLETED", "2026-11-26 FAILED"]
+    assert [run["runningTime"] for run in api.all_executions()] == [1, 0]
 
 
 def test_every_nth_run_of_a_job_fails_and_the_rest_complete(
