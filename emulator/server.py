@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import formatdate
@@ -58,6 +58,25 @@ class Fault:
     raw: bytes | None = None  # send exactly these bytes as the body (b"" for an empty 2xx)
     drip: float = 0.0  # send the whole answer one byte at a time, this many seconds apart
     cut: bool = False  # announce the full body, send half of it, then close the connection
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a created run ends: `status`, `after` seconds on the emulator's clock, for the runs it picks.
+
+    It picks every run, or (`where`) those whose parameter has that value, or (`every`) the job's Nth, 2Nth...
+    created run; the first ending that picks a run decides it, and a run none picks stays READY.
+    """
+
+    status: str
+    after: float = 0.0
+    where: tuple[str, str] | None = None
+    every: int | None = None
+
+    def picks(self, parameters: dict[str, Any], ordinal: int) -> bool:
+        if self.where is not None and parameters.get(self.where[0]) != self.where[1]:
+            return False
+        return self.every is None or ordinal % self.every == 0
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -164,8 +183,8 @@ class Emulator:
         answer says `maxConcurrentRuns: null`). Runs READY or RUNNING count against the limit.
       `at_limit` -- what a create meets with the job's limit already going: "refuse" (400 `bad-state`,
         detail `limit_detail` formatted with job, limit and going; nothing is created) or "queue"
-        (accepted, answered and kept READY like any create: this emulator never starts a run, the
-        service would hold it READY until a run of the job ends).
+        (accepted, answered and kept READY like any create: the service would hold it READY until a run of
+        the job ends).
       `job_status` -- job id -> its status (default "READY"). A status outside RUNNABLE (DRAFT,
         STOPPED, EDITING, DELETED, a disabled job) refuses every create with 400 `bad-state`, detail
         `NOT_RUNNABLE_DETAIL`: the other bad-state, one a later delivery would meet alike.
@@ -174,6 +193,11 @@ class Emulator:
         The answer: jobId, name ("job-" + id), type "SCRIPT", status, maxConcurrentRuns,
         lastExecutionStatus (of its newest run, or null), createdDate, updatedDate and runCondition
         (the stored workerType, numWorker and timeout a create without jobCondition uses).
+
+    Runs that end (the service runs a job; this emulator only keeps its runs, READY until something ends them):
+      `endings` -- `Ending`s deciding, when a run is created, whether and when it ends: at `after` seconds
+        on the injected `clock` it takes the ending's status (seen by the next request). Runs planted as
+        history, and runs no ending picks, keep their status until `finish` or `set_status`.
 
     Latency:
       `answer_delay` -- seconds every request waits (real time, `time.sleep`) before it is read and
@@ -219,6 +243,7 @@ class Emulator:
         limit_detail: str = LIMIT_DETAIL,
         job_status: dict[str, str] | None = None,
         job_reading: str = "current",
+        endings: Sequence[Ending] = (),
     ) -> None:
         if count_means not in COUNT_READINGS:
             raise ValueError(f"count_means must be one of {COUNT_READINGS}, not {count_means!r}")
@@ -250,6 +275,7 @@ class Emulator:
         self.limit_detail = limit_detail
         self.job_status = dict(job_status or {})
         self.job_reading = job_reading
+        self._runs_end(endings)
         self.throttled = 0
         self.quota_refused = 0
         self.accepted = 0
@@ -278,6 +304,33 @@ class Emulator:
         self.vanished: list[dict[str, Any]] = []
         self.hidden: set[str] = set()
 
+    def _runs_end(self, endings: Sequence[Ending]) -> None:
+        for ending in endings:
+            if ending.status not in STATUSES:
+                raise ValueError(f"an ending's status must be one of {STATUSES}, not {ending.status!r}")
+        self.endings = list(endings)
+        self._created: dict[str, int] = {}  # job -> runs created so far, for `Ending.every`
+        self._ends: list[tuple[float, Ending, dict[str, Any]]] = []  # (clock reading, ending, run) still to come
+
+    def _schedule_end(self, execution: dict[str, Any]) -> None:
+        """Decides, as a run is created, whether and when it ends (the first ending that picks it)."""
+        with self.lock:
+            ordinal = self._created[execution["jobId"]] = self._created.get(execution["jobId"], 0) + 1
+            for ending in self.endings:
+                if ending.picks(execution["parsedParameters"], ordinal):
+                    self._ends.append((self.clock() + ending.after, ending, execution))
+                    return
+
+    def settle(self) -> None:
+        """Ends every run whose time has come on the clock (requests call it before they are served)."""
+        with self.lock:
+            now = self.clock()
+            for _, ending, run in (end for end in self._ends if end[0] <= now):
+                if run["status"] in GOING:  # a run a test finished or cancelled meanwhile keeps that status
+                    run["status"] = ending.status
+                    run["runningTime"] = int(ending.after // 60)  # minutes, as the service counts them
+            self._ends = [end for end in self._ends if end[0] > now]
+
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.server.server_port}"
@@ -293,6 +346,7 @@ class Emulator:
             return [request for request in self.received if request.method == "POST"]
 
     def all_executions(self) -> list[dict[str, Any]]:
+        self.settle()
         with self.lock:
             return [item for items in self.executions.values() for item in items]
 
@@ -346,6 +400,7 @@ class Emulator:
 
     def going(self, job_id: str) -> list[dict[str, Any]]:
         """The job's executions still READY or RUNNING, oldest first."""
+        self.settle()
         with self.lock:
             return [item for item in self.executions.get(job_id, []) if item["status"] in GOING]
 
@@ -457,6 +512,7 @@ class Emulator:
         return None
 
     def execute(self, request: Received) -> tuple[int, Any]:
+        self.settle()
         parts = urlsplit(request.path)
         one = _ONE.fullmatch(parts.path)
         create = _CREATE.fullmatch(parts.path)
@@ -610,6 +666,7 @@ class Emulator:
             execution = self.plant(
                 job_id, None, "READY", dict(body.get("parameters", {})), condition=body.get("jobCondition", {})
             )
+            self._schedule_end(execution)
         answer = self.shown(execution)
         if not self.create_echo:
             answer["parsedParameters"] = []

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import fields
 from typing import Any
 
 from handler.cli.common import CHECKOUT, CommandError, as_json, configuration, emit, out, read_json, say
@@ -142,16 +143,14 @@ def emulate(args: argparse.Namespace) -> int:
         say("the emulator ships with the source checkout, not with the deployed package")
         return 2
     sys.path.insert(0, str(CHECKOUT))
-    from emulator.server import Emulator, Received
+    from emulator.rehearsal import Rehearsal
 
-    def show(request: Received) -> None:
-        line = {"method": request.method, "path": request.path, "status": request.status, "verdict": request.verdict}
-        if request.expected_string_to_sign is not None:
-            line["expectedStringToSign"] = request.expected_string_to_sign
-        out(json.dumps(line | {"body": request.json}), flush=True)
-
+    # Each rehearsal flag's destination is the field's name (--max-concurrent-runs: max_concurrent_runs).
+    rehearsal = Rehearsal(**{option.name: getattr(args, option.name) for option in fields(Rehearsal)})
     try:
-        api = Emulator({args.access_key: args.secret_key}, host=args.host, port=args.port, on_request=show)
+        api = rehearsal.emulator({args.access_key: args.secret_key}, host=args.host, port=args.port, on_request=show)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
     except OSError as exc:
         say(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port")
         return 2
@@ -170,6 +169,14 @@ def emulate(args: argparse.Namespace) -> int:
     finally:
         api.stop()
     return 0
+
+
+def show(request: Any) -> None:
+    """Prints one request the emulator answered (an emulator.server.Received) as one JSON line."""
+    line = {"method": request.method, "path": request.path, "status": request.status, "verdict": request.verdict}
+    if request.expected_string_to_sign is not None:
+        line["expectedStringToSign"] = request.expected_string_to_sign
+    out(json.dumps(line | {"body": request.json}), flush=True)
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -207,4 +214,44 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     emulator.add_argument("--port", type=int, default=8930)
     emulator.add_argument("--access-key", default="DEMOACCESSKEY")
     emulator.add_argument("--secret-key", default="demo-secret-key")
+    _rehearsal_options(emulator)
     emulator.set_defaults(func=emulate)
+
+
+def _rehearsal_options(emulator: argparse.ArgumentParser) -> None:
+    runs = emulator.add_argument_group("runs that end, faults, limits and history (docs/command-line.md#emulate)")
+    runs.add_argument(
+        "--finish",
+        action="append",
+        default=[],
+        metavar="STATUS[,after=30s][,when=NAME=VALUE][,every=N]",
+        help="created runs end COMPLETED, FAILED or CANCELED after a delay, for the runs picked (repeatable: the "
+        "first that picks a run decides; a run none picks stays READY)",
+    )
+    runs.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND[,times=N][,on=POST|GET][,hold=15s]",
+        help="the next requests meet a fault: throttle, lost (done, answer lost), drop, cut, timeout (answers after "
+        "hold) or an HTTP status 400-599 (repeatable, taken in order)",
+    )
+    runs.add_argument("--rate-limit", type=float, metavar="RPS", help="the gateway's requests per second (429 beyond)")
+    runs.add_argument(
+        "--max-concurrent-runs", action="append", default=[], metavar="JOB=N", help="the job's maxConcurrentRuns"
+    )
+    runs.add_argument(
+        "--at-limit", choices=("refuse", "queue"), default="refuse", help="a create at the job's limit: 400 or READY"
+    )
+    runs.add_argument("--history", metavar="FILE", help="start with these runs: a JSON array as the API lists them")
+    runs.add_argument(
+        "--seed", action="append", default=[], metavar="JOB,runs=N[,over=24h][,status=S]", help="N runs over a span"
+    )
+    reading = emulator.add_argument_group("the service's reading where its docs leave it open")
+    reading.add_argument("--echo", choices=("object", "list", "none"), default="object", help="parsedParameters shape")
+    reading.add_argument("--echo-only", metavar="NAME,NAME", help="echo only these parameters (the declared ones)")
+    reading.add_argument("--order", choices=("newest", "oldest"), default="newest", help="which run a listing starts")
+    reading.add_argument("--limit-cap", type=int, metavar="N", help="serve at most N runs a page, whatever is asked")
+    reading.add_argument(
+        "--count", choices=("total", "page", "missing", "string"), default="total", help="what a listing's count is"
+    )

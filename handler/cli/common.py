@@ -8,6 +8,7 @@ import math
 import os
 import re
 import sys
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ CHECKOUT = Path(__file__).resolve().parent.parent.parent
 # DATAFLOW_DEDUP_WINDOW_HOURS' largest value: how far back a command's duplicate check can read.
 MAX_REACH_HOURS = 24 * 14
 _SPAN = re.compile(r"(?P<amount>\d{1,6})(?P<unit>[dhm])")
+_WRITING = threading.Lock()
 
 
 class CommandError(HandlerError):
@@ -30,7 +32,12 @@ class CommandError(HandlerError):
 
 # The command line's only writers: what a command answers goes to stdout, what it says on the way to stderr.
 def out(text: str, *, flush: bool = False) -> None:
-    print(text, flush=flush)
+    # One write of the whole line under one lock: print() writes the text and its newline apart, so lines
+    # written from several threads at once (the emulator's request records) would interleave.
+    with _WRITING:
+        sys.stdout.write(text + "\n")
+        if flush:
+            sys.stdout.flush()
 
 
 def emit(data: Any) -> None:
