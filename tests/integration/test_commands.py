@@ -363,7 +363,8 @@ def test_more_than_a_hundred_steps_are_asked_about_on_a_terminal(api: Emulator) 
 
 
 def test_confirm_lets_the_steps_start_on_yes_typed_or_given() -> None:
-    from handler.cli.backfill import CommandError, confirm
+    from handler.cli.backfill import confirm
+    from handler.cli.common import CommandError
 
     confirm(101, "route r", yes=False, terminal=lambda: True, answer=lambda: "y\n")
     confirm(101, "route r", yes=True, terminal=lambda: False, answer=lambda: "")
