@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 from urllib.parse import unquote_plus
 
 from handler.errors import EventError, Problems
-from handler.jobs import JobSpec, check_job_spec, check_parameters, describe, utf8_encodable
+from handler.jobs import JobSpec, check_job_spec, check_parameters, describe, is_id, utf8_encodable
 from handler.records import Record
 
 # Types for the checker only: at run time a source is a plain dict, and a TypedDict class or a
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
         route: str
         jobId: str
         messageId: str
+        rerunOf: str
+        emptyPlaceholders: list[str]
 
 
 # S3 and NCP Object Storage keys are at most 1024 bytes of UTF-8; URL-encoded, at most three times that.
@@ -155,21 +157,28 @@ class ScheduleTrigger(Record):
 
 
 class RouteInvocation(Record):
-    __slots__ = ("route", "time", "event_id")
+    """A direct call of a route; `rerun_of` names the run it re-runs (a forced re-run: an identity of its own)."""
 
-    def __init__(self, route: str, time: datetime, event_id: str = "") -> None:
+    __slots__ = ("route", "time", "event_id", "rerun_of")
+
+    def __init__(self, route: str, time: datetime, event_id: str = "", *, rerun_of: str | None = None) -> None:
         self.route: Final = route
         self.time: Final = time
         self.event_id: Final = event_id
+        self.rerun_of: Final = rerun_of
 
     def identity(self) -> list[object]:
-        return ["direct", self.time.isoformat()]
+        plain: list[object] = ["direct", self.time.isoformat()]
+        return plain if self.rerun_of is None else [*plain, "rerun-of", self.rerun_of]
 
     def values(self) -> dict[str, str]:
         return {"event_id": self.event_id}
 
     def source(self) -> EventSource:
-        return {"kind": "direct", "route": self.route, "time": self.time.isoformat()}
+        source: EventSource = {"kind": "direct", "route": self.route, "time": self.time.isoformat()}
+        if self.rerun_of is not None:
+            source["rerunOf"] = self.rerun_of
+        return source
 
 
 class JobInvocation(Record):
@@ -559,7 +568,12 @@ def _direct(event: Mapping[str, Any], context: _Context) -> Trigger:
         route = _get(event, "route", str, "event")
         if not route:
             raise EventError("event.route is empty")
-        return RouteInvocation(route, time, context.activation_id)
+        rerun_of = _get(event, "rerunOf", str, "event", required=False)
+        if rerun_of is not None and not is_id(rerun_of):
+            raise EventError(
+                f"event.rerunOf must be a jobExecutionId (1-64 letters, digits, '-' or '_'), got {rerun_of!r}"
+            )
+        return RouteInvocation(route, time, context.activation_id, rerun_of=rerun_of)
     problems = Problems()
     job = check_job_spec(event, "event", problems)
     parameters = check_parameters(event.get("parameters", {}), "event.parameters", problems)

@@ -274,8 +274,10 @@ class ExactlyOnce:
         if seen:
             return _duplicate(step, known_id)
         mode = call.dedup_check
-        checks = not step.members and (
-            mode == "always" or (mode == "ambiguous" and self.memory.was_ambiguous(step.dedup_key))
+        checks = (
+            not step.members
+            and not unidentifiable(step)
+            and (mode == "always" or (mode == "ambiguous" and self.memory.was_ambiguous(step.dedup_key)))
         )
         unverified = False
         if checks or step.max_running is not None:
@@ -404,7 +406,7 @@ class ExactlyOnce:
                     extra={"dedupKey": step.dedup_key, "error": str(exc), "resend": resend + 1},
                 )
                 continue
-            if answer.body_lost and call.dedup_check != "off":
+            if answer.body_lost and call.dedup_check != "off" and not unidentifiable(step):
                 found = self._settle(step, call)
                 if isinstance(found, Found):
                     answer = _answer(found, answer.attempts)
@@ -468,7 +470,10 @@ class ExactlyOnce:
     ) -> Outcome | None:
         """The outcome after a request that may have run; None when the lookup proved it absent (resend)."""
         mode = call.dedup_check
-        lookup = Unknown("DATAFLOW_DEDUP_CHECK is off") if mode == "off" else self._settle(step, call)
+        if mode == "off" or unidentifiable(step):
+            lookup: Lookup = Unknown("DATAFLOW_DEDUP_CHECK is off" if mode == "off" else RERUN_UNIDENTIFIABLE)
+        else:
+            lookup = self._settle(step, call)
         match lookup:
             case Found():
                 self._remember(step, lookup.candidates[0][0])
@@ -476,7 +481,11 @@ class ExactlyOnce:
             case Unknown():
                 # Never resent blindly: a redelivery is checked first, and where it cannot tell either, it
                 # may start the run twice unless the unverifiable setting is fail.
-                safe = mode == "always" and (not lookup.unidentified or call.settings.dedup_unverifiable == "fail")
+                safe = (
+                    mode == "always"
+                    and not unidentifiable(step)
+                    and (not lookup.unidentified or call.settings.dedup_unverifiable == "fail")
+                )
                 code, message = _unresolved(exc, lookup.reason)
                 return step_failed(step, code, message, safe, details, exc.status)
             case Absent():
@@ -607,6 +616,17 @@ class ExactlyOnce:
 
     def _since(self, started: float) -> float:
         return round((self.clocks.monotonic() - started) * 1000, 1)
+
+
+RERUN_UNIDENTIFIABLE = (
+    "a re-run without a dedupParameter sends what the run it re-runs sent: no lookup tells them apart"
+)
+
+
+def unidentifiable(step: PlannedExecution) -> bool:
+    """A re-run no lookup can tell from the run it re-runs: a check would take that run for its own, so none
+    looks (a lost answer fails as unknown-outcome, never resent)."""
+    return step.rerun_of is not None and step.dedup_parameter is None
 
 
 def running_span(step: PlannedExecution) -> timedelta:

@@ -54,6 +54,7 @@ class PlannedExecution(Record):
         "max_running",
         "members",
         "closed",
+        "rerun_of",
     )
 
     def __init__(
@@ -70,6 +71,7 @@ class PlannedExecution(Record):
         max_running: int | None = None,
         members: tuple[Member, ...] = (),
         closed: str | None = None,
+        rerun_of: str | None = None,
     ) -> None:
         self.route: Final = route
         self.job: Final = job
@@ -83,6 +85,8 @@ class PlannedExecution(Record):
         # A coalesced group: the objects it stands for (each remembered as run by it), and why it closed.
         self.members: Final = members
         self.closed: Final = closed
+        # A forced re-run: the run it re-runs (same parameters: only a dedupParameter tells the two apart).
+        self.rerun_of: Final = rerun_of
 
 
 class Member(Record):
@@ -295,6 +299,10 @@ def planned(
 ) -> PlannedExecution | Failed:
     origin = origin or Origin()
     values = {**trigger.values(), "route": route.name}
+    source = origin.source
+    if isinstance(trigger, RouteInvocation) and (empty := absent_placeholders(route, values, groups)):
+        # A direct call carries no object or schedule fields: it still runs (the contract) and says what rendered empty.
+        source = {**source, "emptyPlaceholders": empty}
     parameters: dict[str, str] = {}
     for name, template in route.parameters:
         try:
@@ -302,7 +310,7 @@ def planned(
         except TemplateError as exc:
             message = f"parameters.{name}: {exc}"
             return Failed(
-                route.name, None, "bad-event", message, retryable=False, source=origin.source, messages=origin.messages
+                route.name, None, "bad-event", message, retryable=False, source=source, messages=origin.messages
             )
     key = dedup_key(route.name, route.job, parameters, trigger.identity())
     if route.dedup_parameter is not None:
@@ -314,10 +322,22 @@ def planned(
         key,
         time=trigger.time,
         dedup_parameter=route.dedup_parameter,
-        source=origin.source,
+        source=source,
         messages=origin.messages,
         max_running=route.max_running,
+        rerun_of=trigger.rerun_of if isinstance(trigger, RouteInvocation) else None,
     )
+
+
+def absent_placeholders(route: Route, values: Mapping[str, str], groups: Mapping[str, str]) -> list[str]:
+    """The placeholders of the route's parameters that the trigger has no value for (they render empty)."""
+    absent: dict[str, None] = {}
+    for _, template in route.parameters:
+        absent.update(dict.fromkeys(f"{{{field}}}" for field in sorted(template.fields) if field not in values))
+        absent.update(
+            dict.fromkeys(f"{{match.{group}}}" for group in sorted(template.match_groups) if group not in groups)
+        )
+    return list(absent)
 
 
 def dedup_key(route: str | None, job: JobSpec, parameters: Mapping[str, str], identity: Sequence[object]) -> str:

@@ -6,25 +6,25 @@ import argparse
 import signal
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import Any, Final
 
-from handler.cli.common import CommandError, configuration, emit, out, reach, settings, span
+from handler.cli.common import CommandError, configuration, emit, out, reach, say, settings, span
+from handler.cli.reprocess import BEHAVIOURS, Decided, Launch, reprocess
 from handler.errors import EventError, RequestError
-from handler.events import RouteInvocation, parse_time
-from handler.exactly_once import CLOCK_TOLERANCE
+from handler.events import parse_time
 from handler.launcher import Launcher
-from handler.planning import PlannedExecution, planned
+from handler.planning import absent_placeholders
+from handler.records import Record
 from handler.routes import Route
-from handler.runs.reader import Runs, source
-from handler.runs.view import Found, Identity, Unknown
 from handler.wiring import Wiring
 
 MAX_STEPS = 10_000
+# More steps than this are asked about on a terminal, and need --yes elsewhere (an --every 1h meant as 1d).
+CONFIRM_ABOVE = 100
 BAR_WIDTH = 30
 
 
@@ -74,41 +74,56 @@ class Progress:
             self.stream.write("\n")
 
 
-def one_step(launcher: Launcher, config: Mapping[str, str], route: str, when: datetime) -> tuple[str, str, str]:
-    """(outcome, jobExecutionId or "", error or "") of one step, as a direct call of the route at `when`."""
-    report = launcher.invoke({"route": route, "time": when.isoformat()}, config, platform="aws")
-    result = report.result
+class Row(Record):
+    """One step's line in the summary: what happened, the run, why, and what the step sent (or would)."""
+
+    __slots__ = ("when", "outcome", "execution_id", "detail", "parameters", "source")
+
+    def __init__(
+        self,
+        when: datetime,
+        outcome: str,
+        execution_id: str,
+        detail: str,
+        *,
+        parameters: Mapping[str, str] | None = None,
+        source: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.when: Final = when
+        self.outcome: Final = outcome
+        self.execution_id: Final = execution_id
+        self.detail: Final = detail
+        self.parameters: Final = parameters
+        # The result entry's source: a re-run names the run it re-runs, a direct call its empty placeholders.
+        self.source: Final = source or {}
+
+
+def one_step(launcher: Launcher, config: Mapping[str, str], route: str, step: Launch) -> Row:
+    """One step's row, as a direct call of the route at its time (a re-run names the run it re-runs)."""
+    event = {"route": route, "time": step.when.isoformat()}
+    if step.rerun_of is not None:
+        event["rerunOf"] = step.rerun_of
+    result = launcher.invoke(event, config, platform="aws").result
     if result["submitted"]:
         entry = result["submitted"][0]
-        return ("dry-run" if result["dryRun"] else "submitted"), entry["jobExecutionId"] or "", ""
+        outcome = "dry-run" if result["dryRun"] else "submitted"
+        sent = (entry.get("request") or {}).get("parameters")
+        said = _said(entry["source"])
+        return Row(step.when, outcome, entry["jobExecutionId"] or "", said, parameters=sent, source=entry["source"])
     if result["skipped"]:
-        return "skipped", result["skipped"][0].get("jobExecutionId") or "", result["skipped"][0]["reason"]
+        skip = result["skipped"][0]
+        detail = " ".join(filter(None, (skip["reason"], _said(skip["source"]))))
+        return Row(step.when, "skipped", skip.get("jobExecutionId") or "", detail, source=skip["source"])
     failed = result["failed"][0]
-    return "failed", "", failed["error"]
+    return Row(step.when, "failed", "", failed["error"], source=failed["source"])
 
 
-def failed_steps(route: Route, times: list[datetime], zone: tzinfo) -> list[datetime]:
-    """The steps whose newest run FAILED (or was CANCELED): those, and only those, are run again. The job's
-    runs are read back to the first step, through the one reader; a step it cannot tell is an error."""
-    from handler.cli.runs import reader
-
-    _, client = reader(route.job.job_id)
-    runs, job_source = Runs(time.monotonic), source(client, route.job.job_id)
-    since, asked = times[0] - CLOCK_TOLERANCE, runs.asked(route.job.job_id)  # one read serves every step
-    chosen, unsure = [], []
-    for when in times:
-        step = planned(route, RouteInvocation(route.name, when), {}, zone)
-        if not isinstance(step, PlannedExecution):
-            continue
-        identity = Identity(step.parameters, step.job.job_condition, step.dedup_parameter, since)
-        lookup = runs.find(job_source, identity, asked, since)
-        if isinstance(lookup, Found) and lookup.candidates[0][1] in ("FAILED", "CANCELED"):
-            chosen.append(when)
-        elif isinstance(lookup, Unknown):
-            unsure.append(f"{when.isoformat()}: {lookup.reason}")
-    if unsure:
-        raise CommandError("cannot tell the newest run of every step: " + "; ".join(unsure[:3]))
-    return chosen
+def _said(source: Mapping[str, Any]) -> str:
+    """What a row says of its source: the run it re-runs, the placeholders that rendered empty."""
+    parts = [f"re-run of {source['rerunOf']}"] if "rerunOf" in source else []
+    if source.get("emptyPlaceholders"):
+        parts.append("empty: " + ", ".join(source["emptyPlaceholders"]))
+    return "; ".join(parts)
 
 
 def backfill(args: argparse.Namespace) -> int:
@@ -118,56 +133,104 @@ def backfill(args: argparse.Namespace) -> int:
     if route is None:
         known = ", ".join(route.name for route in loaded.routes)
         raise CommandError(f"no route is named {args.route!r} (routes: {known})")
+    if args.rerun_failed and args.reprocess_behavior != "none":
+        raise CommandError("--rerun-failed and --reprocess-behavior ask two things: give one")
+    _refuse_empty(route, args.allow_empty_placeholders)
     times = steps(args.start, args.end, args.every, loaded.zone)
     # The duplicate check reads back as far as the first step (it is not an event of the last day).
     config = reach(config, times[0], loaded.dedup_window)
-    if args.rerun_failed:
-        try:
-            times = failed_steps(route, times, loaded.zone)
-        except RequestError as exc:
-            raise CommandError(f"cannot list the job's runs to find the failed steps: {exc}") from exc
-        # Their runs exist (failed), and any check would take them for the step's run: none looks (a lost
-        # answer then fails as unknown-outcome, never resent).
-        config = config | {"DATAFLOW_DEDUP_CHECK": "off"}
-    rows = _run(Launcher(Wiring()), config, route.name, times, args.concurrency)
-    _summary(rows, len(times), args.json)
-    return 130 if len(rows) < len(times) else 1 if any(row[1] == "failed" for row in rows) else 0
+    try:
+        planned_steps = reprocess(route, times, loaded.zone, args.reprocess_behavior, only_failed=args.rerun_failed)
+    except RequestError as exc:
+        raise CommandError(f"cannot list the job's runs to tell which steps ran: {exc}") from exc
+    launches = [step for step in planned_steps if isinstance(step, Launch)]
+    if not args.dry_run:
+        confirm(len(launches), f"route {route.name} (job {route.job.job_id})", yes=args.yes)
+    decided = [Row(s.when, s.outcome, s.execution_id, s.detail) for s in planned_steps if isinstance(s, Decided)]
+    rows = sorted(decided + _run(Launcher(Wiring()), config, route.name, launches, args.concurrency), key=_when)
+    _summary(rows, len(planned_steps), args.json, args.dry_run)
+    broken = any(row.outcome in ("failed", "refused") for row in rows)
+    return 130 if len(rows) < len(planned_steps) else 1 if broken else 0
+
+
+def _when(row: Row) -> datetime:
+    return row.when
+
+
+def _refuse_empty(route: Route, allowed: bool) -> None:
+    """A backfill calls the route directly, by time: placeholders only an event has would render empty."""
+    empty = absent_placeholders(route, {"event_id": "", "route": route.name}, {})
+    if not empty or allowed:
+        return
+    names = ", ".join(empty)
+    if route.match.source == "object":
+        raise CommandError(
+            f"route {route.name!r} runs on objects, and a backfill by time has none: {names} would render empty. "
+            "To run files again, use the object backfill (a sweep of the route's bucket and prefix) or replay their "
+            "events with `invoke`; to run it by time anyway, add --allow-empty-placeholders"
+        )
+    raise CommandError(
+        f"a backfill of route {route.name!r} has no value for {names}: they would render empty. "
+        "Add --allow-empty-placeholders to run it anyway"
+    )
+
+
+def confirm(
+    count: int,
+    what: str,
+    *,
+    yes: bool,
+    terminal: Callable[[], bool] = sys.stdin.isatty,
+    answer: Callable[[], str] = sys.stdin.readline,
+) -> None:
+    """Above CONFIRM_ABOVE steps: asked on a terminal; elsewhere (a script, CI) only --yes lets them start."""
+    if count <= CONFIRM_ABOVE or yes:
+        return
+    if not terminal():
+        raise CommandError(f"{count} steps would start up to {count} runs of {what}: add --yes to go on")
+    say(f"{count} steps will start up to {count} runs of {what}. Go on? [y/N] ", end="")
+    if answer().strip().lower() not in ("y", "yes"):
+        raise CommandError("nothing started (not confirmed)")
 
 
 def _run(
-    launcher: Launcher, config: Mapping[str, str], route: str, times: list[datetime], concurrency: int
-) -> list[tuple[datetime, str, str, str]]:
+    launcher: Launcher, config: Mapping[str, str], route: str, launches: list[Launch], concurrency: int
+) -> list[Row]:
     """Runs the steps, at most `concurrency` at once; Ctrl-C lets the in-flight ones finish and starts no more."""
-    progress = Progress(len(times))
-    rows: list[tuple[datetime, str, str, str]] = []
+    progress = Progress(len(launches))
+    rows: list[Row] = []
     stopping = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    pending: dict[Future[tuple[str, str, str]], datetime] = {}
-    queue: Iterator[datetime] = iter(times)
+    pending: dict[Future[Row], Launch] = {}
+    queue: Iterator[Launch] = iter(launches)
+
+    def work(step: Launch) -> Row:
+        return one_step(launcher, config, route, step)
+
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="backfill") as pool:
         try:
-            _fill(pool, pending, queue, concurrency, stopping, lambda when: one_step(launcher, config, route, when))
+            _fill(pool, pending, queue, concurrency, stopping, work)
             while pending:
                 done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 for future in done:
-                    when = pending.pop(future)
-                    outcome, execution_id, detail = future.result()
-                    rows.append((when, outcome, execution_id, detail))
-                    progress.step(when, outcome, execution_id or detail)
-                _fill(pool, pending, queue, concurrency, stopping, lambda when: one_step(launcher, config, route, when))
+                    pending.pop(future)
+                    row = future.result()
+                    rows.append(row)
+                    progress.step(row.when, row.outcome, row.execution_id or row.detail)
+                _fill(pool, pending, queue, concurrency, stopping, work)
         finally:
             signal.signal(signal.SIGINT, previous)
             progress.stop()
-    return sorted(rows)
+    return rows
 
 
 def _fill(
     pool: ThreadPoolExecutor,
-    pending: dict[Future[tuple[str, str, str]], datetime],
-    queue: Iterator[datetime],
+    pending: dict[Future[Row], Launch],
+    queue: Iterator[Launch],
     concurrency: int,
     stopping: threading.Event,
-    work: Callable[[datetime], tuple[str, str, str]],
+    work: Callable[[Launch], Row],
 ) -> None:
     while len(pending) < concurrency and not stopping.is_set():
         upcoming = next(queue, None)
@@ -176,24 +239,34 @@ def _fill(
         pending[pool.submit(work, upcoming)] = upcoming
 
 
-def _summary(rows: list[tuple[datetime, str, str, str]], total: int, as_json: bool) -> None:
+def _summary(rows: list[Row], total: int, as_json: bool, dry_run: bool) -> None:
     if as_json:
-        emit(
-            {
-                "steps": total,
-                "done": len(rows),
-                "rows": [
-                    {"time": when.isoformat(), "outcome": o, "jobExecutionId": e, "detail": d} for when, o, e, d in rows
-                ],
-            }
-        )
+        emit({"steps": total, "done": len(rows), "rows": [_json_row(row) for row in rows]})
         return
-    tally = Counter(outcome for _, outcome, _, _ in rows)
+    tally = Counter(row.outcome for row in rows)
     stopped = f"; stopped after {len(rows)} of {total} (Ctrl-C): run it again to go on" if len(rows) < total else ""
-    out(f"{'TIME':32} {'OUTCOME':10} {'RUN':14} DETAIL")
-    for when, outcome, execution_id, detail in rows:
-        out(f"{when.isoformat():32} {outcome:10} {execution_id or '-':14} {detail}")
+    # A dry run shows what each step would send, so the date arithmetic can be checked before anything runs.
+    out(f"{'TIME':32} {'OUTCOME':10} {'RUN':14} " + ("PARAMETERS  DETAIL" if dry_run else "DETAIL"))
+    for row in rows:
+        sent = " ".join(f"{name}={value}" for name, value in (row.parameters or {}).items())
+        detail = f"{sent}  {row.detail}".strip() if dry_run else row.detail
+        out(f"{row.when.isoformat():32} {row.outcome:10} {row.execution_id or '-':14} {detail}")
     out(", ".join(f"{count} {name}" for name, count in sorted(tally.items())) + stopped)
+
+
+def _json_row(row: Row) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "time": row.when.isoformat(),
+        "outcome": row.outcome,
+        "jobExecutionId": row.execution_id,
+        "detail": row.detail,
+    }
+    if row.parameters is not None:
+        data["parameters"] = dict(row.parameters)
+    for name in ("rerunOf", "emptyPlaceholders"):
+        if name in row.source:
+            data[name] = row.source[name]
+    return data
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -203,12 +276,33 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     command.add_argument("--route", required=True, help="the route's name")
     command.add_argument(
-        "--from", dest="start", required=True, help="first time, ISO 8601 (no offset: DATAFLOW_TIMEZONE)"
+        "--from",
+        dest="start",
+        required=True,
+        help="first step: the schedule's fire time, ISO 8601 (no offset: DATAFLOW_TIMEZONE); "
+        "{time-1d} renders the day before it",
     )
-    command.add_argument("--to", dest="end", required=True, help="last time, included")
+    command.add_argument("--to", dest="end", required=True, help="last step's fire time, included")
     command.add_argument("--every", default="1d", help="step: 1d, 6h, 30m (default 1d)")
-    command.add_argument("--dry-run", action="store_true", help="build and sign each request, send nothing")
+    command.add_argument("--dry-run", action="store_true", help="show what each step would send; send nothing")
     command.add_argument("--concurrency", type=int, default=4, choices=range(1, 33), metavar="1-32")
-    command.add_argument("--rerun-failed", action="store_true", help="only the steps whose run FAILED or was CANCELED")
+    command.add_argument(
+        "--reprocess-behavior",
+        choices=BEHAVIOURS,
+        default="none",
+        help="none: only steps without a run (default); failed: also run again the steps whose run FAILED or was "
+        "CANCELED; completed: run every step again, once (never while its run is READY or RUNNING)",
+    )
+    command.add_argument(
+        "--rerun-failed", action="store_true", help="only the steps whose run FAILED or was CANCELED, nothing else"
+    )
+    command.add_argument(
+        "--yes", action="store_true", help=f"start more than {CONFIRM_ABOVE} steps without asking (scripts, CI)"
+    )
+    command.add_argument(
+        "--allow-empty-placeholders",
+        action="store_true",
+        help="run a route whose parameters use placeholders a call by time has no value for (they render empty)",
+    )
     command.add_argument("--json", action="store_true", help="the summary as JSON")
     command.set_defaults(func=backfill)

@@ -18,7 +18,18 @@ from urllib.parse import quote_plus
 import pytest
 
 from emulator.server import Emulator, Fault, Received, gateway_error
-from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, cli, cli_on_terminal, connected, load_event
+from handler.launcher import Launcher
+from tests.conftest import (
+    ACCESS_KEY,
+    ROOT,
+    SECRET_KEY,
+    JsonLines,
+    cli,
+    cli_on_terminal,
+    connected,
+    load_event,
+    result_of,
+)
 
 ROUTES = [
     {
@@ -316,6 +327,139 @@ def test_rerun_failed_reruns_each_failed_step_once_in_any_listing(
     dates = [e["parsedParameters"]["$date"] for e in api.all_executions() if e["status"] == "READY"]
     assert dates.count("2026-11-02") == 1 and dates.count("2026-11-05") == 1
     assert len(api.all_executions()) == older + 12
+
+
+def reprocess(api: Emulator, behaviour: str, routes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    more = {} if routes is None else {"DATAFLOW_ROUTES": json.dumps(routes)}
+    done = backfill(api, "--to", "2026-11-03", "--reprocess-behavior", behaviour, "--json", **more)
+    assert done.returncode in (0, 1), done.stderr
+    return {"status": done.returncode, **json.loads(done.stdout)}
+
+
+@pytest.mark.parametrize("dedup", [None, "$dedup"], ids=["runs told by parameters", "runs carry a dedupParameter"])
+def test_reprocess_completed_reruns_each_step_once_and_never_while_its_run_is_going(
+    api: Emulator, dedup: str | None
+) -> None:
+    # Issue 23, item 8: only FAILED/CANCELED steps could be re-run; a forced re-run has an identity of its own.
+    routes = [{**ROUTES[2], **({"dedupParameter": dedup} if dedup else {})}]
+    assert reprocess(api, "none", routes)["status"] == 0
+    firsts = {e["jobExecutionId"] for e in api.all_executions()}
+    refused = reprocess(api, "completed", routes)  # every first run is still READY
+    assert refused["status"] == 1 and {row["outcome"] for row in refused["rows"]} == {"refused"}
+    assert "is READY: a step is not run again while its run may still be going" in refused["rows"][0]["detail"]
+    api.finish("NightJob1")
+    forced = reprocess(api, "completed", routes)
+    assert forced["status"] == 0 and [row["outcome"] for row in forced["rows"]] == ["submitted"] * 3
+    assert {row["rerunOf"] for row in forced["rows"]} == firsts
+    assert all(row["detail"].startswith("re-run of ") for row in forced["rows"])
+    api.finish("NightJob1")
+    again = reprocess(api, "completed", routes)  # the same forced backfill, run twice: each step started once
+    assert [row["outcome"] for row in again["rows"]] == ["skipped"] * 3 and len(api.all_executions()) == 6
+    if dedup:  # the re-run carries its own key, not its first run's
+        assert len({e["parsedParameters"][dedup] for e in api.all_executions()}) == 6
+
+
+def test_reprocess_failed_runs_missing_and_failed_steps_and_skips_completed_ones(api: Emulator) -> None:
+    assert backfill(api, "--to", "2026-11-02").returncode == 0
+    first, second = sorted(api.all_executions(), key=lambda e: e["parsedParameters"]["$date"])
+    api.finish("NightJob1", first["jobExecutionId"], "FAILED")
+    api.finish("NightJob1", second["jobExecutionId"])
+    done = reprocess(api, "failed")
+    assert [(row["outcome"], row.get("rerunOf")) for row in done["rows"]] == [
+        ("submitted", first["jobExecutionId"]),
+        ("skipped", None),
+        ("submitted", None),  # 2026-11-03 had no run
+    ]
+    assert done["rows"][1]["detail"] == "duplicate" and len(api.all_executions()) == 4
+    assert reprocess(api, "failed")["rows"][0]["outcome"] == "refused"  # its re-run is READY
+
+
+def test_a_rerun_call_has_its_own_identity_and_says_so_in_the_result_and_the_log(
+    emulator: Emulator, launcher: Launcher, logs: JsonLines
+) -> None:
+    config = connected(emulator.url, DATAFLOW_ROUTES=json.dumps([ROUTES[2]]))
+    plain = {"route": "nightly", "time": "2026-11-01T00:00:00Z"}
+    [first] = result_of(launcher, config, plain)["submitted"]
+    emulator.finish("NightJob1")
+    [rerun] = result_of(launcher, config, {**plain, "rerunOf": first["jobExecutionId"]})["submitted"]
+    assert rerun["dedupKey"] != first["dedupKey"] and rerun["jobExecutionId"] != first["jobExecutionId"]
+    assert rerun["source"]["rerunOf"] == first["jobExecutionId"]
+    [record] = [r for r in logs.records if r.get("message") == "submitted" and r.get("rerunOf")]
+    assert record["jobExecutionId"] == rerun["jobExecutionId"]
+    assert result_of(launcher, config, plain)["skipped"][0]["reason"] == "duplicate"  # the plain call is still one
+
+
+def test_a_dry_run_backfill_shows_what_each_step_would_send(api: Emulator) -> None:
+    # Issue 23, item 9: the Seoul date arithmetic could not be checked before the backfill ran.
+    done = backfill(api, "--to", "2026-11-02", "--dry-run", DATAFLOW_TIMEZONE="Asia/Seoul")
+    assert done.returncode == 0, done.stderr
+    assert "PARAMETERS" in done.stdout.splitlines()[0]
+    assert "2026-11-01T00:00:00+09:00        dry-run    -              $date=2026-10-31" in done.stdout
+    data = json.loads(backfill(api, "--to", "2026-11-02", "--dry-run", "--json").stdout)
+    assert [row["parameters"] for row in data["rows"]] == [{"$date": "2026-10-31"}, {"$date": "2026-11-01"}]
+    assert not api.posts
+
+
+def test_more_than_a_hundred_steps_need_yes_where_nobody_can_be_asked(api: Emulator) -> None:
+    done = backfill(api, "--every", "1h")  # 217 steps: a nightly route stepped by the hour
+    assert done.returncode == 2 and "217 steps would start up to 217 runs of route nightly" in done.stderr
+    assert "add --yes" in done.stderr and not api.posts
+    assert backfill(api, "--every", "1h", "--dry-run").returncode == 0  # a dry run starts nothing: never asked
+
+
+def test_more_than_a_hundred_steps_are_asked_about_on_a_terminal(api: Emulator) -> None:
+    leader, follower = pty.openpty()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NCLOUD_", "DATAFLOW_"))}
+    args = ["backfill", "--route", "nightly", "--from", "2026-11-01", "--to", "2026-11-10", "--every", "1h"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "handler", *args],
+        cwd=ROOT,
+        env={**clean, "PYTHONPATH": str(ROOT), **env(api)},
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    ) as process:
+        os.close(follower)
+        os.write(leader, b"n\n")
+        drawn = _read_all(leader)
+        assert process.wait(60) == 2
+    assert "217 steps will start up to 217 runs of route nightly (job NightJob1). Go on? [y/N]" in drawn
+    assert "nothing started (not confirmed)" in drawn and not api.posts
+
+
+def test_confirm_lets_the_steps_start_on_yes_typed_or_given() -> None:
+    from handler.cli.backfill import confirm
+    from handler.cli.common import CommandError
+
+    confirm(101, "route r", yes=False, terminal=lambda: True, answer=lambda: "y\n")
+    confirm(101, "route r", yes=True, terminal=lambda: False, answer=lambda: "")
+    confirm(100, "route r", yes=False, terminal=lambda: False, answer=lambda: "")
+    with pytest.raises(CommandError, match="not confirmed"):
+        confirm(101, "route r", yes=False, terminal=lambda: True, answer=lambda: "\n")
+
+
+def test_backfill_of_an_object_route_refuses_unless_asked_and_then_names_what_rendered_empty(api: Emulator) -> None:
+    # Issue 23, item 10: a backfill of an object route submitted {'$path': '/', '$day': ''} in silence.
+    args = ["backfill", "--route", "sales", "--from", "2026-11-01", "--to", "2026-11-01", "--dry-run"]
+    refused = cli(*args, env=env(api))
+    assert refused.returncode == 2 and "{bucket}, {key}, {match.day} would render empty" in refused.stderr
+    assert "object backfill" in refused.stderr and "--allow-empty-placeholders" in refused.stderr
+    done = cli(*args, "--allow-empty-placeholders", "--json", env=env(api))
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)["rows"]
+    assert row["emptyPlaceholders"] == ["{bucket}", "{key}", "{match.day}"]
+    assert row["parameters"] == {"$path": "/", "$day": ""} and row["detail"] == "empty: {bucket}, {key}, {match.day}"
+
+
+def test_a_direct_call_of_an_object_route_runs_and_names_its_empty_placeholders(
+    emulator: Emulator, launcher: Launcher, logs: JsonLines
+) -> None:
+    config = connected(emulator.url, DATAFLOW_ROUTES=json.dumps([ROUTES[0]]))
+    [entry] = result_of(launcher, config, {"route": "sales", "time": "2026-11-01T00:00:00Z"})["submitted"]
+    assert entry["source"]["emptyPlaceholders"] == ["{bucket}", "{key}", "{match.day}"]
+    [record] = [r for r in logs.records if r.get("message") == "submitted"]
+    assert record["emptyPlaceholders"] == ["{bucket}", "{key}", "{match.day}"]
+    assert emulator.all_executions()[0]["parsedParameters"] == {"$path": "/", "$day": ""}
 
 
 def test_runs_lists_the_job_newest_first_with_failed_ones_marked(api: Emulator) -> None:
