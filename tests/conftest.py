@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -299,6 +300,24 @@ class S3Server:
 
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = self.previous_no_auth_count
         self.server.stop()
+
+    def role_credentials(self) -> tuple[str, str, str]:
+        """(key, secret, session token) of a role session allowed every S3 action, as Lambda's role gets them."""
+        from moto.core.models import DEFAULT_ACCOUNT_ID
+        from moto.sts.models import sts_backends
+
+        name = f"launcher-role-{uuid.uuid4().hex[:8]}"
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+        role = self.iam.create_role(name, json.dumps(trust), "/", None, "", [], None)
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        self.iam.put_role_policy(name, "s3", json.dumps(policy))
+        session = sts_backends[DEFAULT_ACCOUNT_ID]["aws"].assume_role("us-east-1", "launcher", role.arn, "", 900, "")
+        return session.access_key_id, session.secret_access_key, session.session_token
 
     def bucket(self, name: str, keys: Mapping[str, bytes] | None = None) -> str:
         """A fresh bucket (named for the test, so no test sees another's) holding `keys`."""

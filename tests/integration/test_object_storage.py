@@ -39,6 +39,18 @@ def test_a_wrong_secret_is_refused_with_403_and_the_secret_is_never_in_the_error
     assert "not-the-secret-key" not in repr(client.credentials)
 
 
+def test_temporary_credentials_sign_with_their_session_token(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket(fresh_bucket_name(), {"a.csv": b"1"})
+    key, secret, token = s3_server.role_credentials()
+    client = ObjectStorageClient(S3Endpoint(s3_server.url, "us-east-1", True), S3Credentials(key, secret, token))
+    assert [stored.key for stored in client.list_objects(bucket, "")] == ["a.csv"]
+    without_token = ObjectStorageClient(S3Endpoint(s3_server.url, "us-east-1", True), S3Credentials(key, secret))
+    with pytest.raises(StorageError) as caught:
+        list(without_token.list_objects(bucket, ""))
+    assert caught.value.status == 403
+    assert secret not in str(caught.value)
+
+
 def test_paging_lists_every_key_once_in_key_order(s3_server: S3Server) -> None:
     keys = {f"landing/part-{index:04d}.csv": b"x" for index in range(1003)}
     bucket = s3_server.bucket(fresh_bucket_name(), {**keys, "elsewhere/x.csv": b"x"})

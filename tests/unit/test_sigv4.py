@@ -116,3 +116,19 @@ def test_a_session_token_is_sent_and_signed_and_never_shown() -> None:
     assert "x-amz-security-token" in prepared.headers["Authorization"].split("SignedHeaders=")[1]
     assert "the-secret" not in repr(credentials)
     assert "the-session-token" not in repr(credentials)
+
+
+def test_ncp_is_addressed_by_path_and_aws_by_host_name_unless_the_bucket_cannot_be_one() -> None:
+    from handler.storage.client import NCP_OBJECT_STORAGE, aws_s3
+
+    assert NCP_OBJECT_STORAGE.region == "kr-standard"
+    assert NCP_OBJECT_STORAGE.object_url("data", "in/a b+c.csv") == (
+        "https://kr.object.ncloudstorage.com/data/in/a%20b%2Bc.csv"
+    )
+    assert NCP_OBJECT_STORAGE.object_url("data") == "https://kr.object.ncloudstorage.com/data"
+    aws = aws_s3("ap-northeast-2")
+    assert aws.object_url("landing", "dt=2026-12-05/ሴ.csv") == (
+        "https://landing.s3.ap-northeast-2.amazonaws.com/dt%3D2026-12-05/%E1%88%B4.csv"
+    )
+    # A dotted name would not match the TLS certificate's wildcard as a host name.
+    assert aws.object_url("my.bucket", "k") == "https://s3.ap-northeast-2.amazonaws.com/my.bucket/k"
