@@ -29,6 +29,8 @@ class S3FaultProxy:
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
         self.slow_downs = 0
+        self.holds = 0  # the next requests this many wait, unanswered, until the proxy stops
+        self.released = threading.Event()
         self.seen: list[str] = []  # "METHOD path" of every request, faulted or forwarded
         self.lock = threading.Lock()
         self.server = QuietServer(("127.0.0.1", 0), self._handler_class())
@@ -43,12 +45,18 @@ class S3FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 
     def take_fault(self, request: str) -> bool:
         with self.lock:
             self.seen.append(request)
+            hold = self.holds > 0
+            self.holds -= int(hold)
+        if hold:
+            self.released.wait(30)
+        with self.lock:
             if self.slow_downs > 0:
                 self.slow_downs -= 1
                 return True

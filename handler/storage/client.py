@@ -299,7 +299,9 @@ class ObjectStorageClient:
         self, operation: StorageOperation, exc: requests.RequestException, watch: AttemptWatch, spent: float, where: str
     ) -> StorageError:
         https = self.endpoint.url.startswith("https:")
-        if watch.request_sent:
+        if watch.cut_off:
+            code, message = "timeout", f"no complete answer within {spent:.2f}s (the time left to the deadline)"
+        elif watch.request_sent:
             code, message = "no-answer", f"no complete answer ({type(exc).__name__}, {spent:.2f}s)"
         else:
             code, message = unsent_failure(exc, watch, https, spent)

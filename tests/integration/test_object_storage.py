@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -139,3 +140,16 @@ def test_no_retry_is_started_past_the_deadline(s3_server: S3Server, proxy: S3Fau
     assert caught.value.code == "SlowDown"
     assert len(proxy.seen) == 3
     assert clock.sleeps == [0.2, 0.4]
+
+
+def test_an_answer_that_never_comes_is_cut_off_at_the_deadline(s3_server: S3Server, proxy: S3FaultProxy) -> None:
+    bucket = s3_server.bucket(fresh_bucket_name(), {"in/a.csv": b"a"})
+    client = client_for(s3_server, proxy.url)
+    proxy.holds = 1
+    started = time.monotonic()
+    with pytest.raises(StorageError) as caught:
+        client.head_object(bucket, "in/a.csv", deadline=time.monotonic() + 0.6)
+    assert time.monotonic() - started < 3.0
+    assert caught.value.kind == "retryable"
+    assert caught.value.code == "timeout"
+    assert "the time left to the deadline" in str(caught.value)
