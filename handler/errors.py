@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from handler.records import Record
 
@@ -89,11 +89,9 @@ class RequestError(HandlerError):
         self.attempts = attempts
         super().__init__(f"{code}: {message}")
 
-    def but(
-        self, *, message: str | None = None, kind: FailureKind | None = None, attempts: int | None = None
-    ) -> RequestError:
+    def but(self, *, message: str | None = None, kind: FailureKind | None = None, attempts: int | None = None) -> Self:
         """A new error with these fields changed, as urllib3's Retry.new: one already made is never altered."""
-        return RequestError(
+        return type(self)(
             self.code,
             self.message if message is None else message,
             kind=self.kind if kind is None else kind,
@@ -108,6 +106,14 @@ class RequestError(HandlerError):
     @property
     def retryable(self) -> bool:
         return self.kind == "retryable"
+
+
+class StorageError(RequestError):
+    """An object-storage (S3 API) request failed: `code` is S3's error code (SlowDown, AccessDenied, ...).
+
+    Every storage request is a read or a write of the same bytes, so a failure is never "ambiguous":
+    "retryable" (throttled, unanswered, no time left) or "permanent" (refused: the message says the fix).
+    """
 
 
 class InvocationFailedError(HandlerError):

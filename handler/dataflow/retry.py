@@ -14,6 +14,9 @@ if TYPE_CHECKING:  # types for the checker only, as errors.FailureKind
 
     # What the client asks of Data Flow: create a run, list a job's runs, get one run.
     Operation = Literal["create", "list", "get"]
+    # What the object-storage client asks of the S3 API: list a prefix, read an object's state, write an object.
+    StorageOperation = Literal["list-objects", "head-object", "put-object"]
+    AnyOperation = Operation | StorageOperation
 
 
 class RetryPolicy(Record):
@@ -45,7 +48,7 @@ class RetryPolicy(Record):
         attempts: int = 4,
         retry_statuses: frozenset[int] = frozenset({408, 429, 503}),
         ambiguous_statuses: frozenset[int] = frozenset({500, 502, 504}),
-        idempotent_operations: frozenset[Operation] = frozenset({"list", "get"}),
+        idempotent_operations: frozenset[AnyOperation] = frozenset({"list", "get"}),
         later_codes: frozenset[tuple[int, str]] = frozenset({(429, "400")}),
         backoff_base: float = 0.2,
         backoff_cap: float = 5.0,
@@ -60,7 +63,7 @@ class RetryPolicy(Record):
         self.backoff_cap: Final = backoff_cap
         self.retry_after_cap: Final = retry_after_cap
 
-    def status_kind(self, operation: Operation, status: int) -> FailureKind:
+    def status_kind(self, operation: AnyOperation, status: int) -> FailureKind:
         """What a non-2xx answer to `operation` says about the run it asked for."""
         if status in self.retry_statuses:
             return "retryable"
@@ -68,7 +71,7 @@ class RetryPolicy(Record):
             return "retryable" if operation in self.idempotent_operations else "ambiguous"
         return "permanent"
 
-    def transport_kind(self, operation: Operation, kind: FailureKind) -> FailureKind:
+    def transport_kind(self, operation: AnyOperation, kind: FailureKind) -> FailureKind:
         """A transport failure's kind for `operation`: a read that may have been answered is read again."""
         return "retryable" if kind == "ambiguous" and operation in self.idempotent_operations else kind
 
