@@ -1,18 +1,26 @@
-"""Issue 23, items 1-3 and 6: outputs, separators and group sizes that validate refuses or warns about."""
+"""Issue 23, items 1-6: outputs, separators and group sizes validate refuses, and batches that list or time oddly."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from emulator.server import Emulator
+from handler import app
 from handler.errors import ConfigError
+from handler.launcher import Launcher
 from handler.routes import route_warnings
 from handler.settings import parse_settings
+from handler.wiring import Wiring
 from tests.conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
     FakeClock,
+    LambdaContextStub,
+    SleeplessClock,
     cli,
     connected,
     container,
@@ -160,3 +168,70 @@ def test_max_objects_without_max_bytes_is_bounded_by_the_request_budget_where_th
     )
     for accepted in (coalescing(maxObjects=255), coalescing(maxObjects=5000, maxBytes=262_144), coalescing()):
         parse_settings({"DATAFLOW_DRY_RUN": "true", "DATAFLOW_ROUTES": json.dumps([accepted])})
+
+
+# Items 4 and 5, through the Lambda entry point against the emulator.
+
+
+@pytest.fixture
+def lambda_routes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """A fresh warm Lambda container on the real clock (the adapter signs with it), routed to one coalescing route."""
+    with Emulator({ACCESS_KEY: SECRET_KEY}) as api:
+        monkeypatch.setattr(app, "launcher", Launcher(Wiring(SleeplessClock().clocks())))
+        for name, value in routed(api, coalescing()).items():
+            monkeypatch.setenv(name, value)
+        for name in ("DATAFLOW_JOB_ID", "DATAFLOW_PARAMETERS", "DATAFLOW_DRY_RUN"):
+            monkeypatch.delenv(name, raising=False)
+        yield api
+
+
+def fresh_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app, "launcher", Launcher(Wiring(SleeplessClock().clocks())))
+
+
+def test_a_key_uploaded_twice_in_a_batch_is_listed_and_counted_once(
+    lambda_routes: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = SleeplessClock().wall()
+    twice = [upload("in/a.csv", at=now - 50, etag="one", sequencer="01"), upload("in/a.csv", at=now - 40, etag="two")]
+    batch = sqs_batch([twice[0], upload("in/b.csv", at=now - 45), twice[1]])
+    result = app.lambda_handler(batch, LambdaContextStub())
+    [entry] = result["submitted"]
+    assert (entry["objects"], entry["keys"], result["batchItemFailures"]) == (2, ["in/a.csv", "in/b.csv"], [])
+    [run] = lambda_routes.all_executions()
+    assert (run["parsedParameters"]["$files"], run["parsedParameters"]["$count"]) == ("in/a.csv,in/b.csv", "2")
+    fresh_container(monkeypatch)
+    again = app.lambda_handler(batch, LambdaContextStub())  # both uploads of in/a.csv are that run's
+    assert [skip["reason"] for skip in again["skipped"]] == ["duplicate"] * 3
+    assert len(lambda_routes.all_executions()) == 1
+
+
+def test_a_record_stamped_with_gos_zero_time_fails_its_own_message_alone(
+    lambda_routes: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = SleeplessClock().wall()
+    app.lambda_handler(sqs_batch([upload("in/earlier.csv", at=now - 120)]), LambdaContextStub())  # a run listed
+    poison = upload("in/zero.csv")
+    poison["Records"][0]["eventTime"] = "0001-01-01T00:00:00Z"
+    fresh_container(monkeypatch)
+    result = app.lambda_handler(
+        sqs_batch([upload("in/a.csv", at=now - 30), poison, upload("in/b.csv", at=now - 30)]), LambdaContextStub()
+    )
+    assert result["batchItemFailures"] == [{"itemIdentifier": "m1"}]
+    [failed] = result["failed"]
+    assert failed["error"].startswith("bad-event: Records[0].eventTime is 0001-01-01T00:00:00+00:00, out of range")
+    assert "Go's zero time" in failed["error"]
+    [entry] = result["submitted"]
+    assert entry["keys"] == ["in/a.csv", "in/b.csv"]
+
+
+def test_a_time_the_groups_template_cannot_render_fails_its_own_object_alone(
+    clock: FakeClock, emulator: Emulator
+) -> None:
+    route = coalescing() | {"parameters": {"$until": "{time+999999d:%Y}"}}  # valid, and past 9999 for year 8000
+    late = upload("in/late.csv")
+    late["Records"][0]["eventTime"] = "8000-01-01T00:00:00Z"
+    batch = sqs_batch([upload("in/a.csv", at=clock.wall() - 30), late, upload("in/b.csv", at=clock.wall() - 30)])
+    result = result_of(container(clock), routed(emulator, route), batch)
+    assert result["batchItemFailures"] == [{"itemIdentifier": "m1"}]
+    assert [entry["keys"] for entry in result["submitted"]] == [["in/a.csv", "in/b.csv"]]
