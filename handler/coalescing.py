@@ -7,7 +7,7 @@ from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING
 
 from handler.outcomes import Failed, Skipped
-from handler.planning import CoalescedPlan, Member, PlannedExecution, dedup_key
+from handler.planning import CoalescedPlan, Member, PlannedExecution, dedup_key, unique_keys
 from handler.routes import Coalesce
 from handler.runs.view import Covering
 from handler.templates import TemplateError
@@ -39,61 +39,85 @@ def _fixed(plan: CoalescedPlan) -> dict[str, str]:
 
 
 def groups(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo) -> list[PlannedExecution | Failed]:
-    """The members in arrival order, cut into groups of at most maxObjects and maxBytes in the parameter."""
+    """The members in arrival order, cut into groups of at most maxObjects files and maxBytes in the parameter.
+
+    A key uploaded again within the group joins it without being listed twice. A member that cannot be
+    joined (its key holds the separator, its time cannot render) fails alone.
+    """
     spec = _spec(plan)
     out: list[PlannedExecution | Failed] = []
     current: list[Member] = []
+    keys: set[str] = set()
     size = 0
     for member in members:
-        if spec.separator in member.key:
-            message = f"the key contains the coalesce separator {spec.separator!r}; choose another separator"
-            out.append(
-                Failed(
-                    plan.route.name,
-                    plan.route.job.job_id,
-                    "bad-event",
-                    message,
-                    retryable=False,
-                    source=member.source,
-                    messages=member.messages,
-                    dedup_key=member.file_key,
-                )
-            )
+        refused = _refused(plan, member, zone)
+        if refused is not None:
+            out.append(refused)
+            continue
+        if member.key in keys:
+            current.append(member)
             continue
         added = len(member.key.encode("utf-8")) + (len(spec.separator.encode("utf-8")) if current else 0)
         if current and spec.max_bytes is not None and size + added > spec.max_bytes:
             out.append(group(plan, current, zone, "bytes"))
-            current, size, added = [], 0, len(member.key.encode("utf-8"))
+            current, keys, size, added = [], set(), 0, len(member.key.encode("utf-8"))
         current.append(member)
+        keys.add(member.key)
         size += added
-        if len(current) == spec.max_objects:
+        if len(keys) == spec.max_objects:
             out.append(group(plan, current, zone, "size"))
-            current, size = [], 0
+            current, keys, size = [], set(), 0
     if current:
         out.append(group(plan, current, zone, "end of batch"))
     return out
 
 
-def group(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo, closed: str) -> PlannedExecution | Failed:
-    """One group's planned execution: the keys joined, the other parameters rendered from what it shares."""
+def _refused(plan: CoalescedPlan, member: Member, zone: tzinfo) -> Failed | None:
+    """The object failed alone (its own messages only) when it cannot join a group; None when it can."""
+    message = _unjoinable(plan, member, zone)
+    if message is None:
+        return None
+    return Failed(
+        plan.route.name,
+        plan.route.job.job_id,
+        "bad-event",
+        message,
+        retryable=False,
+        source=member.source,
+        messages=member.messages,
+        dedup_key=member.file_key,
+    )
+
+
+def _unjoinable(plan: CoalescedPlan, member: Member, zone: tzinfo) -> str | None:
+    """Why the object cannot join a group: its key holds the separator, or its time cannot render.
+
+    A group renders {time...} at its newest member's time, so a time no template can render (year
+    9999 in a zone ahead of UTC, Go's zero time with a negative offset) would fail its neighbours.
+    """
+    spec = _spec(plan)
+    if spec.separator in member.key:
+        return f"the key contains the coalesce separator {spec.separator!r}; choose another separator"
+    for name, template in plan.route.parameters:
+        if template.renders_time:
+            try:
+                template.render({}, {}, member.time, zone)
+            except TemplateError as exc:
+                return f"parameters.{name}: {exc}"
+    return None
+
+
+def group(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo, closed: str) -> PlannedExecution:
+    """One group's planned execution: the keys joined, the other parameters rendered from what it shares.
+
+    Every member's time rendered when it joined, so the newest one's renders too.
+    """
     route, spec = plan.route, _spec(plan)
     newest = max(member.time for member in members)
-    values = {"bucket": members[0].bucket, "route": route.name, "count": str(len(members))}
-    parameters: dict[str, str] = {}
-    for name, template in route.parameters:
-        try:
-            parameters[name] = template.render(values, {}, newest, zone)
-        except TemplateError as exc:
-            return Failed(
-                route.name,
-                route.job.job_id,
-                "bad-event",
-                f"parameters.{name}: {exc}",
-                retryable=False,
-                source=_source(members),
-                messages=_messages(members),
-            )
-    parameters[spec.parameter] = spec.separator.join(member.key for member in members)
+    files = unique_keys(members)
+    values = {"bucket": members[0].bucket, "route": route.name, "count": str(len(files))}
+    parameters = {name: template.render(values, {}, newest, zone) for name, template in route.parameters}
+    parameters[spec.parameter] = spec.separator.join(files)
     key = dedup_key(route.name, route.job, {}, sorted(member.file_key for member in members))
     return PlannedExecution(
         route.name,

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 # S3 and NCP Object Storage keys are at most 1024 bytes of UTF-8; URL-encoded, at most three times that.
 MAX_KEY_BYTES = 1024
+# An event's own time lies between these: before is an unset clock (Go's zero time 0001-01-01, the Unix
+# epoch), after is no real time, and near the calendar's end (9999) a zone or an offset cannot render it.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 # EventBridge names the S3 API call in detail.reason; the contract names events S3-style.
 _EVENTBRIDGE_REASONS = {
@@ -472,9 +476,17 @@ def parse_time(value: object, where: str, zone: tzinfo = UTC) -> datetime:
 
 
 def _optional_time(obj: Mapping[str, Any], name: str, where: str, default: datetime, zone: tzinfo = UTC) -> datetime:
+    """The event's own time, else `default`; a time no sender means fails its own event, not its batch."""
     if obj.get(name) in (None, ""):
         return default
-    return parse_time(obj[name], f"{where}.{name}", zone)
+    time = parse_time(obj[name], f"{where}.{name}", zone)
+    if not EARLIEST_EVENT_TIME < time < LATEST_EVENT_TIME:
+        unset = " (an unset clock: Go's zero time 0001-01-01T00:00:00Z, the Unix epoch)" if time.year < 1971 else ""
+        raise EventError(
+            f"{where}.{name} is {time.isoformat()}, out of range: an event's time lies after "
+            f"{EARLIEST_EVENT_TIME.date()} and before {LATEST_EVENT_TIME.year}{unset}"
+        )
+    return time
 
 
 def _minute(now: datetime) -> datetime:

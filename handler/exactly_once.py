@@ -13,7 +13,7 @@ from handler.clocks import Clocks
 from handler.dataflow.client import LIMIT_HINT, CreateAnswer, ExecutionRequest
 from handler.errors import RequestError
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
-from handler.planning import CoalescedPlan, Member, PlannedExecution
+from handler.planning import CoalescedPlan, Member, PlannedExecution, unique_keys
 from handler.records import Record
 from handler.results import logged
 from handler.routes import Route
@@ -516,7 +516,7 @@ class ExactlyOnce:
             source=step.source,
             messages=step.messages,
             details=details,
-            objects=tuple(member.key for member in step.members),
+            objects=unique_keys(step.members),
             closed=step.closed,
             request=_would_send(step) if answer.dry_run else None,
         )

@@ -114,6 +114,11 @@ class Member(Record):
         self.messages: Final = messages
 
 
+def unique_keys(members: Sequence[Member]) -> tuple[str, ...]:
+    """Each object's key once, in arrival order: a key uploaded twice in a batch is one file for the job."""
+    return tuple(dict.fromkeys(member.key for member in members))
+
+
 class CoalescedPlan(Record):
     """The objects of one invocation that one coalescing route fired in one bucket, still to be grouped."""
 

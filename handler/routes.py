@@ -61,6 +61,11 @@ _EXPRESSION = r"(?i)\s*(cron|rate|at)\s*\("
 MATCH_BUDGET_S = 0.05
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+# A URL's scheme before '://'; of them, an output may name only the object storage itself, as Spark writes it.
+_SCHEME = r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"
+_STORAGE_SCHEMES = frozenset({"s3", "s3a", "s3n"})
+# AWS and NCP bucket names (older AWS buckets may hold capitals and '_').
+_BUCKET = r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}"
 
 
 class Match(Record):
@@ -206,7 +211,12 @@ class Route(Record):
 
     def writes(self, bucket: str, key: str) -> bool:
         """Whether the object is under the route's declared output: its own job's, skipped as own-output."""
-        return self.output is not None and bucket == self.output[0] and key.startswith(self.output[1])
+        return self.output is not None and bucket == self.output[0] and key.startswith(_folder(self.output[1]))
+
+
+def _folder(prefix: str) -> str:
+    """A written prefix as the folder it names: output "lake/out" holds out/part-0, not outbound/x."""
+    return prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
 
 
 def available_fields(source: MatchSource | None) -> frozenset[str]:
@@ -396,14 +406,40 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
 
 
 def _check_output(value: object, where: str, problems: Problems) -> tuple[str, str] | None:
-    """`bucket/prefix/`: where the job writes its results."""
+    """`bucket/prefix/`: where the job writes its results; s3://, s3a:// and s3n:// (any case) name the same."""
     if value is None:
         return None
-    if not isinstance(value, str) or ("/" not in value.strip("/") and not value.strip("/")):
-        problems.add(where, f"must be 'bucket/prefix' where the job writes, got {describe(value)}")
+    if not isinstance(value, str) or not value.strip("/"):
+        problems.add(where, f"must be 'bucket/prefix/' where the job writes, got {describe(value)}")
         return None
-    bucket, _, prefix = value.removeprefix("s3://").partition("/")
+    scheme = re.match(_SCHEME, value)
+    if scheme is not None and scheme["scheme"].lower() not in _STORAGE_SCHEMES:
+        problems.add(
+            where,
+            f"{value!r} names {scheme['scheme']}:// storage; output is 'bucket/prefix/' in the object storage the "
+            "route watches (s3://, s3a:// and s3n:// are read as that)",
+        )
+        return None
+    path = _storage_path(value)
+    if path.startswith("/"):
+        # Read as it stands, the bucket would be empty and the guard would hold for no object.
+        problems.add(where, f"starts with '/': its first part is the bucket (did you mean {path.lstrip('/')!r}?)")
+        return None
+    bucket, _, prefix = path.partition("/")
+    if not re.fullmatch(_BUCKET, bucket):
+        problems.add(
+            where, f"{bucket!r} is not a bucket's name (letters, digits, '.', '-', '_'); write 'bucket/prefix/'"
+        )
+        return None
     return bucket, prefix
+
+
+def _storage_path(value: str) -> str:
+    """`bucket/prefix` without an s3://, s3a:// or s3n:// scheme (Spark's names for the same bucket)."""
+    scheme = re.match(_SCHEME, value)
+    if scheme is None or scheme["scheme"].lower() not in _STORAGE_SCHEMES:
+        return value
+    return value[scheme.end() :]
 
 
 def _check_recursion(
@@ -419,10 +455,10 @@ def _check_recursion(
     log_path = (job.job_condition or {}).get("logPath")
     writes = [("output", output)] if output is not None else []
     if isinstance(log_path, str) and match.suffix is None:  # Spark's logs end in no data suffix
-        bucket, _, prefix = log_path.partition("/")
+        bucket, _, prefix = _storage_path(log_path).lstrip("/").partition("/")
         writes.append(("jobCondition.logPath", (bucket, prefix)))
-    for what, (bucket, prefix) in writes:
-        watched = match.prefix or ""
+    for what, (bucket, written) in writes:
+        watched, prefix = match.prefix or "", _folder(written)
         if (match.bucket in (None, bucket)) and (prefix.startswith(watched) or watched.startswith(prefix)):
             problems.add(
                 where,
@@ -455,13 +491,51 @@ def _check_coalesce(
     separator = spec.get("separator", ",")
     if not isinstance(separator, str) or not separator:
         problems.add(f"{at}.separator", f"must be a non-empty string, got {describe(separator)}")
+        separator = None
+    elif (border := _border(separator)) is not None:
+        ending, starting = separator[: len(separator) - len(border)], separator[len(border) :]
+        problems.add(
+            f"{at}.separator",
+            f"{separator!r} cannot be split back reliably: a key ending in {ending!r} before it, or starting with "
+            f"{starting!r} after it, moves the split (so the job reads names that do not exist and a redelivery's "
+            "lookup misses the run); choose a separator whose start does not recur at its end, such as ',' or a "
+            "newline",
+        )
     max_objects = _check_count(spec, "maxObjects", at, problems) or MAX_OBJECTS
     max_bytes = _check_count(spec, "maxBytes", at, problems, low=MAX_KEY_BYTES)
     if max_bytes is not None and max_bytes > MAX_BYTES_LIMIT:
         problems.add(f"{at}.maxBytes", f"must be at most {MAX_BYTES_LIMIT} (request size limits), got {max_bytes}")
-    if parameter is None or not isinstance(separator, str) or not separator:
+    if max_bytes is None and separator is not None:
+        _check_request_budget(max_objects, separator, at, problems)
+    if parameter is None or separator is None:
         return None
     return Coalesce(parameter, separator, max_objects, max_bytes)
+
+
+def _border(separator: str) -> str | None:
+    """The longest start of the separator that also ends it ('|' of '||'), None when none does.
+
+    Joined keys split back exactly when no key holds the separator and it has no such border: an
+    occurrence that straddles a key's end, or a separator's end, needs a start that recurs at the end.
+    """
+    starts = (separator[:size] for size in range(len(separator) - 1, 0, -1))
+    return next((start for start in starts if separator.endswith(start)), None)
+
+
+def _check_request_budget(max_objects: int, separator: str, at: str, problems: Problems) -> None:
+    """Without maxBytes only the count bounds the parameter: at the longest keys it must fit the request budget."""
+    gap = len(separator.encode("utf-8"))
+    longest = max_objects * MAX_KEY_BYTES + (max_objects - 1) * gap
+    if longest <= MAX_BYTES_LIMIT:
+        return
+    fits = (MAX_BYTES_LIMIT + gap) // (MAX_KEY_BYTES + gap)
+    problems.add(
+        f"{at}.maxObjects",
+        f"{max_objects} keys of up to {MAX_KEY_BYTES} bytes make the parameter up to {longest} bytes, past the "
+        f"{MAX_BYTES_LIMIT}-byte budget of one parameter (the gateway refuses a request over 1 MB, for good, "
+        f"with 413); set maxBytes (at most {MAX_BYTES_LIMIT}) so groups also close by size, or maxObjects at most "
+        f"{fits}",
+    )
 
 
 def check_dedup_parameter(
@@ -489,6 +563,12 @@ def route_warnings(route: Route, zone: tzinfo = UTC) -> list[str]:
             "a coalescing route that matches any bucket and names none in a parameter cannot tell one bucket's run "
             "from another's: a run for one bucket's key would cover the same key in another; add {bucket} to a "
             "parameter or set match.bucket"
+        )
+    if route.output is not None and _folder(route.output[1]) != route.output[1]:
+        bucket, prefix = route.output
+        warnings.append(
+            f"output {bucket}/{prefix} has no trailing '/': it is read as the folder {bucket}/{prefix}/ (keys "
+            f"under {prefix}/ are the job's own, {prefix}_v2/x is not); write '{bucket}/{prefix}/' to say so"
         )
     renders_time = any(template.renders_time for _, template in route.parameters)
     if route.match.source == "schedule" and renders_time and zone is UTC:
