@@ -150,6 +150,15 @@ def remembered(plan: CoalescedPlan, known: Mapping[str, str | None]) -> list[Ski
     ]
 
 
+def unproven(plan: CoalescedPlan, why: str) -> list[Skipped]:
+    """Each swept object the answers cannot prove new: left for a sweep that can (never started twice)."""
+    details = {"dedupUnverifiable": True, "why": why}
+    return [
+        Skipped(plan.route.name, "unproven", m.source, m.messages, dedup_key=m.file_key, details=details)
+        for m in plan.members
+    ]
+
+
 def failed(plan: CoalescedPlan, code: str, message: str, retryable: bool) -> list[Failed]:
     """Each of the plan's objects failed alike (its own messages kept)."""
     job_id = plan.route.job.job_id

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         route: str
         jobId: str
         messageId: str
+        sweep: str
         rerunOf: str
         emptyPlaceholders: list[str]
 
@@ -82,6 +83,7 @@ class ObjectTrigger(Record):
         "sequencer",
         "event_id",
         "own_time",
+        "swept_by",
     )
 
     def __init__(
@@ -97,6 +99,7 @@ class ObjectTrigger(Record):
         sequencer: str = "",
         event_id: str = "",
         own_time: bool = True,
+        swept_by: str | None = None,
     ) -> None:
         self.bucket: Final = bucket
         self.key: Final = key
@@ -109,9 +112,18 @@ class ObjectTrigger(Record):
         self.event_id: Final = event_id
         # False when the event carried no time and `time` is the arrival time
         self.own_time: Final = own_time
+        # The route whose sweep listed the object (its time is then the object's LastModified).
+        self.swept_by: Final = swept_by
 
     def identity(self) -> list[object]:
-        """What tells this event from another of its kind, stable across its redeliveries."""
+        """What tells this event from another of its kind, stable across its redeliveries.
+
+        With an ETag it is the object's state, which a notification and a listing of the object both
+        show, so a sweep and a notification of one upload share a dedup key; a later upload of the same
+        bytes shares it too, and is told apart by its time (a run must be created since the event).
+        """
+        if self.etag:
+            return ["object", self.bucket, self.key, self.event_name.partition(":")[0], self.etag]
         # An event without a time of its own is identified by the object's state alone, so a
         # redelivery (which would otherwise take a new "now") keeps its key.
         when = self.time.isoformat() if self.own_time else None
@@ -139,7 +151,10 @@ class ObjectTrigger(Record):
         }
 
     def source(self) -> EventSource:
-        return {"kind": "object", "bucket": self.bucket, "key": self.key, "eventName": self.event_name}
+        source: EventSource = {"kind": "object", "bucket": self.bucket, "key": self.key, "eventName": self.event_name}
+        if self.swept_by is not None:
+            source["sweep"] = self.swept_by
+        return source
 
 
 class ScheduleTrigger(Record):
@@ -204,6 +219,22 @@ class JobInvocation(Record):
         return {"kind": "direct", "jobId": self.job.job_id, "time": self.time.isoformat()}
 
 
+class SweepTrigger(Record):
+    """A request to list object storage for what no run covers: `target` names a route, or '*' every route
+    with a sweep option; `since`/`until` bound the objects' LastModified (default: the route's look-back)."""
+
+    __slots__ = ("target", "since", "until", "time")
+
+    def __init__(self, target: str, since: datetime | None, until: datetime | None, time: datetime) -> None:
+        self.target: Final = target
+        self.since: Final = since
+        self.until: Final = until
+        self.time: Final = time
+
+    def source(self) -> EventSource:
+        return {"kind": "direct", "sweep": self.target, "time": self.time.isoformat()}
+
+
 class S3TestTrigger(Record):
     __slots__ = ("bucket",)
 
@@ -229,7 +260,7 @@ class BadEvent(Record):
 
 
 RoutableTrigger = ObjectTrigger | ScheduleTrigger | RouteInvocation | JobInvocation
-Trigger = RoutableTrigger | S3TestTrigger | BadEvent
+Trigger = RoutableTrigger | SweepTrigger | S3TestTrigger | BadEvent
 
 
 class Delivery(Record):
@@ -341,6 +372,8 @@ def _dispatch(event: dict[str, Any], context: _Context) -> list[Trigger]:
         return _sns_message(event.get("Message"), "SNS notification", context)
     if "detail-type" in event:
         return [_eventbridge(event, context)]
+    if "sweep" in event:
+        return [_sweep(event, context)]
     if "route" in event or "jobId" in event:
         return [_direct(event, context)]
     if "schedule" in event:
@@ -592,6 +625,17 @@ def _direct(event: Mapping[str, Any], context: _Context) -> Trigger:
     if problems or job is None or parameters is None:
         raise EventError("; ".join(str(problem) for problem in problems.items))
     return JobInvocation(job, parameters, time, context.activation_id)
+
+
+def _sweep(event: Mapping[str, Any], context: _Context) -> SweepTrigger:
+    target = _get(event, "sweep", str, "event")
+    if not target:
+        raise EventError("event.sweep is empty: name a route, or '*' for every route with a sweep option")
+    since = _optional_time(event, "since", "event", context.now, context.zone) if event.get("since") else None
+    until = _optional_time(event, "until", "event", context.now, context.zone) if event.get("until") else None
+    if since is not None and until is not None and since >= until:
+        raise EventError(f"event.since ({since.isoformat()}) is not before event.until ({until.isoformat()})")
+    return SweepTrigger(target, since, until, context.now)
 
 
 def _ncp_flat(event: Mapping[str, Any], context: _Context) -> ObjectTrigger:

@@ -38,6 +38,8 @@ RECENT_KEYS = 4096
 DEFAULT_TIMEOUT_MINUTES = 360
 # A wait for the job's creates in flight wakes this often to check the invocation's deadline.
 GATE_POLL_S = 0.5
+# The skip of a swept object whose duplicate check cannot prove it new: a sweep starts only what it can.
+UNPROVEN = "unproven"
 UNVERIFIABLE_HINT = (
     "set a dedupParameter the job echoes, or check how it echoes with `python -m handler doctor`; "
     "see docs/delivery-guarantees.md"
@@ -277,7 +279,8 @@ class ExactlyOnce:
         checks = (
             not step.members
             and not unidentifiable(step)
-            and (mode == "always" or (mode == "ambiguous" and self.memory.was_ambiguous(step.dedup_key)))
+            # A sweep lists what already ran as well: it always looks, whatever the setting.
+            and (mode == "always" or swept(step) or (mode == "ambiguous" and self.memory.was_ambiguous(step.dedup_key)))
         )
         unverified = False
         if checks or step.max_running is not None:
@@ -314,8 +317,12 @@ class ExactlyOnce:
         self._trail.lookups, self._trail.slot = [], None
         return self._lookup(step, call, "peek").lookup
 
-    def _unverifiable(self, step: PlannedExecution, call: Call, lookup: Unknown) -> Failed | None:
-        """What DATAFLOW_DEDUP_UNVERIFIABLE says when the check cannot prove the run absent: None to submit."""
+    def _unverifiable(self, step: PlannedExecution, call: Call, lookup: Unknown) -> Failed | Skipped | None:
+        """What DATAFLOW_DEDUP_UNVERIFIABLE says when the check cannot prove the run absent: None to submit.
+        A swept object is skipped as unproven whatever it says: a sweep lists what ran too, every time."""
+        if swept(step):
+            details = {"dedupUnverifiable": True, "why": f"cannot prove this object has no run yet: {lookup.reason}"}
+            return Skipped(step.route, UNPROVEN, step.source, step.messages, dedup_key=step.dedup_key, details=details)
         if not self._refuses(step.job.job_id, step.route, call, lookup.reason):
             return None
         message = f"cannot prove this event has no run yet: {lookup.reason}"
@@ -347,7 +354,7 @@ class ExactlyOnce:
         decided: list[PlannedExecution | Skipped | Failed] = list(coalescing.remembered(plan, runs))
         rest = [member for member in plan.members if member.file_key not in runs]
         lost = any(self.memory.was_ambiguous(member.file_key) for member in rest)
-        if rest and (call.dedup_check == "always" or (call.dedup_check == "ambiguous" and lost)):
+        if rest and (call.dedup_check == "always" or swept(plan) or (call.dedup_check == "ambiguous" and lost)):
             rest, more = self._uncovered(CoalescedPlan(plan.route, tuple(rest)), call)
             decided += more
         return decided + coalescing.groups(plan, rest, call.settings.zone)
@@ -363,11 +370,17 @@ class ExactlyOnce:
         for file_key, run in cover.covered.items():
             self.memory.remember(file_key, run)
         decided: list[Skipped | Failed] = list(coalescing.remembered(plan, cover.covered))
-        refused = bool(cover.unknown) and self._refuses(plan.route.job.job_id, plan.route.name, call, cover.reason)
+        refused = bool(cover.unknown) and (
+            swept(plan) or self._refuses(plan.route.job.job_id, plan.route.name, call, cover.reason)
+        )
         if refused:
             unsure = CoalescedPlan(plan.route, tuple(m for m in plan.members if m.file_key in cover.unknown))
             message = f"cannot prove these objects have no run yet: {cover.reason}"
-            decided += coalescing.failed(unsure, "unknown-outcome", message, True)
+            decided += (
+                coalescing.unproven(unsure, message)
+                if swept(plan)
+                else coalescing.failed(unsure, "unknown-outcome", message, True)
+            )
         left = [
             member
             for member in plan.members
@@ -621,6 +634,13 @@ class ExactlyOnce:
 RERUN_UNIDENTIFIABLE = (
     "a re-run without a dedupParameter sends what the run it re-runs sent: no lookup tells them apart"
 )
+
+
+def swept(step: PlannedExecution | CoalescedPlan) -> bool:
+    """Whether a sweep listed the step's object(s) rather than a notification delivering them."""
+    if isinstance(step, CoalescedPlan):
+        return any("sweep" in member.source for member in step.members)
+    return "sweep" in step.source
 
 
 def unidentifiable(step: PlannedExecution) -> bool:

@@ -18,6 +18,7 @@ from handler.events import (
     RouteInvocation,
     S3TestTrigger,
     ScheduleTrigger,
+    SweepTrigger,
     Trigger,
 )
 from handler.jobs import JobSpec
@@ -28,6 +29,10 @@ from handler.templates import TemplateError
 
 if TYPE_CHECKING:
     from handler.events import EventSource
+    from handler.sweep import Listed
+
+    # Lists what a sweep names (the launcher's, with object storage): each route's findings, or why none.
+    Sweeper = Callable[[SweepTrigger], list[Listed] | str]
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +138,13 @@ Fired = PlannedExecution | Member | Skipped | Failed
 Step = PlannedExecution | CoalescedPlan | Skipped | Failed
 
 
-def plan(batch: Batch, routes: Sequence[Route], zone: tzinfo, expired: Callable[[], bool]) -> list[Step]:
+def plan(
+    batch: Batch,
+    routes: Sequence[Route],
+    zone: tzinfo,
+    expired: Callable[[], bool],
+    sweeper: Sweeper | None = None,
+) -> list[Step]:
     """Every (event, route) pair of the batch in delivery order: planned, or already decided.
 
     The objects a coalescing route fires become one CoalescedPlan per route and bucket, where its
@@ -148,7 +159,7 @@ def plan(batch: Batch, routes: Sequence[Route], zone: tzinfo, expired: Callable[
             source = trigger.source()
             if delivery.message_id is not None:
                 source["messageId"] = delivery.message_id
-            for fired in _steps(trigger, routes, zone, expired, Origin(source, messages)):
+            for fired in _steps(trigger, routes, zone, expired, Origin(source, messages), sweeper):
                 if not isinstance(fired, Member):
                     placed.append(fired)
                     continue
@@ -193,7 +204,12 @@ def _gather(members: dict[str, Member], member: Member) -> None:
 
 
 def _steps(
-    trigger: Trigger, routes: Sequence[Route], zone: tzinfo, expired: Callable[[], bool], origin: Origin
+    trigger: Trigger,
+    routes: Sequence[Route],
+    zone: tzinfo,
+    expired: Callable[[], bool],
+    origin: Origin,
+    sweeper: Sweeper | None = None,
 ) -> list[Fired]:
     source, messages = origin.source, origin.messages
     match trigger:
@@ -201,13 +217,35 @@ def _steps(
             return [Failed(None, None, "bad-event", trigger.reason, retryable=False, source=source, messages=messages)]
         case S3TestTrigger():
             return [Skipped(None, "test-event", source, messages)]
-        case ObjectTrigger() | ScheduleTrigger() | RouteInvocation() | JobInvocation():
+        case ObjectTrigger() | ScheduleTrigger() | RouteInvocation() | JobInvocation() | SweepTrigger():
             if expired():
                 why = "the invocation's time ran out before this event was routed"
                 return [Failed(None, None, "timeout", why, retryable=True, source=source, messages=messages)]
+            if isinstance(trigger, SweepTrigger):
+                return _swept(trigger, zone, sweeper, origin)
             return fire(trigger, routes, zone, origin)
         case _:
             assert_never(trigger)
+
+
+def _swept(trigger: SweepTrigger, zone: tzinfo, sweeper: Sweeper | None, origin: Origin) -> list[Fired]:
+    """Each object a sweep listed, fired for the route whose sweep listed it (as its notification would be)."""
+    found = "object storage cannot be listed here" if sweeper is None else sweeper(trigger)
+    if isinstance(found, str):
+        return [Failed(None, None, "unknown-route", found, retryable=False, source=origin.source)]
+    fired: list[Fired] = []
+    for listed in found:
+        route, error = listed.route, listed.error
+        if error is not None:
+            message = f"the sweep could not list s3://{listed.bucket}/{listed.prefix}: {error.message}"
+            retryable = error.kind != "permanent"
+            fired.append(
+                Failed(route.name, route.job.job_id, error.code, message, retryable=retryable, source=origin.source)
+            )
+            continue
+        for obj in listed.objects:
+            fired += fire(obj, [route], zone, Origin(obj.source(), origin.messages))
+    return fired
 
 
 def fire(trigger: RoutableTrigger, routes: Sequence[Route], zone: tzinfo, origin: Origin) -> list[Fired]:

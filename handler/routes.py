@@ -7,7 +7,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import UTC, tzinfo
+from datetime import UTC, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from handler.errors import HandlerError, Problems
@@ -43,12 +43,19 @@ ROUTE_FIELDS = frozenset(
         "maxRunning",
         "output",
         "allowRecursion",
+        "sweep",
     }
 )
+SWEEP_FIELDS = frozenset({"lookBackHours", "quietSeconds", "marker"})
+# A sweep's defaults: a day back (as far as the default duplicate check reads), two quiet minutes.
+SWEEP_LOOK_BACK_HOURS = 24
+SWEEP_QUIET_SECONDS = 120
 COALESCE_FIELDS = frozenset({"parameter", "separator", "maxObjects", "maxBytes"})
 MAX_OBJECTS = 100
 # A parameter value beyond this many UTF-8 bytes would crowd the 1 MB request limits of both platforms.
 MAX_BYTES_LIMIT = 262_144
+# The duplicate check reads at most 14 days back (DATAFLOW_DEDUP_WINDOW_HOURS' largest value): a sweep no further.
+MAX_LOOK_BACK_HOURS = 24 * 14
 OBJECT_FILTERS = ("bucket", "prefix", "suffix", "pattern", "events")
 # Checks of DATAFLOW_ROUTES only: kept as text, compiled on first use (re caches them), so a function
 # configured without routes compiles none at its cold start.
@@ -183,8 +190,34 @@ class Coalesce(Record):
         self.max_bytes: Final = max_bytes
 
 
+class Sweep(Record):
+    """How a sweep lists a route's bucket: how far back, which objects are too new, what completes a folder."""
+
+    __slots__ = ("look_back", "quiet", "marker")
+
+    def __init__(self, look_back: timedelta, quiet: timedelta, marker: str | None = None) -> None:
+        self.look_back: Final = look_back
+        # Objects modified this recently may still be arriving: the next sweep takes them.
+        self.quiet: Final = quiet
+        # A file name (`_SUCCESS`) whose presence in a folder releases that folder's objects.
+        self.marker: Final = marker
+
+
+DEFAULT_SWEEP = Sweep(timedelta(hours=SWEEP_LOOK_BACK_HOURS), timedelta(seconds=SWEEP_QUIET_SECONDS))
+
+
 class Route(Record):
-    __slots__ = ("name", "match", "job", "parameters", "dedup_parameter", "coalesce", "max_running", "output")
+    __slots__ = (
+        "name",
+        "match",
+        "job",
+        "parameters",
+        "dedup_parameter",
+        "coalesce",
+        "max_running",
+        "output",
+        "sweep",
+    )
 
     def __init__(
         self,
@@ -197,6 +230,7 @@ class Route(Record):
         coalesce: Coalesce | None = None,
         max_running: int | None = None,
         output: tuple[str, str] | None = None,
+        sweep: Sweep | None = None,
     ) -> None:
         self.name: Final = name
         self.match: Final = match
@@ -208,6 +242,8 @@ class Route(Record):
         self.max_running: Final = max_running
         # (bucket, prefix) the job writes its output under: an object there is the job's own, not an upload.
         self.output: Final = output
+        # Set when a `{"sweep": "*"}` event lists this route's bucket (a sweep naming the route uses the defaults).
+        self.sweep: Final = sweep
 
     def writes(self, bucket: str, key: str) -> bool:
         """Whether the object is under the route's declared output: its own job's, skipped as own-output."""
@@ -389,6 +425,7 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
         problems.add(f"{where}.coalesce.parameter", f"{coalesce.parameter} is also one of the route's parameters")
     max_running = _check_count(raw, "maxRunning", where, problems)
     output = _check_output(raw.get("output"), f"{where}.output", problems)
+    sweep = _check_sweep(raw, where, match, problems) if "sweep" in raw else None
     if match is not None and job is not None:
         _check_recursion(raw, where, match, job, output, problems)
     if len(problems.items) != before or match is None or job is None or not isinstance(name, str):
@@ -402,7 +439,32 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
         coalesce=coalesce,
         max_running=max_running,
         output=output,
+        sweep=sweep,
     )
+
+
+def _check_sweep(raw: Mapping[str, Any], where: str, match: Match | None, problems: Problems) -> Sweep | None:
+    """A sweep lists one bucket under the route's prefix: the route must name its bucket and serve objects."""
+    at = f"{where}.sweep"
+    spec = check_object(raw["sweep"], at, SWEEP_FIELDS, problems, "sweep ")
+    if spec is None or match is None:
+        return None
+    if match.source not in (None, "object"):
+        problems.add(at, f"only for object routes (match.source is {match.source})")
+    if match.bucket is None:
+        problems.add(at, "a sweep lists one bucket: set match.bucket")
+    hours = _check_count(spec, "lookBackHours", at, problems) or SWEEP_LOOK_BACK_HOURS
+    if hours > MAX_LOOK_BACK_HOURS:
+        problems.add(f"{at}.lookBackHours", f"must be at most {MAX_LOOK_BACK_HOURS} (14 days), got {hours}")
+    quiet = spec.get("quietSeconds", SWEEP_QUIET_SECONDS)
+    if isinstance(quiet, bool) or not isinstance(quiet, int) or not 0 <= quiet <= 86_400:
+        problems.add(f"{at}.quietSeconds", f"must be an integer from 0 to 86400, got {describe(quiet)}")
+        quiet = SWEEP_QUIET_SECONDS
+    marker = spec.get("marker")
+    if marker is not None and (not isinstance(marker, str) or not marker or "/" in marker):
+        problems.add(f"{at}.marker", f"must be a file name without '/' (such as '_SUCCESS'), got {describe(marker)}")
+        marker = None
+    return Sweep(timedelta(hours=hours), timedelta(seconds=quiet), marker)
 
 
 def _check_output(value: object, where: str, problems: Problems) -> tuple[str, str] | None:

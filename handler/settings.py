@@ -47,6 +47,8 @@ CONFIG_NAMES = (
     "DATAFLOW_MAX_CONCURRENCY",
     "DATAFLOW_DEDUP_UNVERIFIABLE",
     "DATAFLOW_RATE_LIMIT",
+    "DATAFLOW_STORAGE_ENDPOINT",
+    "DATAFLOW_STORAGE_REGION",
 )
 SETTING_NAMES: Final = frozenset(CONFIG_NAMES)
 if TYPE_CHECKING:  # types only: a Literal or TypeVar costs tens of microseconds at every cold start
@@ -87,6 +89,8 @@ class Settings(Record):
         "max_concurrency",
         "dedup_unverifiable",
         "rate_limit",
+        "storage_endpoint",
+        "storage_region",
     )
 
     def __init__(
@@ -106,6 +110,8 @@ class Settings(Record):
         max_concurrency: int = 10,
         dedup_unverifiable: Unverifiable = "submit",
         rate_limit: float | None = None,
+        storage_endpoint: str | None = None,
+        storage_region: str | None = None,
     ) -> None:
         self.credentials: Final = credentials
         self.endpoint: Final = endpoint
@@ -122,6 +128,9 @@ class Settings(Record):
         self.dedup_unverifiable: Final = dedup_unverifiable
         # Requests per second this container sends to Data Flow, submissions and lookups together.
         self.rate_limit: Final = rate_limit
+        # The S3 API of object storage (sweeps, an object's own state): None is the platform's own.
+        self.storage_endpoint: Final = storage_endpoint
+        self.storage_region: Final = storage_region
 
 
 def config_from(sources: Mapping[str, object]) -> dict[str, str]:
@@ -342,6 +351,8 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
     max_concurrency = int(_number(config, "DATAFLOW_MAX_CONCURRENCY", 10, 1, 32, problems, integer=True))
     rate_limit = _number(config, "DATAFLOW_RATE_LIMIT", 0.0, 0.001, 10_000, problems) or None
     routes = _routes(config, problems)
+    _check_sweep_reach(routes, window_hours, problems)
+    storage_endpoint = _storage_endpoint(config, problems)
     if problems:
         raise ConfigError(problems.items)
     return Settings(
@@ -359,7 +370,42 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
         max_concurrency=max_concurrency,
         dedup_unverifiable=unverifiable,
         rate_limit=rate_limit,
+        storage_endpoint=storage_endpoint,
+        storage_region=_value(config, "DATAFLOW_STORAGE_REGION"),
     )
+
+
+def _check_sweep_reach(routes: tuple[Route, ...], window_hours: float, problems: Problems) -> None:
+    """A sweep looks back no further than the duplicate check reads: past it, a file that ran would run again."""
+    for route in routes:
+        if route.sweep is not None and route.sweep.look_back > timedelta(hours=window_hours):
+            problems.add(
+                f"route {route.name}: sweep.lookBackHours",
+                f"{route.sweep.look_back / timedelta(hours=1):g} h reaches past DATAFLOW_DEDUP_WINDOW_HOURS"
+                f" ({window_hours:g}): a file whose run is older than the window would run again; lower it or raise"
+                " the window",
+            )
+
+
+def _storage_endpoint(config: Mapping[str, str], problems: Problems) -> str | None:
+    """The S3 API's base URL where it is not the platform's own (a VPC endpoint, a local server)."""
+    url = _value(config, "DATAFLOW_STORAGE_ENDPOINT")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname or "", parts.port
+    except ValueError:
+        host, parts = "", urlsplit("")
+    secure = (parts.scheme == "https" and host) or (parts.scheme == "http" and _loopback(host))
+    if not secure or "@" in parts.netloc or parts.query or parts.fragment:
+        # Not echoed: what precedes an '@' is usually a password.
+        problems.add(
+            "DATAFLOW_STORAGE_ENDPOINT",
+            "must be a base https:// URL (http:// only for a loopback host), without user info, query or fragment",
+        )
+        return None
+    return url.rstrip("/")
 
 
 def _credentials(config: Mapping[str, str], dry_run: bool, problems: Problems) -> Credentials:

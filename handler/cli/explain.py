@@ -27,6 +27,7 @@ from handler.events import (
     RouteInvocation,
     S3TestTrigger,
     ScheduleTrigger,
+    SweepTrigger,
     Trigger,
     normalise,
 )
@@ -157,6 +158,9 @@ def _verdicts(trigger: Trigger, config: Settings, checker: _Checker | None) -> l
             return [{"route": None, "fires": False, "why": f"bad-event: {trigger.reason}"}]
         case S3TestTrigger():
             return [{"route": None, "fires": False, "why": "test-event: S3's test message starts nothing"}]
+        case SweepTrigger():
+            why = "a sweep lists object storage: `invoke --dry-run` lists it and says what each object would start"
+            return [{"route": None, "fires": False, "why": why}]
         case JobInvocation():
             return [_rendered(None, item, checker) for item in fire(trigger, [], config.zone, Origin())]
         case ObjectTrigger() | ScheduleTrigger() | RouteInvocation():
