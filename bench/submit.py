@@ -80,7 +80,8 @@ class Figure:
 def s3_event(index: int) -> dict[str, Any]:
     event: dict[str, Any] = json.loads(json.dumps(S3_EVENT))
     record = event["Records"][0]
-    record["s3"]["object"]["sequencer"] = f"{index:018X}"  # a new upload every time, never a duplicate
+    # A new upload every time (new bytes, so a new ETag: the object's state), never a duplicate.
+    record["s3"]["object"] |= {"sequencer": f"{index:018X}", "eTag": f"{index:032x}"}
     # Uploaded just now, as a live event is: a lookup then reads only the runs started since.
     record["eventTime"] = datetime.now(UTC).isoformat()
     return event

@@ -182,6 +182,8 @@ def _source(members: Sequence[Member]) -> EventSource:
     source: EventSource = {"kind": "object", "bucket": members[0].bucket, "key": members[0].key}
     if "eventName" in first:
         source["eventName"] = first["eventName"]
+    if "sweep" in first:
+        source["sweep"] = first["sweep"]
     return source
 
 

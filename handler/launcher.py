@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from handler.errors import ConfigError
-from handler.events import normalise
+from handler.events import SweepTrigger, normalise
 from handler.exactly_once import Call, DedupMemory, ExactlyOnce, step_failed
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.planning import CoalescedPlan, PlannedExecution, Step, plan
 from handler.results import Report, counts, logged, report
 from handler.settings import Settings, load_settings
+from handler.sweep import Listed, sweep_route, swept_routes, swept_summary
 from handler.wiring import Wiring
 
 if TYPE_CHECKING:
@@ -55,22 +57,46 @@ class Launcher:
             headers=caller_headers if settings.caller_header else None,
         )
         batch = normalise(event, platform=platform, now=call.now, activation_id=activation_id, zone=settings.zone)
-        steps = plan(batch, settings.routes, settings.zone, lambda: self._expired(call))
+        sweeps: list[Listed] = []
+        sweeper = partial(self._listed, call=call, platform=platform, kept=sweeps)
+        steps = plan(batch, settings.routes, settings.zone, lambda: self._expired(call), sweeper)
         outcomes = self._execute(steps, call)
-        if len(outcomes) != 1 or not isinstance(outcomes[0], Submitted):
+        self._finished(outcomes, started)
+        done = report(outcomes, from_sqs=batch.from_sqs, dry_run=settings.dry_run)
+        if sweeps:
+            done.result["sweeps"] = [swept_summary(listed, outcomes) for listed in sweeps]
+            log.info("sweep finished", extra={"sweeps": done.result["sweeps"]})
+        return done
+
+    def _finished(self, outcomes: Sequence[Outcome], started: float) -> None:
+        if len(outcomes) == 1 and isinstance(outcomes[0], Submitted):
             # A lone submission's record already says what and how long (elapsedMs since the invocation
             # started); a second record would double the logging cost of the commonest invocation.
-            tally = counts(outcomes)
-            log.info(
-                "invocation finished",
-                extra={
-                    "submittedCount": tally["submitted"],
-                    "skippedCount": tally["skipped"],
-                    "failedCount": tally["failed"],
-                    "elapsedMs": round((self.clocks.monotonic() - started) * 1000, 1),
-                },
-            )
-        return report(outcomes, from_sqs=batch.from_sqs, dry_run=settings.dry_run)
+            return
+        tally = counts(outcomes)
+        log.info(
+            "invocation finished",
+            extra={
+                "submittedCount": tally["submitted"],
+                "skippedCount": tally["skipped"],
+                "failedCount": tally["failed"],
+                "elapsedMs": round((self.clocks.monotonic() - started) * 1000, 1),
+            },
+        )
+
+    def _listed(
+        self, trigger: SweepTrigger, *, call: Call, platform: Platform, kept: list[Listed]
+    ) -> list[Listed] | str:
+        """Each route the sweep names, listed in its span (as far back as the duplicate check reads); what it
+        found is `kept` for the sweep's account."""
+        routes = swept_routes(trigger, call.settings.routes)
+        if isinstance(routes, str):
+            return routes
+        lister = self.wiring.storage(call.settings, platform)
+        window = call.settings.dedup_window
+        found = [sweep_route(route, trigger, lister, window, call.deadline) for route in routes]
+        kept.extend(found)
+        return found
 
     def _settings(self, config: Mapping[str, str]) -> Settings:
         try:

@@ -64,6 +64,8 @@ if TYPE_CHECKING:
         dryRun: bool
         batchItemFailures: NotRequired[list[BatchItemFailure]]
         omitted: NotRequired[dict[str, int]]
+        # A sweep's own account: per route, what it listed and what became of it (handler.sweep.swept_summary).
+        sweeps: NotRequired[list[dict[str, Any]]]
 
 
 class Report(Record):
@@ -142,7 +144,9 @@ def logged(outcome: Outcome, extra: Mapping[str, Any] | None = None) -> Outcome:
             if outcome.objects:
                 fields["keys"] = list(outcome.objects)
         case Skipped():
-            fields, write, said = _flat(skipped_entry(outcome)), log.info, "skipped"
+            # A sweep meets every file that ran again each time: the sweep's own record counts those.
+            again = outcome.reason == "duplicate" and "sweep" in outcome.source
+            fields, write, said = _flat(skipped_entry(outcome)), log.debug if again else log.info, "skipped"
         case Failed():
             fields, write, said = _flat(failed_entry(outcome)), log.error, "failed"
         case _:

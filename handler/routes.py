@@ -415,14 +415,8 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
     fields = (GROUP_FIELDS, frozenset()) if coalesce is not None else (available_fields(source), groups)
     parameters = check_templates(raw.get("parameters", {}), f"{where}.parameters", source, fields, problems)
     dedup_parameter = check_dedup_parameter(raw.get("dedupParameter"), f"{where}.dedupParameter", parameters, problems)
-    if coalesce is not None and dedup_parameter is not None:
-        problems.add(
-            f"{where}.dedupParameter",
-            "cannot go with coalesce: a group's key changes with the batch; its runs are recognised by the files "
-            "they name",
-        )
-    if coalesce is not None and any(existing == coalesce.parameter for existing, _ in parameters):
-        problems.add(f"{where}.coalesce.parameter", f"{coalesce.parameter} is also one of the route's parameters")
+    if coalesce is not None:
+        _check_coalesce_fits(coalesce, dedup_parameter, parameters, where, problems)
     max_running = _check_count(raw, "maxRunning", where, problems)
     output = _check_output(raw.get("output"), f"{where}.output", problems)
     sweep = _check_sweep(raw, where, match, problems) if "sweep" in raw else None
@@ -443,6 +437,23 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
     )
 
 
+def _check_coalesce_fits(
+    coalesce: Coalesce,
+    dedup_parameter: str | None,
+    parameters: tuple[tuple[str, Template], ...],
+    where: str,
+    problems: Problems,
+) -> None:
+    if dedup_parameter is not None:
+        problems.add(
+            f"{where}.dedupParameter",
+            "cannot go with coalesce: a group's key changes with the batch; its runs are recognised by the files "
+            "they name",
+        )
+    if any(existing == coalesce.parameter for existing, _ in parameters):
+        problems.add(f"{where}.coalesce.parameter", f"{coalesce.parameter} is also one of the route's parameters")
+
+
 def _check_sweep(raw: Mapping[str, Any], where: str, match: Match | None, problems: Problems) -> Sweep | None:
     """A sweep lists one bucket under the route's prefix: the route must name its bucket and serve objects."""
     at = f"{where}.sweep"
@@ -453,6 +464,8 @@ def _check_sweep(raw: Mapping[str, Any], where: str, match: Match | None, proble
         problems.add(at, f"only for object routes (match.source is {match.source})")
     if match.bucket is None:
         problems.add(at, "a sweep lists one bucket: set match.bucket")
+    if not any(name.lower().startswith("objectcreated") for name in match.events):
+        problems.add(at, "a sweep finds created objects: match.events must hold an ObjectCreated event")
     hours = _check_count(spec, "lookBackHours", at, problems) or SWEEP_LOOK_BACK_HOURS
     if hours > MAX_LOOK_BACK_HOURS:
         problems.add(f"{at}.lookBackHours", f"must be at most {MAX_LOOK_BACK_HOURS} (14 days), got {hours}")

@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, assert_never
 
 from handler.errors import RequestError
 from handler.events import ObjectTrigger, SweepTrigger
+from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.records import Record
 from handler.routes import DEFAULT_SWEEP, Miss, Route, Sweep
 
 if TYPE_CHECKING:
     from handler.storage.client import StoredObject
 
-    class Lister:  # what a sweep asks of object storage (handler.storage.ObjectStorageClient)
+    class Lister(Protocol):  # what a sweep asks of object storage (handler.storage.ObjectStorageClient)
         def list_objects(
             self, bucket: str, prefix: str, *, deadline: float | None = None
         ) -> Iterator[StoredObject]: ...
@@ -79,6 +80,25 @@ class Listed(Record):
         return said
 
 
+def swept_summary(listed: Listed, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """What one route's sweep listed, and what became of what it sent on: covered, unproven, started, failed."""
+    tally = dict.fromkeys(("covered", "unproven", "runs", "started", "failed"), 0)
+    for outcome in outcomes:
+        if outcome.source.get("sweep") != listed.route.name:
+            continue
+        match outcome:
+            case Submitted():
+                tally["runs"] += 1
+                tally["started"] += len(outcome.objects) or 1
+            case Skipped():
+                tally["covered" if outcome.reason == "duplicate" else "unproven"] += 1
+            case Failed():
+                tally["failed"] += 1
+            case _:
+                assert_never(outcome)
+    return {**listed.summary(), **tally}
+
+
 def swept_routes(trigger: SweepTrigger, routes: Sequence[Route]) -> list[Route] | str:
     """The routes a sweep lists, or why it names none it can list."""
     if trigger.target == "*":
@@ -87,8 +107,11 @@ def swept_routes(trigger: SweepTrigger, routes: Sequence[Route]) -> list[Route] 
     route = next((route for route in routes if route.name == trigger.target), None)
     if route is None:
         return f"no route named {trigger.target!r} (routes: {', '.join(r.name for r in routes)})"
-    if route.match.bucket is None or route.match.source not in (None, "object"):
-        return f"route {route.name!r} cannot be swept: a sweep lists an object route's match.bucket"
+    creates = any(name.lower().startswith("objectcreated") for name in route.match.events)
+    if route.match.bucket is None or route.match.source not in (None, "object") or not creates:
+        return (
+            f"route {route.name!r} cannot be swept: a sweep lists the created objects of an object route's match.bucket"
+        )
     return [route]
 
 

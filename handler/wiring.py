@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from requests import PreparedRequest
 
     from handler.dataflow.pacing import RateLimit
+    from handler.events import Platform
+    from handler.storage.client import ObjectStorageClient, S3Endpoint
+    from handler.storage.sigv4 import S3Credentials
 
     # What the exactly-once loop is given; a Protocol class costs about 0.1 ms at every cold start.
     class Submitter(Protocol):
@@ -114,9 +118,13 @@ class Wiring:
     what is actually sent through. A dry run wraps whatever it returns.
     """
 
-    def __init__(self, clocks: Clocks | None = None, connect: Connect = _real) -> None:
+    def __init__(
+        self, clocks: Clocks | None = None, connect: Connect = _real, environ: Mapping[str, str] | None = None
+    ) -> None:
         self.clocks = clocks or Clocks()
         self.connect = connect
+        # Where the AWS role's keys and region are read: the process environment, as Lambda exports them.
+        self.environ = os.environ if environ is None else environ
         self._threads = threading.local()
         self._lock = threading.Lock()
         self._auth: tuple[Settings, NcpSignatureV2] | None = None
@@ -162,6 +170,30 @@ class Wiring:
         self._threads.submitter = (settings, submitter)
         return submitter
 
+    def storage(self, settings: Settings, platform: Platform) -> ObjectStorageClient:
+        """This thread's object-storage client: the platform's endpoint and keys unless settings name others.
+
+        On AWS it signs with the execution role's keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+        AWS_SESSION_TOKEN, as Lambda exports them); on NAVER Cloud with the account's NCLOUD keys.
+        """
+        from handler.storage.client import ObjectStorageClient  # imported here: only sweeps and HeadObject need it
+
+        endpoint = storage_endpoint(settings, platform, self.environ)
+        credentials = storage_credentials(settings, platform, self.environ)
+        wanted = (id(settings), platform, credentials.access_key, credentials.session_token)
+        held: tuple[object, ObjectStorageClient] | None = getattr(self._threads, "storage", None)
+        if held is not None and held[0] == wanted:
+            return held[1]
+        client = ObjectStorageClient(
+            endpoint,
+            credentials,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            clocks=self.clocks,
+        )
+        self._threads.storage = (wanted, client)
+        return client
+
     def pool(self, size: int) -> ThreadPoolExecutor:
         """Created once per warm container, used only when an invocation has several submissions."""
         # Imported here: a cold start with one submission never needs it.
@@ -174,3 +206,31 @@ class Wiring:
                 self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="submit")
                 self._pool_size = size
             return self._pool
+
+
+def storage_endpoint(settings: Settings, platform: Platform, environ: Mapping[str, str]) -> S3Endpoint:
+    """DATAFLOW_STORAGE_ENDPOINT (path style) where set; else NCP Object Storage, or AWS S3 in the function's region."""
+    from handler.storage.client import NCP_OBJECT_STORAGE, S3Endpoint, aws_s3
+
+    if settings.storage_endpoint is not None:
+        region = settings.storage_region or ("kr-standard" if platform == "ncp" else _aws_region(environ))
+        return S3Endpoint(settings.storage_endpoint, region, path_style=True)
+    if platform == "ncp":
+        return NCP_OBJECT_STORAGE
+    return aws_s3(settings.storage_region or _aws_region(environ))
+
+
+def storage_credentials(settings: Settings, platform: Platform, environ: Mapping[str, str]) -> S3Credentials:
+    from handler.storage.sigv4 import S3Credentials
+
+    if platform == "ncp":
+        return S3Credentials(settings.credentials.access_key, settings.credentials.secret_key)
+    return S3Credentials(
+        environ.get("AWS_ACCESS_KEY_ID", ""),
+        environ.get("AWS_SECRET_ACCESS_KEY", ""),
+        environ.get("AWS_SESSION_TOKEN") or None,
+    )
+
+
+def _aws_region(environ: Mapping[str, str]) -> str:
+    return environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1"

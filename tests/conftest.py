@@ -347,6 +347,21 @@ class S3Server:
         session = sts_backends[DEFAULT_ACCOUNT_ID]["aws"].assume_role("us-east-1", "launcher", role.arn, "", 900, "")
         return session.access_key_id, session.secret_access_key, session.session_token
 
+    def put(self, bucket: str, key: str, body: bytes, *, modified: float | None = None) -> None:
+        """An object as an upload leaves it; `modified` sets its LastModified (epoch seconds), as a multipart
+        upload's start or a test's fake clock would have it."""
+        stored = self.s3.put_object(bucket, key, body)
+        if modified is not None:
+            stored.last_modified = datetime.fromtimestamp(modified, UTC).replace(tzinfo=None)
+
+    def environ(self) -> dict[str, str]:
+        """The AWS environment a Lambda function signs with: this server's keys."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
+
     def bucket(self, name: str, keys: Mapping[str, bytes] | None = None) -> str:
         """A fresh bucket (named for the test, so no test sees another's) holding `keys`."""
         self.s3.create_bucket(name, "us-east-1")

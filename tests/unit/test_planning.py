@@ -208,7 +208,7 @@ def problems_of(raw: Any) -> list[str]:
         (
             {"name": "a", "jobId": "J", "extra": 1},
             [
-                "r.extra: unknown route field (allowed: allowRecursion, coalesce, dedupParameter, jobCondition, jobId, match, maxRunning, name, output, parameters, triggerId, workflowId)"
+                "r.extra: unknown route field (allowed: allowRecursion, coalesce, dedupParameter, jobCondition, jobId, match, maxRunning, name, output, parameters, sweep, triggerId, workflowId)"
             ],
         ),
         ("route", ["r: must be a JSON object, got string 'route'"]),
