@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 from handler.errors import ConfigError
 from handler.events import SweepTrigger, normalise
 from handler.exactly_once import Call, DedupMemory, ExactlyOnce, step_failed
+from handler.objects import needs_state, with_state
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.planning import CoalescedPlan, PlannedExecution, Step, plan
 from handler.results import Report, counts, logged, report
 from handler.settings import Settings, load_settings
-from handler.sweep import Listed, sweep_route, swept_routes, swept_summary
+from handler.sweep import Listed, swept_routes, swept_summary
 from handler.wiring import Wiring
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class Launcher:
             headers=caller_headers if settings.caller_header else None,
         )
         batch = normalise(event, platform=platform, now=call.now, activation_id=activation_id, zone=settings.zone)
+        if any(needs_state(trigger) for delivery in batch.deliveries for trigger in delivery.triggers):
+            batch = with_state(batch, self.wiring.objects(settings, platform), call.deadline)
         sweeps: list[Listed] = []
         sweeper = partial(self._listed, call=call, platform=platform, kept=sweeps)
         steps = plan(batch, settings.routes, settings.zone, lambda: self._expired(call), sweeper)
@@ -92,9 +95,9 @@ class Launcher:
         routes = swept_routes(trigger, call.settings.routes)
         if isinstance(routes, str):
             return routes
-        lister = self.wiring.storage(call.settings, platform)
+        store = self.wiring.objects(call.settings, platform)
         window = call.settings.dedup_window
-        found = [sweep_route(route, trigger, lister, window, call.deadline) for route in routes]
+        found = [store.swept(route, trigger, window, call.deadline) for route in routes]
         kept.extend(found)
         return found
 

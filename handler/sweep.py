@@ -5,21 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Protocol, assert_never
+from typing import TYPE_CHECKING, Any, Final, assert_never
 
 from handler.errors import RequestError
 from handler.events import ObjectTrigger, SweepTrigger
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.records import Record
-from handler.routes import DEFAULT_SWEEP, Miss, Route, Sweep
+from handler.routes import Miss, Route, Sweep
 
 if TYPE_CHECKING:
     from handler.storage.client import StoredObject
-
-    class Lister(Protocol):  # what a sweep asks of object storage (handler.storage.ObjectStorageClient)
-        def list_objects(
-            self, bucket: str, prefix: str, *, deadline: float | None = None
-        ) -> Iterator[StoredObject]: ...
 
 
 log = logging.getLogger(__name__)
@@ -123,21 +118,6 @@ def span_of(trigger: SweepTrigger, sweep: Sweep, window: timedelta) -> Span:
     end = min(trigger.until or now, now - sweep.quiet)
     oldest = now - window
     return Span(max(start, oldest), end, start < oldest)
-
-
-def sweep_route(
-    route: Route, trigger: SweepTrigger, lister: Lister, window: timedelta, deadline: float | None
-) -> Listed:
-    """The route's objects in the span that it matches and that no marker holds back."""
-    sweep = route.sweep or DEFAULT_SWEEP
-    bucket, prefix = route.match.bucket or "", route.match.prefix or ""
-    span = span_of(trigger, sweep, window)
-    try:
-        stored = list(lister.list_objects(bucket, prefix, deadline=deadline))
-    except RequestError as exc:
-        return Listed(route, bucket, prefix, span, error=exc)
-    objects, counts = select(route, sweep, stored, span)
-    return Listed(route, bucket, prefix, span, objects=tuple(objects), counts=counts)
 
 
 def select(

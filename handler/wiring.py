@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
     from handler.dataflow.pacing import RateLimit
     from handler.events import Platform
-    from handler.storage.client import ObjectStorageClient, S3Endpoint
+    from handler.objects import ObjectStore
+    from handler.storage.client import S3Endpoint
     from handler.storage.sigv4 import S3Credentials
 
     # What the exactly-once loop is given; a Protocol class costs about 0.1 ms at every cold start.
@@ -170,18 +171,20 @@ class Wiring:
         self._threads.submitter = (settings, submitter)
         return submitter
 
-    def storage(self, settings: Settings, platform: Platform) -> ObjectStorageClient:
-        """This thread's object-storage client: the platform's endpoint and keys unless settings name others.
+    def objects(self, settings: Settings, platform: Platform) -> ObjectStore:
+        """This thread's object storage: the platform's endpoint and keys unless settings name others.
 
         On AWS it signs with the execution role's keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
         AWS_SESSION_TOKEN, as Lambda exports them); on NAVER Cloud with the account's NCLOUD keys.
         """
-        from handler.storage.client import ObjectStorageClient  # imported here: only sweeps and HeadObject need it
+        # Imported here: only sweeps and events without an object's state need object storage at all.
+        from handler.objects import ObjectStore
+        from handler.storage.client import ObjectStorageClient
 
         endpoint = storage_endpoint(settings, platform, self.environ)
         credentials = storage_credentials(settings, platform, self.environ)
         wanted = (id(settings), platform, credentials.access_key, credentials.session_token)
-        held: tuple[object, ObjectStorageClient] | None = getattr(self._threads, "storage", None)
+        held: tuple[object, ObjectStore] | None = getattr(self._threads, "objects", None)
         if held is not None and held[0] == wanted:
             return held[1]
         client = ObjectStorageClient(
@@ -191,8 +194,9 @@ class Wiring:
             read_timeout=settings.read_timeout,
             clocks=self.clocks,
         )
-        self._threads.storage = (wanted, client)
-        return client
+        store = ObjectStore(client)
+        self._threads.objects = (wanted, store)
+        return store
 
     def pool(self, size: int) -> ThreadPoolExecutor:
         """Created once per warm container, used only when an invocation has several submissions."""
