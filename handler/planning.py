@@ -336,7 +336,7 @@ def _member(route: Route, trigger: ObjectTrigger, groups: Mapping[str, str], ori
             messages=messages,
             dedup_key=file_key,
         )
-    values = trigger.values()
+    values = {**trigger.values(), "route": route.name}
     return Member(
         route,
         trigger.bucket,
