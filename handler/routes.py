@@ -431,12 +431,7 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
     groups = frozenset(match.pattern.groupindex) if match and match.pattern else frozenset()
     source = match.source if match else None
     coalesce = _check_coalesce(raw, where, (source, groups), problems)
-    # A coalescing route serves objects, and its {count} is a group's size; what a group shares is checked after.
-    served = "object" if coalesce is not None else source
-    fields = (available_fields(served) | (GROUP_FIELDS if coalesce is not None else frozenset()), groups)
-    parameters = check_templates(raw.get("parameters", {}), f"{where}.parameters", served, fields, problems)
-    if coalesce is not None:
-        _check_shared(parameters, coalesce, f"{where}.parameters", problems)
+    parameters = _check_parameters(raw, where, (source, groups), coalesce, problems)
     dedup_parameter = check_dedup_parameter(raw.get("dedupParameter"), f"{where}.dedupParameter", parameters, problems)
     if coalesce is not None and dedup_parameter is not None:
         problems.add(
@@ -444,8 +439,6 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
             "cannot go with coalesce: a group's key changes with the batch; its runs are recognised by the files "
             "they name",
         )
-    if coalesce is not None and any(existing == coalesce.parameter for existing, _ in parameters):
-        problems.add(f"{where}.coalesce.parameter", f"{coalesce.parameter} is also one of the route's parameters")
     max_running = _check_count(raw, "maxRunning", where, problems)
     output = _check_output(raw.get("output"), f"{where}.output", problems)
     if match is not None and job is not None:
@@ -462,6 +455,26 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
         max_running=max_running,
         output=output,
     )
+
+
+def _check_parameters(
+    raw: Mapping[str, Any],
+    where: str,
+    provides: tuple[MatchSource | None, frozenset[str]],
+    coalesce: Coalesce | None,
+    problems: Problems,
+) -> tuple[tuple[str, Template], ...]:
+    """The route's parameter templates; a coalescing route's may use only what every object of a group shares."""
+    source, groups = provides
+    # A coalescing route serves objects, and its {count} is a group's size; what a group shares is checked after.
+    served = "object" if coalesce is not None else source
+    fields = (available_fields(served) | (GROUP_FIELDS if coalesce is not None else frozenset()), groups)
+    parameters = check_templates(raw.get("parameters", {}), f"{where}.parameters", served, fields, problems)
+    if coalesce is not None:
+        _check_shared(parameters, coalesce, f"{where}.parameters", problems)
+        if any(existing == coalesce.parameter for existing, _ in parameters):
+            problems.add(f"{where}.coalesce.parameter", f"{coalesce.parameter} is also one of the route's parameters")
+    return parameters
 
 
 def _check_output(value: object, where: str, problems: Problems) -> tuple[str, str] | None:
