@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from handler.outcomes import Failed, Skipped
 from handler.planning import CoalescedPlan, Member, PlannedExecution, dedup_key, unique_keys
-from handler.routes import Coalesce
+from handler.routes import Coalesce, Route
 from handler.runs.view import Covering
 from handler.templates import TemplateError
 
@@ -24,18 +24,26 @@ def covering(plan: CoalescedPlan) -> Covering:
 
 
 def _fixed(plan: CoalescedPlan) -> dict[str, str]:
-    """The route's parameters every group renders alike (no {count}, no time), as sent for this bucket.
+    """The route's parameters every group renders alike (no {count}, no time), as sent for this bucket and
+    the values its groupBy names: a run with another value in them (another partition's) covers none of
+    the plan's files.
 
     A route that matches several buckets and names none of them in a parameter cannot tell one
     bucket's run from another's: `validate` warns about it.
     """
-    route = plan.route
-    values = {"bucket": plan.members[0].bucket, "route": route.name}
+    route, first = plan.route, plan.members[0]
+    values = _shared(plan.route, first, {})
+    fields = {"bucket", "route", *first.values}
     return {
-        name: template.render(values, {}, plan.members[0].time, UTC)
+        name: template.render(values, first.groups, first.time, UTC)
         for name, template in route.parameters
-        if template.fields <= {"bucket", "route"} and not template.renders_time
+        if template.fields <= fields and template.match_groups <= first.groups.keys() and not template.renders_time
     }
+
+
+def _shared(route: Route, member: Member, more: Mapping[str, str]) -> dict[str, str]:
+    """The placeholder values every member of the member's group has alike, with `more`."""
+    return {**member.values, "bucket": member.bucket, "route": route.name, **more}
 
 
 def groups(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo) -> list[PlannedExecution | Failed]:
@@ -115,8 +123,8 @@ def group(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo, closed: 
     route, spec = plan.route, _spec(plan)
     newest = max(member.time for member in members)
     files = unique_keys(members)
-    values = {"bucket": members[0].bucket, "route": route.name, "count": str(len(files))}
-    parameters = {name: template.render(values, {}, newest, zone) for name, template in route.parameters}
+    values = _shared(route, members[0], {"count": str(len(files))})
+    parameters = {name: template.render(values, members[0].groups, newest, zone) for name, template in route.parameters}
     parameters[spec.parameter] = spec.separator.join(files)
     key = dedup_key(route.name, route.job, {}, sorted(member.file_key for member in members))
     return PlannedExecution(

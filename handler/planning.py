@@ -95,9 +95,13 @@ class PlannedExecution(Record):
 
 
 class Member(Record):
-    """One object that a coalescing route fired: what it joins into the group, and its own identity."""
+    """One object that a coalescing route fired: what it joins into the group, and its own identity.
 
-    __slots__ = ("route", "bucket", "key", "time", "file_key", "source", "messages")
+    `values` and `groups` are its placeholder values and pattern groups that the route's groupBy names:
+    objects join one group only where all of them are equal, so the group's run may render them.
+    """
+
+    __slots__ = ("route", "bucket", "key", "time", "file_key", "source", "messages", "values", "groups")
 
     def __init__(
         self,
@@ -109,6 +113,8 @@ class Member(Record):
         file_key: str,
         source: EventSource | None = None,
         messages: tuple[str, ...] = (),
+        values: Mapping[str, str] | None = None,
+        groups: Mapping[str, str] | None = None,
     ) -> None:
         self.route: Final = route
         self.bucket: Final = bucket
@@ -117,6 +123,16 @@ class Member(Record):
         self.file_key: Final = file_key
         self.source: Final[EventSource] = source or {}
         self.messages: Final = messages
+        self.values: Final[Mapping[str, str]] = values or {}
+        self.groups: Final[Mapping[str, str]] = groups or {}
+
+    @property
+    def place(self) -> Place:
+        """What the objects of one coalesced plan share: route, bucket and the values groupBy names.
+
+        The values themselves, not their rendering: "{match.a}{match.b}" renders "x"+"yz" and "xy"+"z" alike.
+        """
+        return self.route.name, self.bucket, tuple(sorted(self.values.items())), tuple(sorted(self.groups.items()))
 
 
 def unique_keys(members: Sequence[Member]) -> tuple[str, ...]:
@@ -125,7 +141,8 @@ def unique_keys(members: Sequence[Member]) -> tuple[str, ...]:
 
 
 class CoalescedPlan(Record):
-    """The objects of one invocation that one coalescing route fired in one bucket, still to be grouped."""
+    """The objects of one invocation that one coalescing route fired in one bucket with the values its
+    groupBy names alike (each member's `place`), still to be grouped."""
 
     __slots__ = ("route", "members")
 
@@ -135,6 +152,7 @@ class CoalescedPlan(Record):
 
 
 Fired = PlannedExecution | Member | Skipped | Failed
+Place = tuple[str, str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
 Step = PlannedExecution | CoalescedPlan | Skipped | Failed
 
 
@@ -147,12 +165,12 @@ def plan(
 ) -> list[Step]:
     """Every (event, route) pair of the batch in delivery order: planned, or already decided.
 
-    The objects a coalescing route fires become one CoalescedPlan per route and bucket, where its
-    first object stood. `expired` says the invocation's time ran out: what is not yet routed then
-    fails retryable.
+    The objects a coalescing route fires become one CoalescedPlan per route, bucket and the values
+    its groupBy names, where its first object stood. `expired` says the invocation's time ran out:
+    what is not yet routed then fails retryable.
     """
-    placed: list[Step | tuple[str, str]] = []  # a (route, bucket) pair holds a coalesced plan's place
-    gathered: dict[tuple[str, str], dict[str, Member]] = {}
+    placed: list[Step | Place] = []  # a member's place holds its coalesced plan's place in the order
+    gathered: dict[Place, dict[str, Member]] = {}
     for delivery in batch.deliveries:
         messages = () if delivery.message_id is None else (delivery.message_id,)
         for trigger in delivery.triggers:
@@ -163,7 +181,7 @@ def plan(
                 if not isinstance(fired, Member):
                     placed.append(fired)
                     continue
-                place = (fired.route.name, fired.bucket)
+                place = fired.place
                 if place not in gathered:
                     placed.append(place)
                 _gather(gathered.setdefault(place, {}), fired)
@@ -200,6 +218,8 @@ def _gather(members: dict[str, Member], member: Member) -> None:
         file_key=known.file_key,
         source=known.source,
         messages=messages,
+        values=known.values,
+        groups=known.groups,
     )
 
 
@@ -317,7 +337,7 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, 
             if len(misses) < MISSES_LOGGED:
                 misses.append(_miss(route, tested))
         elif route.coalesce is not None:
-            fired.append(_member(route, trigger, origin))
+            fired.append(_member(route, trigger, tested, origin))
         else:
             fired.append(planned(route, trigger, tested, zone, origin))
     if fired:
@@ -331,10 +351,41 @@ def _miss(route: Route, miss: Miss) -> dict[str, str]:
     return {"route": route.name, "filter": miss.filter, "wanted": miss.wanted, "seen": miss.seen}
 
 
-def _member(route: Route, trigger: ObjectTrigger, origin: Origin) -> Member:
+def _member(route: Route, trigger: ObjectTrigger, groups: Mapping[str, str], origin: Origin) -> Member | Failed:
+    """The object as a member of the route's groups; failed alone when a pattern group its groupBy names
+    took no part in the match (it belongs to no group, and must not hold up the others)."""
     file_key = dedup_key(route.name, route.job, {}, trigger.identity())
     source, messages = origin.source, origin.messages
-    return Member(route, trigger.bucket, trigger.key, trigger.time, file_key=file_key, source=source, messages=messages)
+    spec = route.coalesce
+    named = spec.shared_groups if spec is not None else frozenset()
+    if missing := sorted(named - groups.keys()):
+        message = (
+            f"coalesce.groupBy: {', '.join(f'{{match.{group}}}' for group in missing)} has no value for this key "
+            "(its group of match.pattern took no part in the match); make the group required, or match.pattern "
+            "stricter"
+        )
+        return Failed(
+            route.name,
+            None,
+            "bad-event",
+            message,
+            retryable=False,
+            source=source,
+            messages=messages,
+            dedup_key=file_key,
+        )
+    values = {**trigger.values(), "route": route.name}
+    return Member(
+        route,
+        trigger.bucket,
+        trigger.key,
+        trigger.time,
+        file_key=file_key,
+        source=source,
+        messages=messages,
+        values={field: values.get(field, "") for field in (spec.shared_fields if spec is not None else ())},
+        groups={group: groups[group] for group in named},
+    )
 
 
 def planned(

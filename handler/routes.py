@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import threading
 from collections import Counter
@@ -50,7 +51,9 @@ SWEEP_FIELDS = frozenset({"lookBackHours", "quietSeconds", "marker"})
 # A sweep's defaults: a day back (as far as the default duplicate check reads), two quiet minutes.
 SWEEP_LOOK_BACK_HOURS = 24
 SWEEP_QUIET_SECONDS = 120
-COALESCE_FIELDS = frozenset({"parameter", "separator", "maxObjects", "maxBytes"})
+COALESCE_FIELDS = frozenset({"parameter", "separator", "maxObjects", "maxBytes", "groupBy"})
+# Placeholders with a value of each object's own: grouped by, every object would run alone.
+PER_OBJECT_FIELDS = frozenset({"key", "size", "etag", "version_id", "event_id"})
 MAX_OBJECTS = 100
 # A parameter value beyond this many UTF-8 bytes would crowd the 1 MB request limits of both platforms.
 MAX_BYTES_LIMIT = 262_144
@@ -177,17 +180,38 @@ def _stop_search(signum: int, frame: object) -> None:
 
 
 class Coalesce(Record):
-    """The objects of one invocation that match a route become one run per group, their keys joined."""
+    """The objects of one invocation that match a route become one run per group, their keys joined.
 
-    __slots__ = ("parameter", "separator", "max_objects", "max_bytes")
+    `group_by` names the placeholders whose values keep groups apart (a partition such as {match.dt}):
+    objects that differ in one of them never share a run, so the run's parameters may use them.
+    """
+
+    __slots__ = ("parameter", "separator", "max_objects", "max_bytes", "group_by")
 
     def __init__(
-        self, parameter: str, separator: str = ",", max_objects: int = MAX_OBJECTS, max_bytes: int | None = None
+        self,
+        parameter: str,
+        separator: str = ",",
+        max_objects: int = MAX_OBJECTS,
+        max_bytes: int | None = None,
+        *,
+        group_by: Template | None = None,
     ) -> None:
         self.parameter: Final = parameter
         self.separator: Final = separator
         self.max_objects: Final = max_objects
         self.max_bytes: Final = max_bytes
+        self.group_by: Final = group_by
+
+    @property
+    def shared_fields(self) -> frozenset[str]:
+        """The object placeholders every object of a group has alike: those groupBy names."""
+        return self.group_by.fields if self.group_by is not None else frozenset()
+
+    @property
+    def shared_groups(self) -> frozenset[str]:
+        """The pattern's groups every object of a group has alike: those groupBy names."""
+        return self.group_by.match_groups if self.group_by is not None else frozenset()
 
 
 class Sweep(Record):
@@ -307,21 +331,52 @@ def _check_placeholders(
     groups: frozenset[str],
     problems: Problems,
 ) -> None:
-    coalescing = available == GROUP_FIELDS
     for field in sorted(template.fields - available):
-        if coalescing:
-            problems.add(
-                at,
-                f"{{{field}}} differs between the objects of a group; a coalesced run may use only "
-                "{bucket}, {route}, {count} and {time...}",
-            )
-        else:
-            problems.add(at, f"{{{field}}} is not available for match.source {source or 'object/schedule'}")
+        problems.add(at, f"{{{field}}} is not available for match.source {source or 'object/schedule'}")
     for group in sorted(template.match_groups - groups):
-        if coalescing:
-            problems.add(at, f"{{match.{group}}} differs between the objects of a group")
-        else:
-            problems.add(at, f"{{match.{group}}} is not a named group of match.pattern")
+        problems.add(at, f"{{match.{group}}} is not a named group of match.pattern")
+
+
+def _check_shared(
+    parameters: Sequence[tuple[str, Template]], coalesce: Coalesce, where: str, problems: Problems
+) -> None:
+    """A coalescing route's parameters use only what every object of a group shares; the fix names the
+    groupBy that would make a placeholder shared (all of them at once, so one edit suffices)."""
+    shared = GROUP_FIELDS | coalesce.shared_fields
+    differing = {
+        name: [f"{{{field}}}" for field in sorted(template.fields - shared)]
+        + [f"{{match.{group}}}" for group in sorted(template.match_groups - coalesce.shared_groups)]
+        for name, template in parameters
+    }
+    groupable = [
+        placeholder
+        for found in differing.values()
+        for placeholder in found
+        if placeholder.strip("{}") not in PER_OBJECT_FIELDS
+    ]
+    suggested = _suggested_group_by(coalesce, list(dict.fromkeys(groupable)))
+    for name, found in differing.items():
+        for placeholder in found:
+            problems.add(f"{where}.{name}", _differs(placeholder, coalesce, suggested))
+
+
+def _differs(placeholder: str, coalesce: Coalesce, suggested: str) -> str:
+    said = (
+        f"{placeholder} differs between the objects of a group; a coalesced run may use only {{bucket}}, "
+        "{route}, {count}, {time...} and the placeholders its coalesce.groupBy names"
+    )
+    if placeholder.strip("{}") in PER_OBJECT_FIELDS:
+        return (
+            f"{said}; each object has its own {placeholder} (the group's keys are in {coalesce.parameter}): "
+            "drop coalesce for one run per object"
+        )
+    return f'{said}; for one group (and run) per value, set "groupBy": {json.dumps(suggested)} in coalesce'
+
+
+def _suggested_group_by(coalesce: Coalesce, missing: Sequence[str]) -> str:
+    """The groupBy that names what it names now and the missing placeholders too."""
+    written = [coalesce.group_by.text] if coalesce.group_by is not None else []
+    return "/".join([*written, *missing])
 
 
 def _optional_text(raw: Mapping[str, Any], name: str, where: str, problems: Problems) -> str | None:
@@ -411,12 +466,15 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
     job = check_job_spec(raw, where, problems)
     groups = frozenset(match.pattern.groupindex) if match and match.pattern else frozenset()
     source = match.source if match else None
-    coalesce = _check_coalesce(raw, where, source, problems)
-    fields = (GROUP_FIELDS, frozenset()) if coalesce is not None else (available_fields(source), groups)
-    parameters = check_templates(raw.get("parameters", {}), f"{where}.parameters", source, fields, problems)
+    coalesce = _check_coalesce(raw, where, (source, groups), problems)
+    parameters = _check_parameters(raw, where, (source, groups), coalesce, problems)
     dedup_parameter = check_dedup_parameter(raw.get("dedupParameter"), f"{where}.dedupParameter", parameters, problems)
-    if coalesce is not None:
-        _check_coalesce_fits(coalesce, dedup_parameter, parameters, where, problems)
+    if coalesce is not None and dedup_parameter is not None:
+        problems.add(
+            f"{where}.dedupParameter",
+            "cannot go with coalesce: a group's key changes with the batch; its runs are recognised by the files "
+            "they name",
+        )
     max_running = _check_count(raw, "maxRunning", where, problems)
     output = _check_output(raw.get("output"), f"{where}.output", problems)
     sweep = _check_sweep(raw, where, match, problems) if "sweep" in raw else None
@@ -437,21 +495,24 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
     )
 
 
-def _check_coalesce_fits(
-    coalesce: Coalesce,
-    dedup_parameter: str | None,
-    parameters: tuple[tuple[str, Template], ...],
+def _check_parameters(
+    raw: Mapping[str, Any],
     where: str,
+    provides: tuple[MatchSource | None, frozenset[str]],
+    coalesce: Coalesce | None,
     problems: Problems,
-) -> None:
-    if dedup_parameter is not None:
-        problems.add(
-            f"{where}.dedupParameter",
-            "cannot go with coalesce: a group's key changes with the batch; its runs are recognised by the files "
-            "they name",
-        )
-    if any(existing == coalesce.parameter for existing, _ in parameters):
-        problems.add(f"{where}.coalesce.parameter", f"{coalesce.parameter} is also one of the route's parameters")
+) -> tuple[tuple[str, Template], ...]:
+    """The route's parameter templates; a coalescing route's may use only what every object of a group shares."""
+    source, groups = provides
+    # A coalescing route serves objects, and its {count} is a group's size; what a group shares is checked after.
+    served = "object" if coalesce is not None else source
+    fields = (available_fields(served) | (GROUP_FIELDS if coalesce is not None else frozenset()), groups)
+    parameters = check_templates(raw.get("parameters", {}), f"{where}.parameters", served, fields, problems)
+    if coalesce is not None:
+        _check_shared(parameters, coalesce, f"{where}.parameters", problems)
+        if any(existing == coalesce.parameter for existing, _ in parameters):
+            problems.add(f"{where}.coalesce.parameter", f"{coalesce.parameter} is also one of the route's parameters")
+    return parameters
 
 
 def _check_sweep(raw: Mapping[str, Any], where: str, match: Match | None, problems: Problems) -> Sweep | None:
@@ -554,8 +615,10 @@ def _check_count(raw: Mapping[str, Any], name: str, where: str, problems: Proble
 
 
 def _check_coalesce(
-    raw: Mapping[str, Any], where: str, source: MatchSource | None, problems: Problems
+    raw: Mapping[str, Any], where: str, provides: tuple[MatchSource | None, frozenset[str]], problems: Problems
 ) -> Coalesce | None:
+    """`provides`: the route's match.source and its pattern's named groups (what groupBy may name)."""
+    source, groups = provides
     at = f"{where}.coalesce"
     spec = check_object(raw["coalesce"], at, COALESCE_FIELDS, problems, "coalesce ") if "coalesce" in raw else None
     if spec is None:
@@ -582,9 +645,40 @@ def _check_coalesce(
         problems.add(f"{at}.maxBytes", f"must be at most {MAX_BYTES_LIMIT} (request size limits), got {max_bytes}")
     if max_bytes is None and separator is not None:
         _check_request_budget(max_objects, separator, at, problems)
+    group_by = _check_group_by(spec.get("groupBy"), f"{at}.groupBy", groups, problems)
     if parameter is None or separator is None:
         return None
-    return Coalesce(parameter, separator, max_objects, max_bytes)
+    return Coalesce(parameter, separator, max_objects, max_bytes, group_by=group_by)
+
+
+def _check_group_by(value: object, at: str, groups: frozenset[str], problems: Problems) -> Template | None:
+    """A template naming the placeholders that keep groups apart: object ones and the pattern's groups."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        problems.add(at, f'must be a template naming placeholders, such as "{{match.dt}}", got {describe(value)}')
+        return None
+    try:
+        template = parse_template(value)
+    except TemplateError as exc:
+        problems.add(at, str(exc))
+        return None
+    before = len(problems.items)
+    if template.renders_time:
+        problems.add(
+            at,
+            "{time...} cannot group: a group's time is its newest object's; take the partition from the key "
+            '(a named group of match.pattern, such as "{match.dt}")',
+        )
+    if not template.fields and not template.match_groups and not template.renders_time:
+        problems.add(at, f'{value!r} names no placeholder; name what keeps groups apart, such as "{{match.dt}}"')
+    for field in sorted(template.fields & PER_OBJECT_FIELDS):
+        problems.add(at, f"{{{field}}} is each object's own: every object would run alone; drop coalesce instead")
+    for field in sorted(template.fields - available_fields("object") - PER_OBJECT_FIELDS):
+        problems.add(at, f"{{{field}}} is not a placeholder of an object")
+    for group in sorted(template.match_groups - groups):
+        problems.add(at, f"{{match.{group}}} is not a named group of match.pattern")
+    return template if len(problems.items) == before else None
 
 
 def _border(separator: str) -> str | None:

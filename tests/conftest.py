@@ -25,6 +25,7 @@ from emulator.server import Emulator, Fault, Received
 from handler import app, ncp
 from handler.clocks import Clocks
 from handler.launcher import Launcher
+from handler.settings import CONFIG_NAMES
 from handler.wiring import Wiring
 
 if TYPE_CHECKING:
@@ -74,6 +75,19 @@ def result_of(
     """The invocation's result, whether or not an adapter would raise to keep the event."""
     report = launcher.invoke(event, config, platform=platform, remaining_ms=remaining_ms, **options)
     return dict(report.result)
+
+
+def lambda_result(
+    launcher: Launcher, config: Mapping[str, str], event: Any, remaining_ms: int = 30_000
+) -> dict[str, Any]:
+    """Calls the real Lambda entry point with `config` as its environment and `launcher` as its container."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in CONFIG_NAMES:
+            patch.delenv(name, raising=False)
+        for name, value in config.items():
+            patch.setenv(name, value)
+        patch.setattr(app, "launcher", launcher)
+        return dict(app.lambda_handler(event, LambdaContextStub(remaining_ms=remaining_ms)))
 
 
 def kept_result(launcher: Launcher, config: Mapping[str, str], event: Any, **options: Any) -> dict[str, Any]:

@@ -178,15 +178,25 @@ def _verdicts(trigger: Trigger, config: Settings, checker: _Checker | None) -> l
             assert_never(trigger)
 
 
+def _joins(member: Member) -> str:
+    """Which group a coalescing route's object joins: of how many, which partition's (what its run renders)."""
+    spec = member.route.coalesce
+    if spec is None:
+        return ""
+    joins = f"joins a group of up to {spec.max_objects} objects of its batch"
+    if spec.group_by is not None:
+        partition = spec.group_by.render(member.values, member.groups, member.time, UTC)
+        joins += f" with groupBy {spec.group_by.text} = {partition}"
+    return f"{joins}, its key in {spec.parameter}"
+
+
 def _rendered(route: str | None, fired: Fired, checker: _Checker | None) -> dict[str, Any]:
     """What planning decided for one route, as explain shows it."""
     match fired:
         case PlannedExecution():
             return _fires(fired, checker)
         case Member():
-            spec = fired.route.coalesce
-            joins = "" if spec is None else f"joins a group of up to {spec.max_objects} objects of its batch"
-            return {"route": route, "fires": True, "coalesce": f"{joins}, its key in {spec.parameter}" if spec else ""}
+            return {"route": route, "fires": True, "coalesce": _joins(fired)}
         case Skipped() if fired.details.get("misses"):
             miss = fired.details["misses"][0]
             return {

@@ -663,3 +663,20 @@ def test_doctor_warns_when_the_job_cannot_be_read_and_still_exits_zero(api: Emul
     [check] = [check for check in json.loads(done.stdout)["checks"] if "maxConcurrentRuns" in check["what"]]
     assert check["verdict"] == "warning"
     assert check["what"].startswith("job SalesJob1: maxConcurrentRuns not available, the job could not be read (230: ")
+
+
+def test_explain_says_which_partitions_group_an_object_joins(api: Emulator, tmp_path: Path) -> None:
+    route = {
+        "name": "clicks",
+        "match": {"source": "object", "pattern": r"^landing/clicks/dt=(?P<dt>[0-9-]+)/"},
+        "jobId": "ClicksJob1",
+        "coalesce": {"parameter": "$files", "groupBy": "{match.dt}"},
+        "parameters": {"$dt": "{match.dt}"},
+    }
+    path = object_event(tmp_path, "acme-lake", "landing/clicks/dt=2026-12-05/a.json")
+    done = cli("explain", path, "--offline", env=env(api, DATAFLOW_ROUTES=json.dumps([route])))
+    assert done.returncode == 0, done.stderr
+    [verdict] = json.loads(done.stdout)["records"][0]["routes"]
+    assert verdict["coalesce"] == (
+        "joins a group of up to 100 objects of its batch with groupBy {match.dt} = 2026-12-05, its key in $files"
+    )

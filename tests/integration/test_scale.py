@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from tests.conftest import (
     JsonLines,
     connected,
     container,
+    lambda_result,
     result_of,
     sqs_batch,
     upload,
@@ -97,10 +99,12 @@ def test_a_per_object_placeholder_in_a_coalescing_route_is_refused_naming_it() -
     }
     with pytest.raises(ConfigError) as refused:
         parse_settings({"DATAFLOW_ROUTES": json.dumps([route]), "DATAFLOW_DRY_RUN": "true"})
+    allowed = "a coalesced run may use only {bucket}, {route}, {count}, {time...} and the placeholders its coalesce.groupBy names"
     assert [str(problem) for problem in refused.value.problems] == [
-        "DATAFLOW_ROUTES[batch].parameters.$key: {key} differs between the objects of a group; a coalesced run may use "
-        "only {bucket}, {route}, {count} and {time...}",
-        "DATAFLOW_ROUTES[batch].parameters.$table: {match.table} differs between the objects of a group",
+        f"DATAFLOW_ROUTES[batch].parameters.$key: {{key}} differs between the objects of a group; {allowed}; each "
+        "object has its own {key} (the group's keys are in $files): drop coalesce for one run per object",
+        f"DATAFLOW_ROUTES[batch].parameters.$table: {{match.table}} differs between the objects of a group; {allowed}; "
+        'for one group (and run) per value, set "groupBy": "{match.table}" in coalesce',
     ]
 
 
@@ -290,3 +294,90 @@ def test_a_dry_run_with_max_running_sends_nothing(clock: FakeClock, api: Emulato
     assert len(out["submitted"]) == 2  # a dry run lists no runs, and its own starts nothing
     methods = [record["request"]["method"] for record in logs.records if record["message"] == "dry-run request"]
     assert methods == ["GET", "POST", "POST"]  # one listing serves the invocation's counts
+
+
+# Partitions kept apart (coalesce.groupBy), through the Lambda entry point.
+
+SEOUL = timezone(timedelta(hours=9))
+SEOUL_MIDNIGHT = datetime(2026, 12, 6, tzinfo=SEOUL).timestamp()
+CLICKS = r"^landing/clicks/(?:dt=(?P<dt>\d{4}-\d{2}-\d{2})/)?"
+
+
+def partitioned(api: Emulator, **settings: str) -> dict[str, str]:
+    route = {
+        "name": "clicks",
+        "match": {"source": "object", "prefix": "landing/clicks/", "pattern": CLICKS},
+        "jobId": JOB,
+        "coalesce": {"parameter": "$files", "groupBy": "{match.dt}"},
+        "parameters": {"$dt": "{match.dt}", "$count": "{count}", "$loaded": "{time:%Y-%m-%d}"},
+    }
+    return connected(api.url, DATAFLOW_ROUTES=json.dumps([route]), DATAFLOW_TIMEZONE="+09:00", **settings)
+
+
+def clicks(day: str, name: str, seconds_after_midnight: float) -> dict[str, Any]:
+    return upload(f"landing/clicks/dt={day}/{name}.json", at=SEOUL_MIDNIGHT + seconds_after_midnight)
+
+
+ACROSS_MIDNIGHT = [  # uploaded from 23:59:50 to 00:00:30 Seoul time; a late file of the 5th among them
+    clicks("2026-12-05", "a", -10),
+    clicks("2026-12-06", "b", 10),
+    clicks("2026-12-05", "late", 20),
+    clicks("2026-12-06", "c", 30),
+]
+
+
+@pytest.mark.parametrize("echo", ["object", "list"])
+def test_partitions_across_seoul_midnight_run_apart_each_with_its_own_dt_and_a_redelivery_starts_nothing(
+    echo: str,
+) -> None:
+    clock = FakeClock(wall_now=SEOUL_MIDNIGHT + 600)
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, echo=echo) as api:
+        result = lambda_result(container(clock), partitioned(api), sqs_batch(ACROSS_MIDNIGHT))
+        assert [(entry["keys"], entry["closed"]) for entry in result["submitted"]] == [
+            (["landing/clicks/dt=2026-12-05/a.json", "landing/clicks/dt=2026-12-05/late.json"], "end of batch"),
+            (["landing/clicks/dt=2026-12-06/b.json", "landing/clicks/dt=2026-12-06/c.json"], "end of batch"),
+        ]
+        sent = sorted((run["parsedParameters"] for run in api.all_executions()), key=lambda sent: sent["$dt"])
+        assert [(run["$dt"], run["$count"], run["$loaded"]) for run in sent] == [
+            ("2026-12-05", "2", "2026-12-06"),  # {time...} is still the newest upload's: the late file's
+            ("2026-12-06", "2", "2026-12-06"),
+        ]
+        clock.advance(60)
+        again = lambda_result(container(clock), partitioned(api), sqs_batch(ACROSS_MIDNIGHT))  # a fresh container
+        assert (again["submitted"], again["batchItemFailures"]) == ([], [])
+        assert sorted((skip["reason"], skip["source"]["key"][15:]) for skip in again["skipped"]) == [
+            ("duplicate", "dt=2026-12-05/a.json"),
+            ("duplicate", "dt=2026-12-05/late.json"),
+            ("duplicate", "dt=2026-12-06/b.json"),
+            ("duplicate", "dt=2026-12-06/c.json"),
+        ]
+        assert len(api.all_executions()) == 2
+
+
+def test_an_object_without_the_partition_its_group_by_names_fails_its_own_message_alone() -> None:
+    clock = FakeClock(wall_now=SEOUL_MIDNIGHT + 600)
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall) as api:
+        stray = upload("landing/clicks/stray.json", at=SEOUL_MIDNIGHT)
+        result = lambda_result(container(clock), partitioned(api), sqs_batch([*ACROSS_MIDNIGHT[:2], stray]))
+        assert result["batchItemFailures"] == [{"itemIdentifier": "m2"}]
+        [failed] = result["failed"]
+        assert (failed["source"]["key"], failed["retryable"]) == ("landing/clicks/stray.json", False)
+        assert failed["error"].startswith("bad-event: coalesce.groupBy: {match.dt} has no value for this key")
+        assert sorted(run["parsedParameters"]["$dt"] for run in api.all_executions()) == ["2026-12-05", "2026-12-06"]
+
+
+def test_where_runs_echo_only_their_partition_one_partitions_run_never_holds_up_anothers_file() -> None:
+    # The service echoes only $dt (the job declares no $files): a run cannot say which files it covers, so it may
+    # cover any file of its own partition older than itself, and none of another partition.
+    clock = FakeClock(wall_now=SEOUL_MIDNIGHT + 600)
+    with Emulator({ACCESS_KEY: SECRET_KEY}, clock=clock.wall, echo_only=frozenset({"$dt"})) as api:
+        config = partitioned(api, DATAFLOW_DEDUP_UNVERIFIABLE="fail")
+        lambda_result(container(clock), config, sqs_batch([ACROSS_MIDNIGHT[0]]))
+        clock.advance(60)
+        # The 6th's file was uploaded before the 5th's run started; SQS hands it over only now.
+        result = lambda_result(container(clock), config, sqs_batch([ACROSS_MIDNIGHT[1]]))
+        assert [entry["keys"] for entry in result["submitted"]] == [["landing/clicks/dt=2026-12-06/b.json"]]
+        # A later file of the 5th that arrived before that run: the run may cover it, so it is refused, not doubled.
+        result = lambda_result(container(clock), config, sqs_batch([clicks("2026-12-05", "d", -5)]))
+        assert [failed["code"] for failed in result["failed"]] == ["unknown-outcome"]
+        assert len(api.all_executions()) == 2

@@ -9,15 +9,14 @@ import pytest
 import requests
 
 from emulator.server import Emulator, Fault, dataflow_error
-from handler import app
 from handler.clocks import Clocks
 from handler.dataflow.client import DataflowClient, ExecutionRequest
 from handler.dataflow.signing import Credentials, NcpSignatureV2
 from handler.errors import InvocationFailedError
 from handler.jobs import JobSpec
 from handler.launcher import Launcher
-from handler.settings import CONFIG_NAMES
-from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, LambdaContextStub, load_event
+from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, load_event
+from tests.conftest import lambda_result as invoke
 
 CONDITION = {
     "numWorker": 4,
@@ -26,17 +25,6 @@ CONDITION = {
     "scriptPath": "dataflow-1/scripts/",
     "logPath": "dataflow-1/logs/",
 }
-
-
-def invoke(launcher: Launcher, config: dict[str, str], event: Any, remaining_ms: int = 30_000) -> dict[str, Any]:
-    """Calls the real Lambda entry point with `config` as its environment and `launcher` as its container."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in CONFIG_NAMES:
-            patch.delenv(name, raising=False)
-        for name, value in config.items():
-            patch.setenv(name, value)
-        patch.setattr(app, "launcher", launcher)
-        return dict(app.lambda_handler(event, LambdaContextStub(remaining_ms=remaining_ms)))
 
 
 def failed_result(launcher: Launcher, config: dict[str, str], event: Any, **kwargs: Any) -> dict[str, Any]:

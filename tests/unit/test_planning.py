@@ -7,14 +7,16 @@ from typing import Any
 
 import pytest
 
+from handler import coalescing
 from handler.errors import Problems
-from handler.events import JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger
+from handler.events import Batch, Delivery, JobInvocation, ObjectTrigger, RouteInvocation, ScheduleTrigger
 from handler.jobs import JobSpec
 from handler.outcomes import Failed, Skipped
-from handler.planning import Origin, PlannedExecution, fire
+from handler.planning import CoalescedPlan, Origin, PlannedExecution, fire, plan
 from handler.routes import Route, check_route, check_routes
 
 TIME = datetime(2026, 11, 27, 23, 10, 5, tzinfo=UTC)
+LATER = datetime(2026, 11, 28, tzinfo=UTC)
 
 
 def routes(*raw: dict[str, Any]) -> tuple[Route, ...]:
@@ -291,3 +293,168 @@ def test_an_object_under_a_routes_declared_output_is_skipped_as_its_own() -> Non
     [skip] = fire(obj("landing/out/part-0.parquet"), table, UTC, Origin())
     assert isinstance(skip, Skipped) and (skip.route, skip.reason) == ("sales", "own-output")
     assert fired(obj("landing/in/part-0.parquet"), table) == ["sales"]
+
+
+# coalesce.groupBy: partitions kept apart (issue 24, item 4).
+
+CLICKS = r"^landing/clicks/(?:dt=(?P<dt>\d{4}-\d{2}-\d{2})/)?(?:hour=(?P<hour>\d{2})/)?"
+
+
+def grouping(spec: dict[str, Any] | None = None, parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": "clicks",
+        "jobId": "J",
+        "match": {"source": "object", "pattern": CLICKS},
+        "coalesce": {"parameter": "$files", **(spec or {})},
+        "parameters": parameters or {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "parameters", "expected"),
+    [
+        (
+            {},
+            {"$dt": "{match.dt}", "$hour": "{match.hour}"},
+            [
+                "r.parameters.$dt: {match.dt} differs between the objects of a group; a coalesced run may use only "
+                "{bucket}, {route}, {count}, {time...} and the placeholders its coalesce.groupBy names; for one group "
+                '(and run) per value, set "groupBy": "{match.dt}/{match.hour}" in coalesce',
+                "r.parameters.$hour: {match.hour} differs between the objects of a group; a coalesced run may use only "
+                "{bucket}, {route}, {count}, {time...} and the placeholders its coalesce.groupBy names; for one group "
+                '(and run) per value, set "groupBy": "{match.dt}/{match.hour}" in coalesce',
+            ],
+        ),
+        (
+            {"groupBy": "{match.dt}"},
+            {"$dt": "{match.dt}", "$where": "{key_dir}/{match.hour}"},
+            [
+                "r.parameters.$where: {key_dir} differs between the objects of a group; a coalesced run may use only "
+                "{bucket}, {route}, {count}, {time...} and the placeholders its coalesce.groupBy names; for one group "
+                '(and run) per value, set "groupBy": "{match.dt}/{key_dir}/{match.hour}" in coalesce',
+                "r.parameters.$where: {match.hour} differs between the objects of a group; a coalesced run may use only "
+                "{bucket}, {route}, {count}, {time...} and the placeholders its coalesce.groupBy names; for one group "
+                '(and run) per value, set "groupBy": "{match.dt}/{key_dir}/{match.hour}" in coalesce',
+            ],
+        ),
+        (
+            {"groupBy": "{match.dt}"},
+            {"$key": "{key}"},
+            [
+                "r.parameters.$key: {key} differs between the objects of a group; a coalesced run may use only "
+                "{bucket}, {route}, {count}, {time...} and the placeholders its coalesce.groupBy names; each object "
+                "has its own {key} (the group's keys are in $files): drop coalesce for one run per object"
+            ],
+        ),
+        ({"groupBy": "{match.day}"}, {}, ["r.coalesce.groupBy: {match.day} is not a named group of match.pattern"]),
+        (
+            {"groupBy": "{time:%Y-%m-%d}"},
+            {},
+            [
+                "r.coalesce.groupBy: {time...} cannot group: a group's time is its newest object's; take the partition "
+                'from the key (a named group of match.pattern, such as "{match.dt}")'
+            ],
+        ),
+        (
+            {"groupBy": "{etag}"},
+            {},
+            ["r.coalesce.groupBy: {etag} is each object's own: every object would run alone; drop coalesce instead"],
+        ),
+        ({"groupBy": "{count}"}, {}, ["r.coalesce.groupBy: {count} is not a placeholder of an object"]),
+        ({"groupBy": "{schedule}"}, {}, ["r.coalesce.groupBy: {schedule} is not a placeholder of an object"]),
+        (
+            {"groupBy": "daily"},
+            {},
+            ["r.coalesce.groupBy: 'daily' names no placeholder; name what keeps groups apart, such as \"{match.dt}\""],
+        ),
+        (
+            {"groupBy": ["{match.dt}"]},
+            {},
+            ['r.coalesce.groupBy: must be a template naming placeholders, such as "{match.dt}", got array of 1 items'],
+        ),
+        (
+            {"groupBy": "{match.dt"},
+            {},
+            ["r.coalesce.groupBy: unclosed '{' at position 0; write '{{' for a literal brace"],
+        ),
+    ],
+)
+def test_group_by_problems_name_the_fix(spec: dict[str, Any], parameters: dict[str, str], expected: list[str]) -> None:
+    assert problems_of(grouping(spec, parameters)) == expected
+
+
+def test_a_coalescing_route_may_use_what_its_group_by_names() -> None:
+    accepted = [
+        grouping({"groupBy": "{match.dt}"}, {"$dt": "{match.dt}", "$n": "{count}", "$at": "{time:%H}"}),
+        grouping({"groupBy": "{match.dt}/{match.hour}"}, {"$path": "s3a://{bucket}/x/dt={match.dt}/hour={match.hour}"}),
+        grouping({"groupBy": "{key_dir}"}, {"$dir": "{key_dir}", "$route": "{route}"}),
+    ]
+    for raw in accepted:
+        assert problems_of(raw) == []
+
+
+def delivered(*keys: str, at: datetime = TIME) -> Batch:
+    return Batch(
+        tuple(
+            Delivery((ObjectTrigger("raw-data", key, "ObjectCreated:Put", at, size=10),), f"m{index}")
+            for index, key in enumerate(keys)
+        ),
+        from_sqs=True,
+    )
+
+
+def test_objects_join_one_plan_per_route_bucket_and_grouped_values_in_arrival_order() -> None:
+    table = routes(grouping({"groupBy": "{match.dt}"}, {"$dt": "{match.dt}"}))
+    keys = ("dt=2026-12-05/a", "dt=2026-12-06/b", "dt=2026-12-05/c", "dt=2026-12-06/hour=01/d")
+    steps = plan(delivered(*(f"landing/clicks/{key}" for key in keys)), table, UTC, lambda: False)
+    plans = [step for step in steps if isinstance(step, CoalescedPlan)]
+    assert len(plans) == len(steps)
+    assert [[m.key.removeprefix("landing/clicks/") for m in step.members] for step in plans] == [
+        ["dt=2026-12-05/a", "dt=2026-12-05/c"],
+        ["dt=2026-12-06/b", "dt=2026-12-06/hour=01/d"],
+    ]
+    assert [step.members[0].groups for step in plans] == [{"dt": "2026-12-05"}, {"dt": "2026-12-06"}]
+
+
+def test_groups_part_by_the_values_not_by_how_they_render() -> None:
+    # "{match.dt}{match.hour}" renders dt=2026-12-0 hour=51 and dt=2026-12-05 hour=1 alike; they are two partitions.
+    pattern = r"^(?P<dt>[0-9-]+)_(?P<hour>\d+)/"
+    route = grouping({"groupBy": "{match.dt}{match.hour}"}) | {"match": {"source": "object", "pattern": pattern}}
+    steps = plan(delivered("2026-12-0_51/a", "2026-12-05_1/b"), routes(route), UTC, lambda: False)
+    assert [len(step.members) for step in steps if isinstance(step, CoalescedPlan)] == [1, 1]
+
+
+def test_an_object_without_the_group_its_group_by_names_fails_alone() -> None:
+    table = routes(grouping({"groupBy": "{match.dt}"}, {"$dt": "{match.dt}"}))
+    steps = plan(delivered("landing/clicks/dt=2026-12-05/a", "landing/clicks/stray.csv"), table, UTC, lambda: False)
+    [group, failed] = steps
+    assert isinstance(group, CoalescedPlan) and [m.key for m in group.members] == ["landing/clicks/dt=2026-12-05/a"]
+    assert isinstance(failed, Failed) and failed.messages == ("m1",)
+    assert failed.message == (
+        "coalesce.groupBy: {match.dt} has no value for this key (its group of match.pattern took no part in the "
+        "match); make the group required, or match.pattern stricter"
+    )
+
+
+def test_a_groups_run_renders_its_grouped_values_and_its_newest_time_and_its_runs_look_like_that() -> None:
+    table = routes(
+        grouping({"groupBy": "{match.dt}"}, {"$dt": "{match.dt}", "$n": "{count}", "$loaded": "{time:%Y-%m-%d %H:%M}"})
+    )
+    batch = Batch(
+        (
+            Delivery((ObjectTrigger("raw-data", "landing/clicks/dt=2026-12-05/a", "ObjectCreated:Put", TIME),)),
+            Delivery((ObjectTrigger("raw-data", "landing/clicks/dt=2026-12-05/b", "ObjectCreated:Put", LATER),)),
+        )
+    )
+    [step] = plan(batch, table, UTC, lambda: False)
+    assert isinstance(step, CoalescedPlan)
+    [run] = coalescing.groups(step, step.members, UTC)
+    assert isinstance(run, PlannedExecution)
+    assert run.parameters == {
+        "$dt": "2026-12-05",
+        "$n": "2",
+        "$loaded": "2026-11-28 00:00",
+        "$files": "landing/clicks/dt=2026-12-05/a,landing/clicks/dt=2026-12-05/b",
+    }
+    # The reader tells this partition's runs by $dt: another partition's run never covers its files.
+    assert coalescing.covering(step).fixed == {"$dt": "2026-12-05"}
