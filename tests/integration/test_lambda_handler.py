@@ -12,7 +12,15 @@ from handler import app
 from handler.errors import ConfigError, InvocationFailedError
 from handler.launcher import Launcher
 from handler.wiring import Wiring
-from tests.conftest import ACCESS_KEY, SECRET_KEY, JsonLines, LambdaContextStub, SleeplessClock, load_event
+from tests.conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    JsonLines,
+    LambdaContextStub,
+    SleeplessClock,
+    load_event,
+    sqs_batch,
+)
 
 
 @pytest.fixture
@@ -186,3 +194,30 @@ def test_event_id_is_the_event_s_own_id_and_empty_when_it_has_none(
     app.lambda_handler(load_event("s3-put.json"), LambdaContextStub())
     ids = [request.json["parameters"]["$id"] for request in lambda_env.posts]
     assert ids == ["53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "", "C3D13FE58DE4C810"]
+
+
+def test_an_existing_bucket_s_eventbridge_events_come_through_the_upload_queue_and_coalesce(
+    lambda_env: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The template sends an existing bucket's "Object Created" events to the upload queue: each SQS record's
+    # body is the EventBridge event itself, and one batch of them is one run of a coalescing route.
+    route = {
+        "name": "drop",
+        "match": {"source": "object", "bucket": "raw-data"},
+        "jobId": "gqigvH123456",
+        "parameters": {"$bucket": "{bucket}"},
+        "coalesce": {"parameter": "$files"},
+    }
+    for name in ("DATAFLOW_JOB_ID", "DATAFLOW_PARAMETERS"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DATAFLOW_ROUTES", json.dumps([route]))
+    uploads = []
+    for key in ("incoming/a.csv", "incoming/b.csv"):
+        event = load_event("eventbridge-s3-object-created.json")
+        event["detail"]["object"] |= {"key": key, "etag": f"etag-{key}"}
+        uploads.append(event)
+    result = app.lambda_handler(sqs_batch(uploads), LambdaContextStub())
+    assert result["batchItemFailures"] == [] and len(result["submitted"]) == 1
+    [run] = [request.json["parameters"] for request in lambda_env.posts]
+    assert run["$bucket"] == "raw-data"
+    assert sorted(run["$files"].split(",")) == ["incoming/a.csv", "incoming/b.csv"]
