@@ -471,3 +471,14 @@ def test_the_template_passes_cfn_lint() -> None:
     from cfnlint.api import lint_file  # type: ignore[import-untyped]  # cfn-lint ships no type information
 
     assert [str(match) for match in lint_file(ROOT / "template.yaml")] == []
+
+
+def test_an_update_that_stops_creating_the_upload_bucket_keeps_it_and_its_queue(translated: dict[str, Any]) -> None:
+    # A hostile review of issue 23: a stack deployed with a created bucket, updated with ExistingBucketName, lost
+    # its bucket (and, before the existing bucket went through the queue, its queued uploads) on the update.
+    both = {"CreateUploadBucket": "true", "ExistingBucketName": "partner-drop"}
+    assert not holds("CreateBucket", both, translated)
+    bucket = translated["Resources"]["UploadBucket"]
+    assert (bucket.get("DeletionPolicy"), bucket.get("UpdateReplacePolicy")) == ("Retain", "Retain")
+    queue = translated["Resources"]["UploadQueue"]
+    assert "Condition" not in queue or holds(queue["Condition"], both, translated)  # it stays
