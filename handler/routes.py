@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from handler.errors import HandlerError, Problems
 from handler.events import MAX_KEY_BYTES, ObjectTrigger, ScheduleTrigger
-from handler.jobs import JobSpec, check_job_spec, check_object, check_parameter_name, describe
+from handler.jobs import JobSpec, check_job_spec, check_object, check_parameter_name, describe, utf8_encodable
 from handler.records import Record
 from handler.templates import (
     COMMON_FIELDS,
@@ -488,6 +488,15 @@ def _check_output(value: object, where: str, problems: Problems) -> tuple[str, s
         problems.add(where, f"starts with '/': its first part is the bucket (did you mean {path.lstrip('/')!r}?)")
         return None
     bucket, _, prefix = path.partition("/")
+    if "" in _folder(prefix).split("/")[:-1]:
+        # Spark writes part-0 under results/, never under results//: such a guard would hold for no object.
+        fixed = "".join(f"{part}/" for part in prefix.split("/") if part)
+        problems.add(
+            where,
+            f"{value!r} has an empty folder name ('//'), so no key the job writes is under it and its output "
+            f"would not be told from uploads; write {f'{bucket}/{fixed}'!r}",
+        )
+        return None
     if not re.fullmatch(_BUCKET, bucket):
         problems.add(
             where, f"{bucket!r} is not a bucket's name (letters, digits, '.', '-', '_'); write 'bucket/prefix/'"
@@ -553,6 +562,14 @@ def _check_coalesce(
     separator = spec.get("separator", ",")
     if not isinstance(separator, str) or not separator:
         problems.add(f"{at}.separator", f"must be a non-empty string, got {describe(separator)}")
+        separator = None
+    elif not utf8_encodable(separator):
+        # JSON may carry a lone surrogate ("\ud800"); no request can, so the joined keys could never be sent.
+        problems.add(
+            f"{at}.separator",
+            f"{ascii(separator)} holds a lone surrogate, which is not "
+            "text and cannot be sent; write a real character such as ',' or a newline",
+        )
         separator = None
     elif (border := _border(separator)) is not None:
         ending, starting = separator[: len(separator) - len(border)], separator[len(border) :]

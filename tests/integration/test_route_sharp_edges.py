@@ -89,6 +89,17 @@ def test_an_output_that_names_no_bucket_here_is_refused_with_the_fix(output: str
     assert problem.startswith(f"DATAFLOW_ROUTES[r].output: {expected}")
 
 
+@pytest.mark.parametrize(
+    ("output", "fixed"),
+    [("lake/results//", "lake/results/"), ("lake//results/", "lake/results/"), ("s3a://lake/a//b", "lake/a/b/")],
+)
+def test_an_output_with_an_empty_folder_name_is_refused_with_the_fix(output: str, fixed: str) -> None:
+    # Its guard would compare keys with 'results//', which no key the job writes starts with.
+    [problem] = problems_of(watching(output=output, allowRecursion=True))
+    assert problem.startswith(f"DATAFLOW_ROUTES[r].output: {output!r} has an empty folder name ('//')")
+    assert problem.endswith(f"write {fixed!r}")
+
+
 # Item 2: an output compares whole path segments.
 
 
@@ -154,6 +165,19 @@ def test_a_redelivery_into_a_fresh_container_starts_no_second_run_whatever_the_k
     assert [skip["reason"] for skip in again["skipped"]] == ["duplicate", "duplicate"]
     [run] = emulator.all_executions()
     assert run["parsedParameters"]["$files"].split("|;") == ["in/a|", "in/b.csv"]
+
+
+def test_a_separator_that_is_not_unicode_is_a_configuration_error_naming_the_field() -> None:
+    # Valid JSON ("\ud800", a lone surrogate) that no request can carry: one problem, not a UnicodeEncodeError.
+    routes = (
+        '[{"name": "batch", "match": {"source": "object"}, "jobId": "SharpJob1",'
+        ' "coalesce": {"parameter": "$files", "separator": "\\ud800"}}]'
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_settings({"DATAFLOW_DRY_RUN": "true", "DATAFLOW_ROUTES": routes})
+    [problem] = [str(problem) for problem in refused.value.problems]
+    assert problem.startswith("DATAFLOW_ROUTES[batch].coalesce.separator: '\\ud800' holds a lone surrogate")
+    assert "write a real character" in problem
 
 
 # Item 6: without maxBytes, the count alone must keep the parameter inside the request budget.
