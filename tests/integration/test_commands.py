@@ -400,6 +400,22 @@ def test_a_dry_run_backfill_shows_what_each_step_would_send(api: Emulator) -> No
     assert not api.posts
 
 
+@pytest.mark.parametrize(
+    ("start", "end", "named"),
+    [("0001-01-01", "0001-01-03", "--from 0001-01-01"), ("9999-12-20", "9999-12-31", "--from 9999-12-20")],
+    ids=["go-zero-time", "year-9999"],
+)
+def test_a_range_outside_an_events_times_is_refused_before_any_step_starts(
+    api: Emulator, start: str, end: str, named: str
+) -> None:
+    done = backfill(api, "--from", start, "--to", end)  # each step would fail as bad-event, one by one
+    assert done.returncode == 2, done.stderr
+    assert f"{named} is out of range: a step's time, like an event's, lies after 1970-01-01 and before 9000" in (
+        done.stderr
+    )
+    assert not api.posts and not done.stdout
+
+
 def test_more_than_a_hundred_steps_need_yes_where_nobody_can_be_asked(api: Emulator) -> None:
     done = backfill(api, "--every", "1h")  # 217 steps: a nightly route stepped by the hour
     assert done.returncode == 2 and "217 steps would start up to 217 runs of route nightly" in done.stderr
