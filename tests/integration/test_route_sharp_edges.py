@@ -230,6 +230,25 @@ def test_a_key_uploaded_twice_in_a_batch_is_listed_and_counted_once(
     assert len(lambda_routes.all_executions()) == 1
 
 
+def test_a_key_uploaded_twice_in_a_batch_is_run_once_across_groups(clock: FakeClock, emulator: Emulator) -> None:
+    # maxObjects 2 closes "a,b" before the second upload of a arrives: it joins that group, not a run of its own.
+    now = clock.wall()
+    batch = sqs_batch(
+        [
+            upload("in/a.csv", at=now - 50, etag="one", sequencer="01"),
+            upload("in/b.csv", at=now - 45),
+            upload("in/a.csv", at=now - 40, etag="two", sequencer="02"),
+            upload("in/c.csv", at=now - 35),
+        ]
+    )
+    result = result_of(container(clock), routed(emulator, coalescing(maxObjects=2)), batch)
+    listed = [run["parsedParameters"]["$files"] for run in emulator.all_executions()]
+    assert sorted(listed) == ["in/a.csv,in/b.csv", "in/c.csv"], listed
+    groups = sorted((entry["keys"], entry["objects"]) for entry in result["submitted"])
+    assert groups == [(["in/a.csv", "in/b.csv"], 2), (["in/c.csv"], 1)]
+    assert result["skipped"] == result["failed"] == result["batchItemFailures"] == []
+
+
 def test_a_record_stamped_with_gos_zero_time_fails_its_own_message_alone(
     lambda_routes: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
