@@ -567,7 +567,7 @@ def _check_coalesce(
         # JSON may carry a lone surrogate ("\ud800"); no request can, so the joined keys could never be sent.
         problems.add(
             f"{at}.separator",
-            f"{ascii(separator)} holds a lone surrogate, which is not "
+            f"{separator!a} holds a lone surrogate, which is not "
             "text and cannot be sent; write a real character such as ',' or a newline",
         )
         separator = None
