@@ -559,27 +559,7 @@ def _check_coalesce(
     if source not in (None, "object"):
         problems.add(at, f"only for object routes (match.source is {source})")
     parameter = check_parameter_name(spec.get("parameter"), f"{at}.parameter", problems)
-    separator = spec.get("separator", ",")
-    if not isinstance(separator, str) or not separator:
-        problems.add(f"{at}.separator", f"must be a non-empty string, got {describe(separator)}")
-        separator = None
-    elif not utf8_encodable(separator):
-        # JSON may carry a lone surrogate ("\ud800"); no request can, so the joined keys could never be sent.
-        problems.add(
-            f"{at}.separator",
-            f"{separator!a} holds a lone surrogate, which is not "
-            "text and cannot be sent; write a real character such as ',' or a newline",
-        )
-        separator = None
-    elif (border := _border(separator)) is not None:
-        ending, starting = separator[: len(separator) - len(border)], separator[len(border) :]
-        problems.add(
-            f"{at}.separator",
-            f"{separator!r} cannot be split back reliably: a key ending in {ending!r} before it, or starting with "
-            f"{starting!r} after it, moves the split (so the job reads names that do not exist and a redelivery's "
-            "lookup misses the run); choose a separator whose start does not recur at its end, such as ',' or a "
-            "newline",
-        )
+    separator = _check_separator(spec.get("separator", ","), f"{at}.separator", problems)
     max_objects = _check_count(spec, "maxObjects", at, problems) or MAX_OBJECTS
     max_bytes = _check_count(spec, "maxBytes", at, problems, low=MAX_KEY_BYTES)
     if max_bytes is not None and max_bytes > MAX_BYTES_LIMIT:
@@ -589,6 +569,31 @@ def _check_coalesce(
     if parameter is None or separator is None:
         return None
     return Coalesce(parameter, separator, max_objects, max_bytes)
+
+
+def _check_separator(separator: object, where: str, problems: Problems) -> str | None:
+    """A separator that joins keys so that they split back, and that a request can carry."""
+    if not isinstance(separator, str) or not separator:
+        problems.add(where, f"must be a non-empty string, got {describe(separator)}")
+        return None
+    if not utf8_encodable(separator):
+        # JSON may carry a lone surrogate ("\ud800"); no request can, so the joined keys could never be sent.
+        problems.add(
+            where,
+            f"{separator!a} holds a lone surrogate, which is not "
+            "text and cannot be sent; write a real character such as ',' or a newline",
+        )
+        return None
+    if (border := _border(separator)) is not None:
+        ending, starting = separator[: len(separator) - len(border)], separator[len(border) :]
+        problems.add(
+            where,
+            f"{separator!r} cannot be split back reliably: a key ending in {ending!r} before it, or starting with "
+            f"{starting!r} after it, moves the split (so the job reads names that do not exist and a redelivery's "
+            "lookup misses the run); choose a separator whose start does not recur at its end, such as ',' or a "
+            "newline",
+        )
+    return separator
 
 
 def _border(separator: str) -> str | None:
