@@ -49,35 +49,36 @@ def _shared(route: Route, member: Member, more: Mapping[str, str]) -> dict[str, 
 def groups(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo) -> list[PlannedExecution | Failed]:
     """The members in arrival order, cut into groups of at most maxObjects files and maxBytes in the parameter.
 
-    A key uploaded again within the group joins it without being listed twice. A member that cannot be
-    joined (its key holds the separator, its time cannot render) fails alone.
+    A key uploaded again in the batch joins the group that lists it, even one closed already, without being
+    listed twice: one run per file. A member that cannot be joined (its key holds the separator, its time
+    cannot render) fails alone.
     """
     spec = _spec(plan)
-    out: list[PlannedExecution | Failed] = []
+    cut: list[tuple[list[Member], str] | Failed] = []
+    listing: dict[str, list[Member]] = {}  # each key -> the group that lists it, open or closed
     current: list[Member] = []
-    keys: set[str] = set()
-    size = 0
+    files = size = 0
     for member in members:
         refused = _refused(plan, member, zone)
         if refused is not None:
-            out.append(refused)
+            cut.append(refused)
             continue
-        if member.key in keys:
-            current.append(member)
+        if member.key in listing:
+            listing[member.key].append(member)  # its messages go with the run that names the file
             continue
         added = len(member.key.encode("utf-8")) + (len(spec.separator.encode("utf-8")) if current else 0)
         if current and spec.max_bytes is not None and size + added > spec.max_bytes:
-            out.append(group(plan, current, zone, "bytes"))
-            current, keys, size, added = [], set(), 0, len(member.key.encode("utf-8"))
+            cut.append((current, "bytes"))
+            current, files, size, added = [], 0, 0, len(member.key.encode("utf-8"))
         current.append(member)
-        keys.add(member.key)
-        size += added
-        if len(keys) == spec.max_objects:
-            out.append(group(plan, current, zone, "size"))
-            current, keys, size = [], set(), 0
+        listing[member.key] = current
+        files, size = files + 1, size + added
+        if files == spec.max_objects:
+            cut.append((current, "size"))
+            current, files, size = [], 0, 0
     if current:
-        out.append(group(plan, current, zone, "end of batch"))
-    return out
+        cut.append((current, "end of batch"))
+    return [entry if isinstance(entry, Failed) else group(plan, entry[0], zone, entry[1]) for entry in cut]
 
 
 def _refused(plan: CoalescedPlan, member: Member, zone: tzinfo) -> Failed | None:

@@ -127,9 +127,9 @@ class DedupMemory:
         with self._lock:
             return key in self._ambiguous
 
-    def others_than(self, key: str) -> Container[str]:
-        """The executions this container started or found for any other key, as a membership test."""
-        return _OtherRuns(self, key)
+    def others_than(self, key: str, besides: str | None = None) -> Container[str]:
+        """The executions this container started or found for any other key (and `besides`), as a membership test."""
+        return _OtherRuns(self, key, besides)
 
     def owner(self, execution_id: str) -> str | None:
         with self._lock:
@@ -137,11 +137,14 @@ class DedupMemory:
 
 
 class _OtherRuns:
-    def __init__(self, memory: DedupMemory, key: str) -> None:
+    def __init__(self, memory: DedupMemory, key: str, besides: str | None) -> None:
         self.memory = memory
         self.key = key
+        self.besides = besides
 
     def __contains__(self, execution_id: object) -> bool:
+        if execution_id == self.besides:
+            return True
         owner = self.memory.owner(execution_id) if isinstance(execution_id, str) else None
         return owner is not None and owner != self.key
 
@@ -278,11 +281,13 @@ class ExactlyOnce:
         mode = call.dedup_check
         checks = (
             not step.members
-            and not unidentifiable(step)
             # A sweep lists what already ran as well: it always looks, whatever the setting.
             and (mode == "always" or swept(step) or (mode == "ambiguous" and self.memory.was_ambiguous(step.dedup_key)))
         )
         unverified = False
+        refused = self._rerun_refused(step, call) if checks and unidentifiable(step) else None
+        if refused is not None:
+            return refused
         if checks or step.max_running is not None:
             try:
                 looked = self._lookup(step, call, "check" if checks else "count")
@@ -419,7 +424,7 @@ class ExactlyOnce:
                     extra={"dedupKey": step.dedup_key, "error": str(exc), "resend": resend + 1},
                 )
                 continue
-            if answer.body_lost and call.dedup_check != "off" and not unidentifiable(step):
+            if answer.body_lost and call.dedup_check != "off":
                 found = self._settle(step, call)
                 if isinstance(found, Found):
                     answer = _answer(found, answer.attempts)
@@ -483,8 +488,8 @@ class ExactlyOnce:
     ) -> Outcome | None:
         """The outcome after a request that may have run; None when the lookup proved it absent (resend)."""
         mode = call.dedup_check
-        if mode == "off" or unidentifiable(step):
-            lookup: Lookup = Unknown("DATAFLOW_DEDUP_CHECK is off" if mode == "off" else RERUN_UNIDENTIFIABLE)
+        if mode == "off":
+            lookup: Lookup = Unknown("DATAFLOW_DEDUP_CHECK is off")
         else:
             lookup = self._settle(step, call)
         match lookup:
@@ -494,11 +499,7 @@ class ExactlyOnce:
             case Unknown():
                 # Never resent blindly: a redelivery is checked first, and where it cannot tell either, it
                 # may start the run twice unless the unverifiable setting is fail.
-                safe = (
-                    mode == "always"
-                    and not unidentifiable(step)
-                    and (not lookup.unidentified or call.settings.dedup_unverifiable == "fail")
-                )
+                safe = mode == "always" and (not lookup.unidentified or call.settings.dedup_unverifiable == "fail")
                 code, message = _unresolved(exc, lookup.reason)
                 return step_failed(step, code, message, safe, details, exc.status)
             case Absent():
@@ -559,13 +560,18 @@ class ExactlyOnce:
     def _found(self, step: PlannedExecution, call: Call, purpose: str, source: Source, asked: Asked | None) -> Lookup:
         """This event's run, claimed unless only peeked at. A run found that cannot be placed yet may be a
         sibling's whose create is still in flight: once those creates ended, the runs are judged again."""
-        job_id, since = step.job.job_id, lookup_since(step, call)
+        job_id, since, besides = step.job.job_id, lookup_since(step, call), None
+        if unidentifiable(step):
+            rerun = self._rerun_since(step, call, source)
+            if isinstance(rerun, Unknown):
+                return rerun
+            since, besides = rerun, step.rerun_of
         identity = Identity(
             step.parameters,
             step.job.job_condition,
             step.dedup_parameter,
             since,
-            others=self.memory.others_than(step.dedup_key),
+            others=self.memory.others_than(step.dedup_key, besides),
             echo_known=self.runs.readings.echoes_all(job_id),
         )
 
@@ -576,6 +582,34 @@ class ExactlyOnce:
         if self._unplaced(lookup) and self.flights.landed(job_id, mark, call.deadline):
             lookup = find()
         return lookup if purpose == "peek" else self._claimed(step, lookup)
+
+    def _rerun_since(self, step: PlannedExecution, call: Call, source: Source) -> datetime | Unknown:
+        """Where a re-run's own run may start: at the run it re-runs (both on the service's clock, so no
+        tolerance), never before the dedup window."""
+        original = self.runs.one(source, step.rerun_of or "", kept=True)
+        if original is None or original.created is None:
+            return Unknown(f"the run it re-runs, {step.rerun_of}, is not among the job's runs (or has no createdDate)")
+        return max(original.created, call.now - call.settings.dedup_window)
+
+    def _rerun_refused(self, step: PlannedExecution, call: Call) -> Failed | None:
+        """A re-run of a run that does not exist, or that may still be going, is refused before any lookup."""
+        try:
+            original = self.runs.one(self._source(step.job.job_id, call), step.rerun_of or "")
+        except RequestError as exc:
+            return _lookup_failed(step, exc)
+        if original is None:
+            message = (
+                f"rerunOf {step.rerun_of} names no run of job {step.job.job_id}: give the jobExecutionId of one "
+                f"of its runs (`./launcher runs --route {step.route}` lists them)"
+            )
+            return step_failed(step, "bad-event", message, False)
+        if original.going:
+            message = (
+                f"the run it re-runs, {step.rerun_of}, is {original.status}: a run is not re-run while it may still "
+                "be going; re-run it once it has ended"
+            )
+            return step_failed(step, "rerun-refused", message, False, {"rerunOf": step.rerun_of})
+        return None
 
     def _unplaced(self, lookup: Lookup) -> bool:
         """A run found that no event of this container holds yet, or runs that echo too little to place."""
@@ -631,11 +665,6 @@ class ExactlyOnce:
         return round((self.clocks.monotonic() - started) * 1000, 1)
 
 
-RERUN_UNIDENTIFIABLE = (
-    "a re-run without a dedupParameter sends what the run it re-runs sent: no lookup tells them apart"
-)
-
-
 def swept(step: PlannedExecution | CoalescedPlan) -> bool:
     """Whether a sweep listed the step's object(s) rather than a notification delivering them."""
     if isinstance(step, CoalescedPlan):
@@ -644,8 +673,8 @@ def swept(step: PlannedExecution | CoalescedPlan) -> bool:
 
 
 def unidentifiable(step: PlannedExecution) -> bool:
-    """A re-run no lookup can tell from the run it re-runs: a check would take that run for its own, so none
-    looks (a lost answer fails as unknown-outcome, never resent)."""
+    """A re-run that sends what the run it re-runs sent: only a run after that one can be its own, so its
+    lookups read the job's runs created since that run (itself excluded)."""
     return step.rerun_of is not None and step.dedup_parameter is None
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from handler.errors import HandlerError, Problems
 from handler.events import MAX_KEY_BYTES, ObjectTrigger, ScheduleTrigger
-from handler.jobs import JobSpec, check_job_spec, check_object, check_parameter_name, describe
+from handler.jobs import JobSpec, check_job_spec, check_object, check_parameter_name, describe, utf8_encodable
 from handler.records import Record
 from handler.templates import (
     COMMON_FIELDS,
@@ -562,6 +562,15 @@ def _check_output(value: object, where: str, problems: Problems) -> tuple[str, s
         problems.add(where, f"starts with '/': its first part is the bucket (did you mean {path.lstrip('/')!r}?)")
         return None
     bucket, _, prefix = path.partition("/")
+    if "" in _folder(prefix).split("/")[:-1]:
+        # Spark writes part-0 under results/, never under results//: such a guard would hold for no object.
+        fixed = "".join(f"{part}/" for part in prefix.split("/") if part)
+        problems.add(
+            where,
+            f"{value!r} has an empty folder name ('//'), so no key the job writes is under it and its output "
+            f"would not be told from uploads; write {f'{bucket}/{fixed}'!r}",
+        )
+        return None
     if not re.fullmatch(_BUCKET, bucket):
         problems.add(
             where, f"{bucket!r} is not a bucket's name (letters, digits, '.', '-', '_'); write 'bucket/prefix/'"
@@ -626,19 +635,7 @@ def _check_coalesce(
     if source not in (None, "object"):
         problems.add(at, f"only for object routes (match.source is {source})")
     parameter = check_parameter_name(spec.get("parameter"), f"{at}.parameter", problems)
-    separator = spec.get("separator", ",")
-    if not isinstance(separator, str) or not separator:
-        problems.add(f"{at}.separator", f"must be a non-empty string, got {describe(separator)}")
-        separator = None
-    elif (border := _border(separator)) is not None:
-        ending, starting = separator[: len(separator) - len(border)], separator[len(border) :]
-        problems.add(
-            f"{at}.separator",
-            f"{separator!r} cannot be split back reliably: a key ending in {ending!r} before it, or starting with "
-            f"{starting!r} after it, moves the split (so the job reads names that do not exist and a redelivery's "
-            "lookup misses the run); choose a separator whose start does not recur at its end, such as ',' or a "
-            "newline",
-        )
+    separator = _check_separator(spec.get("separator", ","), f"{at}.separator", problems)
     max_objects = _check_count(spec, "maxObjects", at, problems) or MAX_OBJECTS
     max_bytes = _check_count(spec, "maxBytes", at, problems, low=MAX_KEY_BYTES)
     if max_bytes is not None and max_bytes > MAX_BYTES_LIMIT:
@@ -679,6 +676,31 @@ def _check_group_by(value: object, at: str, groups: frozenset[str], problems: Pr
     for group in sorted(template.match_groups - groups):
         problems.add(at, f"{{match.{group}}} is not a named group of match.pattern")
     return template if len(problems.items) == before else None
+
+
+def _check_separator(separator: object, where: str, problems: Problems) -> str | None:
+    """A separator that joins keys so that they split back, and that a request can carry."""
+    if not isinstance(separator, str) or not separator:
+        problems.add(where, f"must be a non-empty string, got {describe(separator)}")
+        return None
+    if not utf8_encodable(separator):
+        # JSON may carry a lone surrogate ("\ud800"); no request can, so the joined keys could never be sent.
+        problems.add(
+            where,
+            f"{separator!a} holds a lone surrogate, which is not "
+            "text and cannot be sent; write a real character such as ',' or a newline",
+        )
+        return None
+    if (border := _border(separator)) is not None:
+        ending, starting = separator[: len(separator) - len(border)], separator[len(border) :]
+        problems.add(
+            where,
+            f"{separator!r} cannot be split back reliably: a key ending in {ending!r} before it, or starting with "
+            f"{starting!r} after it, moves the split (so the job reads names that do not exist and a redelivery's "
+            "lookup misses the run); choose a separator whose start does not recur at its end, such as ',' or a "
+            "newline",
+        )
+    return separator
 
 
 def _border(separator: str) -> str | None:

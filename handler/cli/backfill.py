@@ -15,7 +15,7 @@ from typing import Any, Final
 from handler.cli.common import CommandError, configuration, emit, out, reach, say, settings, span
 from handler.cli.reprocess import BEHAVIOURS, Decided, Launch, reprocess
 from handler.errors import EventError, RequestError
-from handler.events import parse_time
+from handler.events import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, parse_time
 from handler.launcher import Launcher
 from handler.planning import absent_placeholders
 from handler.records import Record
@@ -39,6 +39,13 @@ def steps(start: str, end: str, every: str, zone: tzinfo) -> list[datetime]:
         raise CommandError(str(exc)) from exc
     if last < first:
         raise CommandError(f"--to ({end}) is before --from ({start})")
+    for given, name, when in ((start, "--from", first), (end, "--to", last)):
+        # Every step is a direct call at its time: one outside an event's range would fail each as bad-event.
+        if not EARLIEST_EVENT_TIME < when < LATEST_EVENT_TIME:
+            raise CommandError(
+                f"{name} {given} is out of range: a step's time, like an event's, lies after "
+                f"{EARLIEST_EVENT_TIME.date()} and before {LATEST_EVENT_TIME.year}"
+            )
     count = int((last - first) / step) + 1
     if count > MAX_STEPS:
         raise CommandError(f"{count} steps: at most {MAX_STEPS} in one backfill; split the range")

@@ -228,6 +228,24 @@ class Runs:
                 view.total += 1  # it joined the listing's total too: no late run to suspect
             view.fresh.add(answer["jobExecutionId"])
 
+    def one(self, source: Source, execution_id: str, *, kept: bool = False) -> Execution | None:
+        """One run of the job from its own page (None: the job has no such run); `kept`: as this container
+        keeps it where it does, for what never changes (its creation time), not its status."""
+        if kept:
+            with self._job(source.job_id):
+                self._join_created(source.job_id)
+                view = self._views.get(source.job_id)
+                run = None if view is None else view.runs.get(execution_id)
+            if run is not None and run.created is not None:
+                return run
+        try:
+            run = parse(source.get_one(execution_id), source.splits)
+        except RequestError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return run if run.execution_id in (None, execution_id) else None
+
     def asked(self, job_id: str, caller: object = None) -> Asked:
         """A question's moment: how many reads of the job this container had started when it was asked."""
         with self._lock:

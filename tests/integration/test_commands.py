@@ -23,10 +23,12 @@ from tests.conftest import (
     ACCESS_KEY,
     ROOT,
     SECRET_KEY,
+    FakeClock,
     JsonLines,
     cli,
     cli_on_terminal,
     connected,
+    container,
     load_event,
     result_of,
 )
@@ -389,6 +391,41 @@ def test_a_rerun_call_has_its_own_identity_and_says_so_in_the_result_and_the_log
     assert result_of(launcher, config, plain)["skipped"][0]["reason"] == "duplicate"  # the plain call is still one
 
 
+@pytest.mark.parametrize("lost_answer", [True, False], ids=["retry after a lost answer", "plain second delivery"])
+def test_a_rerun_call_delivered_twice_into_fresh_containers_starts_one_rerun(
+    clock: FakeClock, emulator: Emulator, lost_answer: bool
+) -> None:
+    # Review of issue 23, finding 1: a re-run without a dedupParameter skipped every check, so Lambda's retry
+    # after unknown-outcome (or `invoke` run twice, or two overlapping forced backfills) started it again.
+    config = connected(emulator.url, DATAFLOW_ROUTES=json.dumps([ROUTES[2]]))
+    plain = {"route": "nightly", "time": "2026-11-01T00:00:00Z"}
+    [first] = result_of(container(clock), config, plain)["submitted"]
+    emulator.finish("NightJob1")
+    rerun = {**plain, "rerunOf": first["jobExecutionId"]}
+    if lost_answer:
+        emulator.inject(Fault(drop=True, execute=True, method="POST"))  # the re-run starts, its answer is lost
+        [settled] = result_of(container(clock), config, rerun)["submitted"]  # the lookup finds it: not resent
+        assert settled["jobExecutionId"] and len(emulator.all_executions()) == 2
+    else:
+        assert result_of(container(clock), config, rerun)["submitted"]
+    [again] = result_of(container(clock), config, rerun)["skipped"]  # the platform delivers the same call again
+    assert again["reason"] == "duplicate" and len(emulator.all_executions()) == 2
+    [started] = [e for e in emulator.all_executions() if e["jobExecutionId"] != first["jobExecutionId"]]
+    assert again["jobExecutionId"] == started["jobExecutionId"]
+
+
+def test_a_rerun_of_a_run_still_going_or_of_no_run_is_refused_naming_it(clock: FakeClock, emulator: Emulator) -> None:
+    config = connected(emulator.url, DATAFLOW_ROUTES=json.dumps([ROUTES[2]]))
+    plain = {"route": "nightly", "time": "2026-11-01T00:00:00Z"}
+    [first] = result_of(container(clock), config, plain)["submitted"]  # READY until it ends
+    [going] = result_of(container(clock), config, {**plain, "rerunOf": first["jobExecutionId"]})["failed"]
+    assert going["code"] == "rerun-refused" and not going["retryable"]
+    assert f"the run it re-runs, {first['jobExecutionId']}, is READY" in going["error"]
+    [unknown] = result_of(container(clock), config, {**plain, "rerunOf": "NoSuchRun1"})["failed"]
+    assert unknown["code"] == "bad-event" and "rerunOf NoSuchRun1 names no run of job NightJob1" in unknown["error"]
+    assert len(emulator.all_executions()) == 1
+
+
 def test_a_dry_run_backfill_shows_what_each_step_would_send(api: Emulator) -> None:
     # Issue 23, item 9: the Seoul date arithmetic could not be checked before the backfill ran.
     done = backfill(api, "--to", "2026-11-02", "--dry-run", DATAFLOW_TIMEZONE="Asia/Seoul")
@@ -398,6 +435,22 @@ def test_a_dry_run_backfill_shows_what_each_step_would_send(api: Emulator) -> No
     data = json.loads(backfill(api, "--to", "2026-11-02", "--dry-run", "--json").stdout)
     assert [row["parameters"] for row in data["rows"]] == [{"$date": "2026-10-31"}, {"$date": "2026-11-01"}]
     assert not api.posts
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "named"),
+    [("0001-01-01", "0001-01-03", "--from 0001-01-01"), ("9999-12-20", "9999-12-31", "--from 9999-12-20")],
+    ids=["go-zero-time", "year-9999"],
+)
+def test_a_range_outside_an_events_times_is_refused_before_any_step_starts(
+    api: Emulator, start: str, end: str, named: str
+) -> None:
+    done = backfill(api, "--from", start, "--to", end)  # each step would fail as bad-event, one by one
+    assert done.returncode == 2, done.stderr
+    assert f"{named} is out of range: a step's time, like an event's, lies after 1970-01-01 and before 9000" in (
+        done.stderr
+    )
+    assert not api.posts and not done.stdout
 
 
 def test_more_than_a_hundred_steps_need_yes_where_nobody_can_be_asked(api: Emulator) -> None:

@@ -89,6 +89,17 @@ def test_an_output_that_names_no_bucket_here_is_refused_with_the_fix(output: str
     assert problem.startswith(f"DATAFLOW_ROUTES[r].output: {expected}")
 
 
+@pytest.mark.parametrize(
+    ("output", "fixed"),
+    [("lake/results//", "lake/results/"), ("lake//results/", "lake/results/"), ("s3a://lake/a//b", "lake/a/b/")],
+)
+def test_an_output_with_an_empty_folder_name_is_refused_with_the_fix(output: str, fixed: str) -> None:
+    # Its guard would compare keys with 'results//', which no key the job writes starts with.
+    [problem] = problems_of(watching(output=output, allowRecursion=True))
+    assert problem.startswith(f"DATAFLOW_ROUTES[r].output: {output!r} has an empty folder name ('//')")
+    assert problem.endswith(f"write {fixed!r}")
+
+
 # Item 2: an output compares whole path segments.
 
 
@@ -156,6 +167,19 @@ def test_a_redelivery_into_a_fresh_container_starts_no_second_run_whatever_the_k
     assert run["parsedParameters"]["$files"].split("|;") == ["in/a|", "in/b.csv"]
 
 
+def test_a_separator_that_is_not_unicode_is_a_configuration_error_naming_the_field() -> None:
+    # Valid JSON ("\ud800", a lone surrogate) that no request can carry: one problem, not a UnicodeEncodeError.
+    routes = (
+        '[{"name": "batch", "match": {"source": "object"}, "jobId": "SharpJob1",'
+        ' "coalesce": {"parameter": "$files", "separator": "\\ud800"}}]'
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_settings({"DATAFLOW_DRY_RUN": "true", "DATAFLOW_ROUTES": routes})
+    [problem] = [str(problem) for problem in refused.value.problems]
+    assert problem.startswith("DATAFLOW_ROUTES[batch].coalesce.separator: '\\ud800' holds a lone surrogate")
+    assert "write a real character" in problem
+
+
 # Item 6: without maxBytes, the count alone must keep the parameter inside the request budget.
 
 
@@ -204,6 +228,25 @@ def test_a_key_uploaded_twice_in_a_batch_is_listed_and_counted_once(
     again = app.lambda_handler(batch, LambdaContextStub())  # both uploads of in/a.csv are that run's
     assert [skip["reason"] for skip in again["skipped"]] == ["duplicate"] * 3
     assert len(lambda_routes.all_executions()) == 1
+
+
+def test_a_key_uploaded_twice_in_a_batch_is_run_once_across_groups(clock: FakeClock, emulator: Emulator) -> None:
+    # maxObjects 2 closes "a,b" before the second upload of a arrives: it joins that group, not a run of its own.
+    now = clock.wall()
+    batch = sqs_batch(
+        [
+            upload("in/a.csv", at=now - 50, etag="one", sequencer="01"),
+            upload("in/b.csv", at=now - 45),
+            upload("in/a.csv", at=now - 40, etag="two", sequencer="02"),
+            upload("in/c.csv", at=now - 35),
+        ]
+    )
+    result = result_of(container(clock), routed(emulator, coalescing(maxObjects=2)), batch)
+    listed = [run["parsedParameters"]["$files"] for run in emulator.all_executions()]
+    assert sorted(listed) == ["in/a.csv,in/b.csv", "in/c.csv"], listed
+    groups = sorted((entry["keys"], entry["objects"]) for entry in result["submitted"])
+    assert groups == [(["in/a.csv", "in/b.csv"], 2), (["in/c.csv"], 1)]
+    assert result["skipped"] == result["failed"] == result["batchItemFailures"] == []
 
 
 def test_a_record_stamped_with_gos_zero_time_fails_its_own_message_alone(
