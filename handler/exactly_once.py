@@ -40,6 +40,8 @@ DEFAULT_TIMEOUT_MINUTES = 360
 GATE_POLL_S = 0.5
 # The skip of a swept object whose duplicate check cannot prove it new: a sweep starts only what it can.
 UNPROVEN = "unproven"
+# How far a schedule's or a direct call's time may run ahead of this clock: the gateway's signature window.
+FUTURE_TOLERANCE = timedelta(minutes=5)
 UNVERIFIABLE_HINT = (
     "set a dedupParameter the job echoes, or check how it echoes with `python -m handler doctor`; "
     "see docs/delivery-guarantees.md"
@@ -278,6 +280,13 @@ class ExactlyOnce:
         seen, known_id = self.memory.submitted(step.dedup_key)
         if seen:
             return _duplicate(step, known_id)
+        if ahead(step, call):
+            message = (
+                f"its time {step.time.isoformat()} is ahead of this clock ({call.now.isoformat(timespec='seconds')}): "
+                "no run can yet be shown to cover it, so each delivery would start again; a fire or a replay names "
+                "a time that has come (a dry run or explain shows what a future one renders)"
+            )
+            return step_failed(step, "bad-event", message, False)
         mode = call.dedup_check
         checks = (
             not step.members
@@ -663,6 +672,12 @@ class ExactlyOnce:
 
     def _since(self, started: float) -> float:
         return round((self.clocks.monotonic() - started) * 1000, 1)
+
+
+def ahead(step: PlannedExecution, call: Call) -> bool:
+    """A schedule's fire or a direct call timed past this clock (another host's clock allowed), outside a dry run."""
+    kind = step.source.get("kind")
+    return kind in ("schedule", "direct") and step.time > call.now + FUTURE_TOLERANCE and not call.settings.dry_run
 
 
 def swept(step: PlannedExecution | CoalescedPlan) -> bool:

@@ -21,6 +21,7 @@ from handler.templates import (
     OBJECT_FIELDS,
     SCHEDULE_FIELDS,
     Template,
+    Time,
     TemplateError,
     parse_template,
 )
@@ -48,6 +49,8 @@ ROUTE_FIELDS = frozenset(
     }
 )
 SWEEP_FIELDS = frozenset({"lookBackHours", "quietSeconds", "marker"})
+# strftime codes finer than a day: a notification's eventTime and a listing's LastModified differ by seconds.
+_FINE_TIME = ("%H", "%I", "%M", "%S", "%f", "%X", "%c", "%s", "%p", "%T", "%R")
 # A sweep's defaults: a day back (as far as the default duplicate check reads), two quiet minutes.
 SWEEP_LOOK_BACK_HOURS = 24
 SWEEP_QUIET_SECONDS = 120
@@ -774,7 +777,32 @@ def route_warnings(route: Route, zone: tzinfo = UTC) -> list[str]:
             f"up to 1024 bytes it may backtrack catastrophically: a match is stopped after {MATCH_BUDGET_S:g} s "
             "of CPU and the event fails for this route (pattern-timeout)"
         )
-    return warnings
+    return warnings + _sweep_warnings(route)
+
+
+def _sweep_warnings(route: Route) -> list[str]:
+    """A swept route's parameters that a listing renders otherwise than the upload's notification: the sweep's
+    run and the notification's would not be recognised as one."""
+    if route.sweep is None:
+        return []
+    notified_only = sorted({"event_name", "event_id", "version_id"} & _fields_of(route))
+    to_the_second = any(
+        isinstance(part, Time) and (part.strftime is None or any(code in part.strftime for code in _FINE_TIME))
+        for _, template in route.parameters
+        for part in template.parts
+    )
+    said = [f"{{{name}}}" for name in notified_only] + (["{time...} finer than a day"] if to_the_second else [])
+    if not said:
+        return []
+    return [
+        f"a swept route renders {', '.join(said)}: a listing gives other values than the upload's notification "
+        "(no event id or version, LastModified for the time), so a file that ran from its notification may run "
+        "again from a sweep; render what the object itself carries ({key}, {etag}, {time:%Y-%m-%d})"
+    ]
+
+
+def _fields_of(route: Route) -> set[str]:
+    return {name for _, template in route.parameters for name in template.fields}
 
 
 def check_routes(raw: object, where: str, problems: Problems) -> tuple[Route, ...]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,18 @@ from handler.clocks import Clocks
 from handler.errors import ConfigError, InvocationFailedError
 from handler.launcher import Launcher
 from handler.wiring import Wiring
-from tests.conftest import ACCESS_KEY, ROOT, SECRET_KEY, JsonLines, cli, cli_on_terminal, connected, load_event
+from tests.conftest import (
+    ACCESS_KEY,
+    ROOT,
+    SECRET_KEY,
+    FakeClock,
+    JsonLines,
+    cli,
+    cli_on_terminal,
+    connected,
+    load_event,
+    result_of,
+)
 from tests.unit.test_signing import KNOWN_SIGNATURE
 
 
@@ -393,3 +405,22 @@ def test_a_seoul_nightly_from_a_utc_crontab_renders_the_seoul_date_and_logs_both
     assert record["fireTimeUtc"] == "2026-12-30T17:00:00+00:00"
     assert record["fireTimeLocal"] == "2026-12-31T02:00:00+09:00"
     assert record["timezone"] == "Asia/Seoul"
+
+
+def test_a_fire_timed_ahead_of_the_clock_fails_alone_instead_of_starting_on_every_delivery(
+    launcher: Launcher, config: dict[str, str], emulator: Emulator, clock: FakeClock
+) -> None:
+    # A newcomer's trial of issue 23: `invoke --platform ncp` of a cron payload timed 2026-12-30 on 2026-12-06
+    # started a run on every try (no run created before that time can be shown to cover it).
+    future = datetime.fromtimestamp(clock.wall() + 24 * 3600, UTC).isoformat()
+    for _ in range(2):
+        result = result_of(launcher, config, {"schedule": "nightly", "time": future}, platform="ncp")
+        [failed] = result["failed"]
+        assert failed["code"] == "bad-event" and "ahead of this clock" in failed["error"]
+    assert emulator.all_executions() == []
+    dry = result_of(
+        launcher, config | {"DATAFLOW_DRY_RUN": "true"}, {"schedule": "nightly", "time": future}, platform="ncp"
+    )
+    assert dry["dryRun"] is True and len(dry["submitted"]) == 1
+    soon = datetime.fromtimestamp(clock.wall() + 60, UTC).isoformat()  # another host's clock a minute ahead
+    assert result_of(launcher, config, {"schedule": "nightly", "time": soon}, platform="ncp")["submitted"]

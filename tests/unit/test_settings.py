@@ -11,6 +11,7 @@ import pytest
 
 from handler import settings as settings_module
 from handler.errors import ConfigError
+from handler.routes import route_warnings
 from handler.settings import DEFAULT_ENDPOINT, config_from, load_settings, parse_settings
 
 BASE = {"NCLOUD_ACCESS_KEY": "AK", "NCLOUD_SECRET_KEY": "super-secret-value", "DATAFLOW_JOB_ID": "gqigvH123456"}
@@ -191,3 +192,50 @@ def test_a_zone_abbreviation_points_at_the_zone_it_means() -> None:
         load_settings({"DATAFLOW_JOB_ID": "J1", "DATAFLOW_TIMEZONE": "KST"})
     assert "did you mean Asia/Seoul? KST is an abbreviation, not a time zone" in str(raised.value)
     assert "EST" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "warned"),
+    [
+        ({"$path": "{bucket}/{key}", "$day": "{time:%Y-%m-%d}"}, None),
+        ({"$who": "{event_id}"}, "renders {event_id}:"),
+        ({"$at": "{time:%Y%m%d%H%M}"}, "renders {time...} finer than a day:"),
+        ({"$at": "{time}"}, "renders {time...} finer than a day:"),
+    ],
+)
+def test_a_swept_route_that_renders_what_only_a_notification_carries_is_warned(
+    parameters: dict[str, str], warned: str | None
+) -> None:
+    # Issue 24: a listing has no event id, no version and LastModified for the time: such a route's run from a
+    # notification would not be recognised by its sweep.
+    route = {"name": "r", "match": {"bucket": "b"}, "jobId": "J", "parameters": parameters, "sweep": {}}
+    [loaded] = parse_settings({"DATAFLOW_ROUTES": json.dumps([route]), "DATAFLOW_DRY_RUN": "true"}).routes
+    said = [warning for warning in route_warnings(loaded) if "a swept route" in warning]
+    assert said == [] if warned is None else said[0].startswith(f"a swept route {warned}")
+
+
+@pytest.mark.parametrize(
+    ("route", "settings", "said"),
+    [
+        ({"match": {"prefix": "in/"}}, {}, "DATAFLOW_ROUTES[r].sweep: a sweep lists one bucket: set match.bucket"),
+        ({"match": {"source": "schedule"}}, {}, "DATAFLOW_ROUTES[r].sweep: only for object routes"),
+        ({"match": {"bucket": "b", "events": ["ObjectRemoved:*"]}}, {}, "must hold an ObjectCreated event"),
+        ({"match": {"bucket": "b"}, "sweep": {"marker": "a/_SUCCESS"}}, {}, "must be a file name without '/'"),
+        ({"match": {"bucket": "b"}, "sweep": {"quietSeconds": -1}}, {}, "quietSeconds: must be an integer"),
+        (
+            {"match": {"bucket": "b"}, "sweep": {"lookBackHours": 48}},
+            {},
+            "48 h reaches past DATAFLOW_DEDUP_WINDOW_HOURS (24)",
+        ),
+    ],
+)
+def test_a_sweep_option_that_cannot_list_or_reaches_past_the_check_is_refused(
+    route: dict[str, object], settings: dict[str, str], said: str
+) -> None:
+    raw = {"name": "r", "jobId": "J", "sweep": {}} | route
+    with pytest.raises(ConfigError) as refused:
+        parse_settings({"DATAFLOW_ROUTES": json.dumps([raw]), "DATAFLOW_DRY_RUN": "true", **settings})
+    assert said in str(refused.value)
+    window = {"DATAFLOW_ROUTES": json.dumps([raw]), "DATAFLOW_DRY_RUN": "true", "DATAFLOW_DEDUP_WINDOW_HOURS": "48"}
+    if "reaches past" in said:
+        assert parse_settings(window).routes[0].sweep is not None
