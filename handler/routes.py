@@ -21,8 +21,8 @@ from handler.templates import (
     OBJECT_FIELDS,
     SCHEDULE_FIELDS,
     Template,
-    Time,
     TemplateError,
+    Time,
     parse_template,
 )
 
