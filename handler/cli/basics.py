@@ -32,6 +32,8 @@ def invoke(args: argparse.Namespace) -> int:
         # override the environment, and are removed from the event.
         arguments = {**event, **({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})}
         os.environ.setdefault("__OW_ACTIVATION_ID", f"cli-{int(time.time())}")
+        # A relative @routes file is read from where the command runs, as every other command reads it.
+        os.environ.update({name: value for name, value in configuration().items() if name == "DATAFLOW_ROUTES"})
         logger = ncp.logger
         run = lambda: ncp.main(arguments)  # noqa: E731 - one call, chosen here
     else:

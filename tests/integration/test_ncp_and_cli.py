@@ -424,3 +424,14 @@ def test_a_fire_timed_ahead_of_the_clock_fails_alone_instead_of_starting_on_ever
     assert dry["dryRun"] is True and len(dry["submitted"]) == 1
     soon = datetime.fromtimestamp(clock.wall() + 60, UTC).isoformat()  # another host's clock a minute ahead
     assert result_of(launcher, config, {"schedule": "nightly", "time": soon}, platform="ncp")["submitted"]
+
+
+def test_cli_invoke_on_ncp_reads_a_relative_routes_file_from_where_it_runs(tmp_path: Path) -> None:
+    # A newcomer's trial of issue 23: `invoke --platform ncp` looked for @routes.json inside handler/ only.
+    route = {"name": "nightly", "match": {"source": "schedule"}, "jobId": "NightJob1"}
+    (tmp_path / "routes.json").write_text(json.dumps([route]), encoding="utf-8")
+    (tmp_path / "cron.json").write_text(json.dumps({"schedule": "nightly"}), encoding="utf-8")
+    settings = {"DATAFLOW_ROUTES": "@routes.json", "DATAFLOW_DRY_RUN": "true"}
+    done = cli("invoke", "cron.json", "--platform", "ncp", env=settings, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["submitted"][0]["route"] == "nightly"
