@@ -8,15 +8,15 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
-from handler.errors import ConfigError
-from handler.events import SweepTrigger, normalise
+from handler.errors import ConfigError, RequestError
+from handler.events import Batch, SweepTrigger, normalise
 from handler.exactly_once import Call, DedupMemory, ExactlyOnce, step_failed
 from handler.objects import needs_state, with_state
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.planning import CoalescedPlan, PlannedExecution, Step, plan
 from handler.results import Report, counts, logged, report
 from handler.settings import Settings, load_settings
-from handler.sweep import Listed, swept_routes, swept_summary
+from handler.sweep import Listed, swept_routes, swept_summary, unlisted
 from handler.wiring import Wiring
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class Launcher:
         )
         batch = normalise(event, platform=platform, now=call.now, activation_id=activation_id, zone=settings.zone)
         if any(needs_state(trigger) for delivery in batch.deliveries for trigger in delivery.triggers):
-            batch = with_state(batch, self.wiring.objects(settings, platform), call.deadline)
+            batch = self._with_state(batch, call, platform)
         sweeps: list[Listed] = []
         sweeper = partial(self._listed, call=call, platform=platform, kept=sweeps)
         steps = plan(batch, settings.routes, settings.zone, lambda: self._expired(call), sweeper)
@@ -70,6 +70,15 @@ class Launcher:
             done.result["sweeps"] = [swept_summary(listed, outcomes) for listed in sweeps]
             log.info("sweep finished", extra={"sweeps": done.result["sweeps"]})
         return done
+
+    def _with_state(self, batch: Batch, call: Call, platform: Platform) -> Batch:
+        """Events without an object's state given it from object storage; as they came where it cannot be read."""
+        try:
+            store = self.wiring.objects(call.settings, platform)
+        except RequestError as exc:
+            log.warning("object storage cannot be read: events identified by their arrival", extra={"error": str(exc)})
+            return batch
+        return with_state(batch, store, call.deadline)
 
     def _finished(self, outcomes: Sequence[Outcome], started: float) -> None:
         if len(outcomes) == 1 and isinstance(outcomes[0], Submitted):
@@ -95,9 +104,13 @@ class Launcher:
         routes = swept_routes(trigger, call.settings.routes)
         if isinstance(routes, str):
             return routes
-        store = self.wiring.objects(call.settings, platform)
         window = call.settings.dedup_window
-        found = [store.swept(route, trigger, window, call.deadline) for route in routes]
+        try:
+            store = self.wiring.objects(call.settings, platform)
+        except RequestError as exc:  # no keys to sign with: each route's sweep fails, saying which
+            found = [unlisted(route, trigger, window, exc) for route in routes]
+        else:
+            found = [store.swept(route, trigger, window, call.deadline) for route in routes]
         kept.extend(found)
         return found
 

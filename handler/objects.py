@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Final
 from handler.errors import RequestError
 from handler.events import Batch, Delivery, ObjectTrigger, Trigger
 from handler.routes import DEFAULT_SWEEP, Route
-from handler.sweep import Listed, select, span_of
+from handler.sweep import Listed, select, span_of, unlisted
 
 if TYPE_CHECKING:
     from handler.events import SweepTrigger
@@ -32,7 +32,7 @@ class ObjectStore:
         try:
             stored = list(self.client.list_objects(bucket, prefix, deadline=deadline))
         except RequestError as exc:
-            return Listed(route, bucket, prefix, span, error=exc)
+            return unlisted(route, trigger, window, exc)
         objects, counts = select(route, sweep, stored, span)
         return Listed(route, bucket, prefix, span, objects=tuple(objects), counts=counts)
 

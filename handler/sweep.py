@@ -11,7 +11,7 @@ from handler.errors import RequestError
 from handler.events import ObjectTrigger, SweepTrigger
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.records import Record
-from handler.routes import Miss, Route, Sweep
+from handler.routes import DEFAULT_SWEEP, Miss, Route, Sweep
 
 if TYPE_CHECKING:
     from handler.storage.client import StoredObject
@@ -73,6 +73,12 @@ class Listed(Record):
         if self.error is not None:
             said["error"] = str(self.error)
         return said
+
+
+def unlisted(route: Route, trigger: SweepTrigger, window: timedelta, error: RequestError) -> Listed:
+    """A route's sweep that could not list its bucket, and why."""
+    bucket, prefix = route.match.bucket or "", route.match.prefix or ""
+    return Listed(route, bucket, prefix, span_of(trigger, route.sweep or DEFAULT_SWEEP, window), error=error)
 
 
 def swept_summary(listed: Listed, outcomes: Sequence[Outcome]) -> dict[str, Any]:

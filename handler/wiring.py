@@ -12,6 +12,7 @@ from handler.clocks import Clocks
 from handler.dataflow.client import CreateAnswer, DataflowClient, ExecutionRequest, describe_prepared
 from handler.dataflow.retry import RetryPolicy
 from handler.dataflow.signing import NcpSignatureV2
+from handler.errors import StorageError
 from handler.settings import Settings
 
 if TYPE_CHECKING:
@@ -183,6 +184,13 @@ class Wiring:
 
         endpoint = storage_endpoint(settings, platform, self.environ)
         credentials = storage_credentials(settings, platform, self.environ)
+        if not credentials.access_key or not credentials.secret_key:
+            where = (
+                "NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY"
+                if platform == "ncp"
+                else "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the execution role's)"
+            )
+            raise StorageError("no-credentials", f"object storage needs {where}", kind="permanent")
         wanted = (id(settings), platform, credentials.access_key, credentials.session_token)
         held: tuple[object, ObjectStore] | None = getattr(self._threads, "objects", None)
         if held is not None and held[0] == wanted:

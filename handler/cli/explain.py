@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
 from urllib.parse import quote_plus
 
 from handler.cli.common import (
+    MAX_REACH_HOURS,
     CommandError,
     as_json,
     configuration,
@@ -19,7 +20,7 @@ from handler.cli.common import (
     say,
     settings,
 )
-from handler.errors import RequestError
+from handler.errors import HandlerError, RequestError
 from handler.events import (
     BadEvent,
     JobInvocation,
@@ -81,7 +82,7 @@ def _event(args: argparse.Namespace, now: datetime) -> tuple[object, dict[str, s
     if args.bucket is not None or args.key is not None:
         if args.event is not None or not (args.bucket and args.key):
             raise CommandError("explain takes an event file, or --bucket and --key (both), not both ways")
-        return upload(args.bucket, args.key, args.time or now - settings(config).dedup_window), config
+        return _one_upload(args, config, now), config
     if args.event is None:
         raise CommandError("explain needs an event file, or --bucket B --key K for one upload")
     event = read_json(args.event)
@@ -95,13 +96,32 @@ def _event(args: argparse.Namespace, now: datetime) -> tuple[object, dict[str, s
     return event, config
 
 
-def upload(bucket: str, key: str, time: datetime) -> dict[str, Any]:
+def _one_upload(args: argparse.Namespace, config: dict[str, str], now: datetime) -> dict[str, Any]:
+    """The notification the object's upload sent: its state read from object storage where it can be (so its
+    identity is the notification's own), else timed `--time` or as far back as a command reads."""
+    if args.time is None:
+        stored = ObjectTrigger(args.bucket, args.key, "ObjectCreated:Put", now, own_time=False)
+        try:
+            read = Wiring().objects(settings(config), args.platform).identified(stored, None)
+        except HandlerError:
+            read = stored
+        if read.own_time:
+            return upload(read, read.time)
+        say(f"note: the object could not be read: any run of the last {MAX_REACH_HOURS // 24} days counts (--time)")
+        return upload(stored, now - timedelta(hours=MAX_REACH_HOURS))
+    return upload(ObjectTrigger(args.bucket, args.key, "ObjectCreated:Put", args.time), args.time)
+
+
+def upload(stored: ObjectTrigger, time: datetime) -> dict[str, Any]:
     """The S3 notification of one upload (its key URL-encoded, as S3 sends it) at `time`."""
+    obj: dict[str, Any] = {"key": quote_plus(stored.key, safe="/")}
+    if stored.etag:
+        obj |= {"eTag": stored.etag, "size": stored.size}
     record = {
         "eventSource": "aws:s3",
         "eventName": "ObjectCreated:Put",
         "eventTime": time.isoformat(),
-        "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key, safe="/")}},
+        "s3": {"bucket": {"name": stored.bucket}, "object": obj},
     }
     return {"Records": [record]}
 
@@ -257,8 +277,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     command.add_argument(
         "--time",
         type=iso_time,
-        help="with --bucket/--key: when it was uploaded (ISO 8601); default: the dedup window's start, so any run"
-        " in the window with these parameters counts",
+        help="with --bucket/--key: when it was uploaded (ISO 8601); default: the object's own LastModified and"
+        " ETag where object storage can be read, else 14 days back (any run since with these parameters counts)",
     )
     command.add_argument("--platform", choices=("aws", "ncp"), default="aws", help="which platform's event rules apply")
     command.add_argument("--offline", action="store_true", help="do not ask the service whether the run exists")

@@ -112,7 +112,7 @@ EXPECTED: dict[str, tuple[str, list[tuple[str, dict[str, str], dict[str, Any]]],
         None,
     ),
     "schedule-classic.json": ("aws", [nightly("2026-11-27", "2026-11-28T00:00:00+09:00")], [], 0, None),
-    "scheduler-input.json": ("aws", [nightly("2026-11-28", "2026-11-29T00:00:00+09:00")], [], 0, None),
+    "scheduler-input.json": ("aws", [nightly("2026-11-26", "2026-11-27T00:00:00+09:00")], [], 0, None),
     "direct-backfill.json": (
         "aws",
         [

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from tests.conftest import (
     FakeClock,
     JsonLines,
     S3Server,
+    cli,
     connected,
     result_of,
     sqs_batch,
@@ -243,3 +246,22 @@ def test_notifications_in_one_sqs_batch_share_the_identity_a_sweep_computes(
     event = notified(bucket, "landing/a.csv", etag, now - 60)
     result_of(launcher_for(clock, s3_server), config, sqs_batch([event, event]))
     assert len(emulator.all_executions()) == 1
+
+
+def test_explain_one_upload_reads_its_state_and_finds_the_run_of_a_dedup_parameter_route(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    # A hostile review of issue 23: explain --bucket/--key said "absent" for a file that ran on a route with a
+    # dedupParameter (the upload it built had no ETag, so its key was not the notification's).
+    with Emulator({ACCESS_KEY: SECRET_KEY}) as api:  # the real clock: the commands sign with it
+        bucket = fresh_bucket(s3_server)
+        environ = sweeping(api, s3_server, bucket, dedupParameter="$dedup") | s3_server.environ()
+        etag = stored(s3_server, bucket, "landing/a b.csv", modified=time.time())
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps(notified(bucket, "landing/a b.csv", etag, time.time())), encoding="utf-8")
+        assert cli("invoke", str(event), env=environ).returncode == 0
+        [run] = api.all_executions()
+        done = cli("explain", "--bucket", bucket, "--key", "landing/a b.csv", "--json", env=environ)
+    assert done.returncode == 0, done.stderr
+    [verdict] = json.loads(done.stdout)["records"][0]["routes"]
+    assert verdict["service"] == f"found {run['jobExecutionId']}"

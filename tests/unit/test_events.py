@@ -149,7 +149,7 @@ def test_classic_schedule_is_named_after_its_rule() -> None:
 
 def test_scheduler_input_and_ncp_cron() -> None:
     assert only(load_event("scheduler-input.json")) == ScheduleTrigger(
-        "nightly", datetime(2026, 11, 28, 15, tzinfo=UTC), "inv-1"
+        "nightly", datetime(2026, 11, 26, 15, tzinfo=UTC), "inv-1"
     )
     # An NCP cron run without a time uses the invocation time truncated to the minute.
     assert only({"schedule": "nightly"}, "ncp") == ScheduleTrigger(
