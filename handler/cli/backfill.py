@@ -13,6 +13,7 @@ from datetime import datetime, tzinfo
 from typing import Any, Final
 
 from handler.cli.common import CommandError, configuration, emit, out, reach, say, settings, span
+from handler.cli.object_backfill import object_backfill
 from handler.cli.reprocess import BEHAVIOURS, Decided, Launch, reprocess
 from handler.errors import EventError, RequestError
 from handler.events import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, parse_time
@@ -33,6 +34,15 @@ def steps(start: str, end: str, every: str, zone: tzinfo) -> list[datetime]:
     step = span(every, "--every", "1d, 6h, 30m")
     if not step:
         raise CommandError(f"--every takes a number and d, h or m (1d, 6h, 30m), got {every!r}")
+    first, last = bounds(start, end, zone)
+    count = int((last - first) / step) + 1
+    if count > MAX_STEPS:
+        raise CommandError(f"{count} steps: at most {MAX_STEPS} in one backfill; split the range")
+    return [first + index * step for index in range(count)]
+
+
+def bounds(start: str, end: str, zone: tzinfo) -> tuple[datetime, datetime]:
+    """--from and --to as times (without an offset, in `zone`), in order and within an event's range."""
     try:
         first, last = parse_time(start, "--from", zone), parse_time(end, "--to", zone)
     except EventError as exc:
@@ -46,10 +56,7 @@ def steps(start: str, end: str, every: str, zone: tzinfo) -> list[datetime]:
                 f"{name} {given} is out of range: a step's time, like an event's, lies after "
                 f"{EARLIEST_EVENT_TIME.date()} and before {LATEST_EVENT_TIME.year}"
             )
-    count = int((last - first) / step) + 1
-    if count > MAX_STEPS:
-        raise CommandError(f"{count} steps: at most {MAX_STEPS} in one backfill; split the range")
-    return [first + index * step for index in range(count)]
+    return first, last
 
 
 class Progress:
@@ -142,6 +149,8 @@ def backfill(args: argparse.Namespace) -> int:
         raise CommandError(f"no route is named {args.route!r} (routes: {known})")
     if args.rerun_failed and args.reprocess_behavior != "none":
         raise CommandError("--rerun-failed and --reprocess-behavior ask two things: give one")
+    if route.match.source == "object" and not args.allow_empty_placeholders:
+        return object_backfill(args, route, config, list(bounds(args.start, args.end, loaded.zone)))
     _refuse_empty(route, args.allow_empty_placeholders)
     times = steps(args.start, args.end, args.every, loaded.zone)
     # The duplicate check reads back as far as the first step (it is not an event of the last day).
@@ -170,12 +179,6 @@ def _refuse_empty(route: Route, allowed: bool) -> None:
     if not empty or allowed:
         return
     names = ", ".join(empty)
-    if route.match.source == "object":
-        raise CommandError(
-            f"route {route.name!r} runs on objects, and a backfill by time has none: {names} would render empty. "
-            "To run files again, use the object backfill (a sweep of the route's bucket and prefix) or replay their "
-            "events with `invoke`; to run it by time anyway, add --allow-empty-placeholders"
-        )
     raise CommandError(
         f"a backfill of route {route.name!r} has no value for {names}: they would render empty. "
         "Add --allow-empty-placeholders to run it anyway"
@@ -310,6 +313,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--allow-empty-placeholders",
         action="store_true",
         help="run a route whose parameters use placeholders a call by time has no value for (they render empty)",
+    )
+    command.add_argument(
+        "--platform",
+        choices=("aws", "ncp"),
+        default="aws",
+        help="an object route's storage: AWS S3 with the AWS_* keys, or NCP Object Storage with the NCLOUD keys",
     )
     command.add_argument("--json", action="store_true", help="the summary as JSON")
     command.set_defaults(func=backfill)

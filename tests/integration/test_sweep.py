@@ -265,3 +265,30 @@ def test_explain_one_upload_reads_its_state_and_finds_the_run_of_a_dedup_paramet
     assert done.returncode == 0, done.stderr
     [verdict] = json.loads(done.stdout)["records"][0]["routes"]
     assert verdict["service"] == f"found {run['jobExecutionId']}"
+
+
+def test_an_object_backfill_runs_the_files_of_its_range_that_no_run_covers_and_resumes(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    # Issue 24, item 7: `backfill` of an object route lists the objects modified in the range instead of
+    # refusing or sending empty parameters; run again, it starts nothing.
+    with Emulator({ACCESS_KEY: SECRET_KEY}) as api:  # the real clock: the commands sign with it
+        bucket = fresh_bucket(s3_server)
+        now = time.time()
+        route = {"match": {"source": "object", "bucket": bucket, "prefix": "landing/", "suffix": ".csv"}}
+        environ = sweeping(api, s3_server, bucket, **route) | s3_server.environ()
+        ran = stored(s3_server, bucket, "landing/ran.csv", modified=now - 3 * HOUR)
+        stored(s3_server, bucket, "landing/lost-1.csv", modified=now - 2 * HOUR)
+        stored(s3_server, bucket, "landing/lost-2.csv", modified=now - 2 * HOUR)
+        stored(s3_server, bucket, "landing/before.csv", modified=now - 30 * HOUR)
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps(notified(bucket, "landing/ran.csv", ran, now - 3 * HOUR)), encoding="utf-8")
+        assert cli("invoke", str(event), env=environ).returncode == 0
+        span = (datetime.fromtimestamp(now - 4 * HOUR, UTC).isoformat(), datetime.fromtimestamp(now, UTC).isoformat())
+        asked = ("backfill", "--route", "files", "--from", span[0], "--to", span[1])
+        done = cli(*asked, env=environ)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert started_paths(api) == sorted(f"{bucket}/landing/{name}.csv" for name in ("ran", "lost-1", "lost-2"))
+        assert "4 listed, 3 sent, 1 covered, 0 unproven, 2 runs, 2 started" in done.stdout
+        again = cli(*asked, env=environ)
+        assert "3 covered" in again.stdout and len(api.all_executions()) == 3
