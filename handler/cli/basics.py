@@ -12,7 +12,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from handler.cli.common import CHECKOUT, CommandError, as_json, configuration, emit, out, read_json, say
+from handler.cli.common import (
+    CHECKOUT,
+    CommandError,
+    add_parameters_option,
+    as_json,
+    configuration,
+    emit,
+    out,
+    read_json,
+    say,
+    with_parameters,
+)
 from handler.dataflow.signing import Credentials, masked, signed_headers, string_to_sign
 from handler.errors import ConfigError, InvocationFailedError
 from handler.exactly_once import delivery_guarantee
@@ -78,7 +89,7 @@ def _under_the_lambda_runtime(event: object, dry_run: bool) -> int:
 
 def validate(args: argparse.Namespace) -> int:
     try:
-        settings = parse_settings(configuration())
+        settings = parse_settings(with_parameters(args))
     except ConfigError as exc:
         say(exc)
         return 2
@@ -196,6 +207,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     check = commands.add_parser("validate", help="validate the environment's configuration and list the routes")
     check.add_argument("--json", action="store_true", help="JSON (the default where stdout is not a terminal)")
+    add_parameters_option(check)
     check.set_defaults(func=validate)
 
     signer = commands.add_parser("sign", help="sign a request with NCLOUD_ACCESS_KEY/NCLOUD_SECRET_KEY")

@@ -71,6 +71,26 @@ def configuration(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return config
 
 
+def with_parameters(args: argparse.Namespace) -> dict[str, str]:
+    """The environment's settings with those of `--parameters FILE` over them: a Cloud Functions action's default
+    parameters (or any payload), as the platform merges them into every activation."""
+    config = configuration()
+    if getattr(args, "parameters", None) is None:
+        return config
+    given = read_json(args.parameters, "parameters file")
+    if not isinstance(given, dict):
+        raise CommandError(f"the parameters file {args.parameters} is not a JSON object")
+    return {**config, **config_from(given)}
+
+
+def add_parameters_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--parameters",
+        metavar="FILE",
+        help="a JSON object of settings over the environment's: an NCP action's default parameters, or a payload",
+    )
+
+
 def settings(config: Mapping[str, str] | None = None) -> Settings:
     """Validated settings; invalid ones are a CommandError listing every problem."""
     try:

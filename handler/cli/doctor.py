@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from handler.cli.common import CommandError, emit, out, settings
+from handler.cli.common import CommandError, add_parameters_option, emit, out, settings, with_parameters
 from handler.clocks import Clocks
 from handler.dataflow.client import Answer, DataflowClient, error_from_body, json_object
 from handler.errors import RequestError
@@ -42,7 +42,7 @@ class Check(Record):
 
 
 def doctor(args: argparse.Namespace) -> int:
-    loaded = settings()
+    loaded = settings(with_parameters(args))
     if loaded.credentials.placeholder or loaded.dry_run:
         raise CommandError("doctor asks the service: set NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY, and no dry run")
     client = DataflowClient(loaded.endpoint, loaded.credentials, connect_timeout=5, read_timeout=10, clocks=Clocks())
@@ -285,4 +285,5 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         " each job's maxConcurrentRuns against the routes' maxRunning",
     )
     command.add_argument("--json", action="store_true", help="JSON instead of lines")
+    add_parameters_option(command)
     command.set_defaults(func=doctor)

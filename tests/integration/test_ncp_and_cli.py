@@ -435,3 +435,17 @@ def test_cli_invoke_on_ncp_reads_a_relative_routes_file_from_where_it_runs(tmp_p
     done = cli("invoke", "cron.json", "--platform", "ncp", env=settings, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["submitted"][0]["route"] == "nightly"
+
+
+def test_cli_validate_reads_an_ncp_actions_default_parameters(tmp_path: Path) -> None:
+    # A newcomer's trial of issue 23: validate and doctor could not check settings kept as an NCP action's default
+    # parameters (DATAFLOW_TIMEZONE there was invisible to them unless exported in the shell too).
+    route = {"name": "nightly", "match": {"source": "schedule"}, "jobId": "J", "parameters": {"$d": "{time:%F}"}}
+    defaults = {"DATAFLOW_ROUTES": json.dumps([route]), "DATAFLOW_TIMEZONE": "Asia/Seoul", "DATAFLOW_DRY_RUN": "true"}
+    (tmp_path / "defaults.json").write_text(json.dumps(defaults), encoding="utf-8")
+    done = cli("validate", "--parameters", str(tmp_path / "defaults.json"), env={})
+    assert done.returncode == 0, done.stderr
+    [checked] = json.loads(done.stdout)["routes"]
+    assert checked["name"] == "nightly" and checked["warnings"] == []  # the zone is set: no UTC warning
+    bad = cli("validate", "--parameters", str(tmp_path / "missing.json"), env={})
+    assert bad.returncode == 2 and "cannot read the parameters file" in bad.stderr
