@@ -261,7 +261,8 @@ def _summary(rows: list[Row], total: int, as_json: bool, dry_run: bool) -> None:
         sent = " ".join(f"{name}={value}" for name, value in (row.parameters or {}).items())
         detail = f"{sent}  {row.detail}".strip() if dry_run else row.detail
         out(f"{row.when.isoformat():32} {row.outcome:10} {row.execution_id or '-':14} {detail}")
-    out(", ".join(f"{count} {name}" for name, count in sorted(tally.items())) + stopped)
+    said = ", ".join(f"{count} {name}" for name, count in sorted(tally.items())) or "no step to run"
+    out(said + stopped)
 
 
 def _json_row(row: Row) -> dict[str, Any]:

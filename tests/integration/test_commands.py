@@ -516,6 +516,13 @@ def test_a_direct_call_of_an_object_route_runs_and_names_its_empty_placeholders(
     assert emulator.all_executions()[0]["parsedParameters"] == {"$path": "/", "$day": ""}
 
 
+def test_rerun_failed_with_nothing_failed_says_so(api: Emulator) -> None:
+    # A newcomer's trial of issue 23: with nothing to re-run it printed the table's header alone.
+    assert backfill(api, "--to", "2026-11-02").returncode == 0
+    done = backfill(api, "--to", "2026-11-02", "--rerun-failed")
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "no step to run"
+
+
 def test_runs_lists_the_job_newest_first_with_failed_ones_marked(api: Emulator) -> None:
     assert backfill(api, "--to", "2026-11-03").returncode == 0
     [first, *_] = api.all_executions()
