@@ -16,13 +16,12 @@ from urllib.parse import quote, urlencode
 import requests
 from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_environ_proxies
 from urllib3.exceptions import NameResolutionError
 
 from handler.clocks import Clocks
 from handler.dataflow.retry import RetryPolicy
 from handler.dataflow.signing import Credentials, NcpSignatureV2, masked
-from handler.dataflow.transport import WATCHDOG, AttemptWatch, WatchedAdapter
+from handler.dataflow.transport import WATCHDOG, AttemptWatch, watched_session
 from handler.errors import RequestError
 from handler.jobs import JobSpec
 from handler.records import Record
@@ -238,12 +237,7 @@ class DataflowClient:
         self.policy = policy or RetryPolicy()
         # The container's rate limit (DATAFLOW_RATE_LIMIT), shared by the clients of all its threads.
         self.pace = pace
-        self.session = requests.Session()
-        adapter = WatchedAdapter()
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        # Proxies from the environment are resolved once: doing it per send costs a fifth of a call.
-        self.proxies = get_environ_proxies(self.endpoint)
+        self.session, self.proxies = watched_session(self.endpoint)
 
     def prepare(
         self,

@@ -15,13 +15,11 @@ from urllib.parse import unquote_plus, urlsplit
 import requests
 from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_environ_proxies
 
 from handler.clocks import Clocks
 from handler.dataflow.client import Answer, retry_after_seconds, unsent_failure
 from handler.dataflow.retry import RetryPolicy
-from handler.dataflow.transport import WATCHDOG, AttemptWatch
-from handler.dataflow.transport import WatchedAdapter as _WatchedAdapter
+from handler.dataflow.transport import WATCHDOG, AttemptWatch, watched_session
 from handler.errors import StorageError
 from handler.records import Record
 from handler.storage.sigv4 import S3Credentials, S3SignerV4, uri_encode
@@ -150,11 +148,7 @@ class ObjectStorageClient:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.policy = policy
-        self.session = requests.Session()
-        adapter = _WatchedAdapter()
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        self.proxies = get_environ_proxies(endpoint.url)
+        self.session, self.proxies = watched_session(endpoint.url)
 
     def list_objects(
         self, bucket: str, prefix: str, *, page_size: int = MAX_PAGE, deadline: float | None = None
