@@ -307,6 +307,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     command.add_argument(
         "--rerun-failed", action="store_true", help="only the steps whose run FAILED or was CANCELED, nothing else"
     )
+    _add_guards(command)
+    command.set_defaults(func=backfill)
+
+
+def _add_guards(command: argparse.ArgumentParser) -> None:
+    """The options that guard a backfill: confirmation, empty placeholders, where objects are, the output."""
     command.add_argument(
         "--yes", action="store_true", help=f"start more than {CONFIRM_ABOVE} steps without asking (scripts, CI)"
     )
@@ -322,4 +328,3 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="an object route's storage: AWS S3 with the AWS_* keys, or NCP Object Storage with the NCLOUD keys",
     )
     command.add_argument("--json", action="store_true", help="the summary as JSON")
-    command.set_defaults(func=backfill)
