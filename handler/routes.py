@@ -577,10 +577,10 @@ def _check_output(value: object, where: str, problems: Problems) -> tuple[str, s
     """`bucket/prefix/`: where the job writes its results."""
     if value is None:
         return None
-    return _checkfolder(value, where, "where the job writes", problems)
+    return _check_folder(value, where, "where the job writes", problems)
 
 
-def _checkfolder(value: object, where: str, what: str, problems: Problems) -> tuple[str, str] | None:
+def _check_folder(value: object, where: str, what: str, problems: Problems) -> tuple[str, str] | None:
     """`bucket/prefix/` (`what` it is) as (bucket, prefix); s3://, s3a:// and s3n:// (any case) name the same."""
     if not isinstance(value, str) or not value.strip("/"):
         problems.add(where, f"must be 'bucket/prefix/' {what}, got {describe(value)}")
@@ -717,7 +717,7 @@ def _check_manifest(spec: Mapping[str, Any], at: str, problems: Problems) -> tup
                 f"does not go with manifest: the manifest lists one key a line and {spec.get('parameter')} carries "
                 "their fingerprint (8 bytes a key); drop it and bound groups with maxObjects",
             )
-    return _checkfolder(spec["manifest"], f"{at}.manifest", "where each group's file list is written", problems)
+    return _check_folder(spec["manifest"], f"{at}.manifest", "where each group's file list is written", problems)
 
 
 def _check_fingerprint_budget(max_objects: int, at: str, problems: Problems) -> None:
