@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING
 
 from handler.outcomes import Failed, Skipped
-from handler.planning import CoalescedPlan, Member, PlannedExecution, dedup_key, unique_keys
-from handler.routes import Coalesce, Route
+from handler.planning import CoalescedPlan, Manifest, Member, PlannedExecution, dedup_key, unique_keys
+from handler.routes import MANIFEST_SUFFIX, Coalesce, Route, folder
+from handler.runs.execution import fingerprint
 from handler.runs.view import Covering
-from handler.templates import TemplateError
+from handler.templates import MANIFEST_FIELD, TemplateError
 
 if TYPE_CHECKING:
     from handler.events import EventSource
@@ -105,7 +108,9 @@ def _unjoinable(plan: CoalescedPlan, member: Member, zone: tzinfo) -> str | None
     9999 in a zone ahead of UTC, Go's zero time with a negative offset) would fail its neighbours.
     """
     spec = _spec(plan)
-    if spec.separator in member.key:
+    if spec.manifest is not None and ("\n" in member.key or "\r" in member.key):
+        return "the key contains a line break; a manifest lists one key a line, so it cannot list this key"
+    if spec.manifest is None and spec.separator in member.key:
         return f"the key contains the coalesce separator {spec.separator!r}; choose another separator"
     for name, template in plan.route.parameters:
         if template.renders_time:
@@ -117,16 +122,19 @@ def _unjoinable(plan: CoalescedPlan, member: Member, zone: tzinfo) -> str | None
 
 
 def group(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo, closed: str) -> PlannedExecution:
-    """One group's planned execution: the keys joined, the other parameters rendered from what it shares.
+    """One group's planned execution: the keys joined (or their fingerprint, the keys in its manifest), the
+    other parameters rendered from what it shares.
 
     Every member's time rendered when it joined, so the newest one's renders too.
     """
     route, spec = plan.route, _spec(plan)
     newest = max(member.time for member in members)
     files = unique_keys(members)
-    values = _shared(route, members[0], {"count": str(len(files))})
+    listed = manifest(route, members[0].bucket, files)
+    more = {"count": str(len(files))} | ({MANIFEST_FIELD: listed.path} if listed is not None else {})
+    values = _shared(route, members[0], more)
     parameters = {name: template.render(values, members[0].groups, newest, zone) for name, template in route.parameters}
-    parameters[spec.parameter] = spec.separator.join(files)
+    parameters[spec.parameter] = fingerprint(files) if listed is not None else spec.separator.join(files)
     key = dedup_key(route.name, route.job, {}, sorted(member.file_key for member in members))
     return PlannedExecution(
         route.name,
@@ -140,7 +148,21 @@ def group(plan: CoalescedPlan, members: Sequence[Member], zone: tzinfo, closed: 
         max_running=route.max_running,
         members=tuple(members),
         closed=closed,
+        manifest=listed,
     )
+
+
+def manifest(route: Route, bucket: str, files: Sequence[str]) -> Manifest | None:
+    """Where the route lists a group's keys, named from the group's identity (route, bucket, keys): a retry of
+    the group writes the same object; None where the route writes no manifest."""
+    spec = _spec_of(route)
+    if spec.manifest is None:
+        return None
+    keys = tuple(sorted(files))
+    identity = json.dumps([route.name, bucket, keys], ensure_ascii=True).encode("ascii")
+    name = hashlib.sha256(identity).hexdigest()[:32]
+    written, prefix = spec.manifest
+    return Manifest(written, f"{folder(prefix)}{route.name}/{name}{MANIFEST_SUFFIX}", keys)
 
 
 def remembered(plan: CoalescedPlan, known: Mapping[str, str | None]) -> list[Skipped]:
@@ -201,7 +223,11 @@ def _messages(members: Sequence[Member]) -> tuple[str, ...]:
 
 
 def _spec(plan: CoalescedPlan) -> Coalesce:
-    spec = plan.route.coalesce
+    return _spec_of(plan.route)
+
+
+def _spec_of(route: Route) -> Coalesce:
+    spec = route.coalesce
     if spec is None:  # a CoalescedPlan is made only for a coalescing route
-        raise TypeError(f"route {plan.route.name} does not coalesce")
+        raise TypeError(f"route {route.name} does not coalesce")
     return spec

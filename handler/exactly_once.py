@@ -17,6 +17,7 @@ from handler.planning import CoalescedPlan, Member, PlannedExecution, unique_key
 from handler.records import Record
 from handler.results import logged
 from handler.routes import Route
+from handler.runs.execution import FINGERPRINTED
 from handler.runs.reader import Asked, Runs, Source, source
 from handler.runs.view import Absent, Coverage, Found, Identity, Lookup, Unknown
 from handler.runs.view import Member as RunMember
@@ -24,6 +25,7 @@ from handler.settings import Settings
 from handler.wiring import Wiring
 
 if TYPE_CHECKING:
+    from handler.events import Platform
     from handler.settings import DedupCheck, Unverifiable
 
 _T = TypeVar("_T")
@@ -53,7 +55,7 @@ MAX_RESENDS = 2
 class Call(Record):
     """What every submission of one invocation shares."""
 
-    __slots__ = ("settings", "started", "deadline", "now", "headers", "reaches")
+    __slots__ = ("settings", "started", "deadline", "now", "headers", "reaches", "platform")
 
     def __init__(
         self,
@@ -64,6 +66,7 @@ class Call(Record):
         *,
         headers: Mapping[str, str] | None,
         reaches: dict[str, datetime] | None = None,
+        platform: Platform = "aws",
     ) -> None:
         self.settings: Final = settings
         # monotonic: the elapsedMs of submissions, failures and the summary counts from here
@@ -73,6 +76,8 @@ class Call(Record):
         self.headers: Final = headers
         # Per job, how far back the invocation's lookups reach: its one read of the job goes that far.
         self.reaches: Final[dict[str, datetime]] = {} if reaches is None else reaches
+        # Whose object storage a group's manifest is written to (its endpoint and keys).
+        self.platform: Final = platform
 
     def reach(self, job_id: str, since: datetime) -> datetime:
         return min(self.reaches.get(job_id, since), since)
@@ -417,6 +422,9 @@ class ExactlyOnce:
         return self.runs.cover(source, coalescing.covering(plan), members, self.runs.asked(job_id, call), reach)
 
     def _submit(self, step: PlannedExecution, call: Call, unverified: bool) -> Outcome:
+        unwritten = self._manifest_written(step, call)
+        if unwritten is not None:
+            return unwritten
         for resend in range(MAX_RESENDS + 1):
             try:
                 answer = self._create(step, call)
@@ -440,6 +448,22 @@ class ExactlyOnce:
             return self._submitted(step, answer, None, call, unverified)
         message = f"the execution stayed absent after {MAX_RESENDS} resends that each lost their answer"
         return step_failed(step, "unknown-outcome", message, True)
+
+    def _manifest_written(self, step: PlannedExecution, call: Call) -> Failed | None:
+        """The group's manifest, written before its run is created (the run reads it); a dry run only says what
+        it would write. A failed write fails the group, kept for a retry: no run starts without its list."""
+        manifest = step.manifest
+        if manifest is None:
+            return None
+        if call.settings.dry_run:
+            log.info("dry run: manifest not written", extra={"manifest": manifest.path, "count": len(manifest.keys)})
+            return None
+        try:
+            self.wiring.objects(call.settings, call.platform).write(manifest, call.deadline)
+        except RequestError as exc:
+            message = f"the group's manifest {manifest.path} could not be written ({exc.message}); nothing was sent"
+            return step_failed(step, "manifest-failed", message, True, {"manifest": manifest.path}, exc.status)
+        return None
 
     def _create(self, step: PlannedExecution, call: Call) -> CreateAnswer:
         """The create call, in flight for the lookups that may see its run before its answer is remembered."""
@@ -530,6 +554,8 @@ class ExactlyOnce:
             details["bodyLost"] = True
         if unverified:
             details["dedupUnverifiable"] = True
+        if step.manifest is not None:
+            details["manifest"] = step.manifest.path
         return Submitted(
             step.route,
             step.job.job_id,
@@ -644,7 +670,7 @@ class ExactlyOnce:
     def _source(self, job_id: str, call: Call) -> Source:
         """Where this call's reads of the job go: its submitter, deadline and headers, its coalesce parameters."""
         splits = {
-            route.coalesce.parameter: route.coalesce.separator
+            route.coalesce.parameter: route.coalesce.separator if route.coalesce.manifest is None else FINGERPRINTED
             for route in call.settings.routes
             if route.coalesce is not None and route.job.job_id == job_id
         }

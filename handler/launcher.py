@@ -56,6 +56,7 @@ class Launcher:
             None if remaining_ms is None else started + remaining_ms / 1000 - DEADLINE_MARGIN_S,
             datetime.fromtimestamp(self.clocks.wall(), UTC),
             headers=caller_headers if settings.caller_header else None,
+            platform=platform,
         )
         batch = normalise(event, platform=platform, now=call.now, activation_id=activation_id, zone=settings.zone)
         if any(needs_state(trigger) for delivery in batch.deliveries for trigger in delivery.triggers):

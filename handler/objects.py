@@ -13,6 +13,7 @@ from handler.sweep import Listed, select, span_of, unlisted
 
 if TYPE_CHECKING:
     from handler.events import SweepTrigger
+    from handler.planning import Manifest
     from handler.storage.client import ObjectStorageClient
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,12 @@ class ObjectStore:
             etag=head.etag,
             version_id=head.version_id or trigger.version_id,
             event_id=trigger.event_id,
+        )
+
+    def write(self, manifest: Manifest, deadline: float | None) -> None:
+        """A coalesced group's manifest, one key a line: written again, it is the same object."""
+        self.client.put_object(
+            manifest.bucket, manifest.key, manifest.body(), content_type="text/plain; charset=utf-8", deadline=deadline
         )
 
 

@@ -60,6 +60,7 @@ class PlannedExecution(Record):
         "members",
         "closed",
         "rerun_of",
+        "manifest",
     )
 
     def __init__(
@@ -77,6 +78,7 @@ class PlannedExecution(Record):
         members: tuple[Member, ...] = (),
         closed: str | None = None,
         rerun_of: str | None = None,
+        manifest: Manifest | None = None,
     ) -> None:
         self.route: Final = route
         self.job: Final = job
@@ -92,6 +94,27 @@ class PlannedExecution(Record):
         self.closed: Final = closed
         # A forced re-run: the run it re-runs (same parameters: only a dedupParameter tells the two apart).
         self.rerun_of: Final = rerun_of
+        # A coalesced group whose keys are written as one object before its run is created (the run reads it).
+        self.manifest: Final = manifest
+
+
+class Manifest(Record):
+    """The object that lists a group's keys, one a line: named from the group's identity, so a retry of the
+    group writes the same object with the same bytes."""
+
+    __slots__ = ("bucket", "key", "keys")
+
+    def __init__(self, bucket: str, key: str, keys: tuple[str, ...]) -> None:
+        self.bucket: Final = bucket
+        self.key: Final = key
+        self.keys: Final = keys  # sorted: the bytes do not depend on the order the objects arrived in
+
+    @property
+    def path(self) -> str:
+        return f"{self.bucket}/{self.key}"
+
+    def body(self) -> bytes:
+        return "".join(f"{key}\n" for key in self.keys).encode("utf-8")
 
 
 class Member(Record):

@@ -141,7 +141,7 @@ def logged(outcome: Outcome, extra: Mapping[str, Any] | None = None) -> Outcome:
         case Submitted():
             fields, write = _flat(submitted_entry(outcome)), log.info
             said = "dry run: not sent" if outcome.request is not None else "submitted"
-            if outcome.objects:
+            if outcome.objects and "manifest" not in outcome.details:  # a manifest's keys are in the manifest
                 fields["keys"] = list(outcome.objects)
         case Skipped():
             # A sweep meets every file that ran again each time: the sweep's own record counts those.

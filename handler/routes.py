@@ -15,9 +15,11 @@ from handler.errors import HandlerError, Problems
 from handler.events import MAX_KEY_BYTES, ObjectTrigger, ScheduleTrigger
 from handler.jobs import JobSpec, check_job_spec, check_object, check_parameter_name, describe, utf8_encodable
 from handler.records import Record
+from handler.runs.execution import fingerprint_capacity, fingerprint_length
 from handler.templates import (
     COMMON_FIELDS,
     GROUP_FIELDS,
+    MANIFEST_FIELD,
     OBJECT_FIELDS,
     SCHEDULE_FIELDS,
     Template,
@@ -54,12 +56,16 @@ _FINE_TIME = ("%H", "%I", "%M", "%S", "%f", "%X", "%c", "%s", "%p", "%T", "%R")
 # A sweep's defaults: a day back (as far as the default duplicate check reads), two quiet minutes.
 SWEEP_LOOK_BACK_HOURS = 24
 SWEEP_QUIET_SECONDS = 120
-COALESCE_FIELDS = frozenset({"parameter", "separator", "maxObjects", "maxBytes", "groupBy"})
+COALESCE_FIELDS = frozenset({"parameter", "separator", "maxObjects", "maxBytes", "groupBy", "manifest"})
 # Placeholders with a value of each object's own: grouped by, every object would run alone.
 PER_OBJECT_FIELDS = frozenset({"key", "size", "etag", "version_id", "event_id"})
 MAX_OBJECTS = 100
 # A parameter value beyond this many UTF-8 bytes would crowd the 1 MB request limits of both platforms.
 MAX_BYTES_LIMIT = 262_144
+# A manifest's name ends in this: a route whose suffix it cannot end in never picks its own manifests up.
+MANIFEST_SUFFIX = ".txt"
+# With a manifest a group's parameter is its fingerprint: the most keys whose fingerprint fits MAX_BYTES_LIMIT.
+MANIFEST_MAX_OBJECTS = fingerprint_capacity(MAX_BYTES_LIMIT)
 # The duplicate check reads at most 14 days back (DATAFLOW_DEDUP_WINDOW_HOURS' largest value): a sweep no further.
 MAX_LOOK_BACK_HOURS = 24 * 14
 OBJECT_FILTERS = ("bucket", "prefix", "suffix", "pattern", "events")
@@ -187,9 +193,11 @@ class Coalesce(Record):
 
     `group_by` names the placeholders whose values keep groups apart (a partition such as {match.dt}):
     objects that differ in one of them never share a run, so the run's parameters may use them.
+    `manifest` (bucket, prefix): each group's keys are written there as one object, its path the run's
+    {manifest}, and `parameter` carries the keys' fingerprint instead of the keys.
     """
 
-    __slots__ = ("parameter", "separator", "max_objects", "max_bytes", "group_by")
+    __slots__ = ("parameter", "separator", "max_objects", "max_bytes", "group_by", "manifest")
 
     def __init__(
         self,
@@ -199,12 +207,14 @@ class Coalesce(Record):
         max_bytes: int | None = None,
         *,
         group_by: Template | None = None,
+        manifest: tuple[str, str] | None = None,
     ) -> None:
         self.parameter: Final = parameter
         self.separator: Final = separator
         self.max_objects: Final = max_objects
         self.max_bytes: Final = max_bytes
         self.group_by: Final = group_by
+        self.manifest: Final = manifest
 
     @property
     def shared_fields(self) -> frozenset[str]:
@@ -273,11 +283,15 @@ class Route(Record):
         self.sweep: Final = sweep
 
     def writes(self, bucket: str, key: str) -> bool:
-        """Whether the object is under the route's declared output: its own job's, skipped as own-output."""
-        return self.output is not None and bucket == self.output[0] and key.startswith(_folder(self.output[1]))
+        """Whether the object is under the route's declared output or its manifests: its own, skipped as own-output."""
+        manifest = self.coalesce.manifest if self.coalesce is not None else None
+        return any(
+            written is not None and bucket == written[0] and key.startswith(folder(written[1]))
+            for written in (self.output, manifest)
+        )
 
 
-def _folder(prefix: str) -> str:
+def folder(prefix: str) -> str:
     """A written prefix as the folder it names: output "lake/out" holds out/part-0, not outbound/x."""
     return prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
 
@@ -345,7 +359,7 @@ def _check_shared(
 ) -> None:
     """A coalescing route's parameters use only what every object of a group shares; the fix names the
     groupBy that would make a placeholder shared (all of them at once, so one edit suffices)."""
-    shared = GROUP_FIELDS | coalesce.shared_fields
+    shared = GROUP_FIELDS | {MANIFEST_FIELD} | coalesce.shared_fields
     differing = {
         name: [f"{{{field}}}" for field in sorted(template.fields - shared)]
         + [f"{{match.{group}}}" for group in sorted(template.match_groups - coalesce.shared_groups)]
@@ -482,7 +496,7 @@ def check_route(value: object, where: str, problems: Problems) -> Route | None:
     output = _check_output(raw.get("output"), f"{where}.output", problems)
     sweep = _check_sweep(raw, where, match, problems) if "sweep" in raw else None
     if match is not None and job is not None:
-        _check_recursion(raw, where, match, job, output, problems)
+        _check_recursion(raw, where, match, job, _written(output, coalesce, match), problems)
     if len(problems.items) != before or match is None or job is None or not isinstance(name, str):
         return None
     return Route(
@@ -509,13 +523,31 @@ def _check_parameters(
     source, groups = provides
     # A coalescing route serves objects, and its {count} is a group's size; what a group shares is checked after.
     served = "object" if coalesce is not None else source
-    fields = (available_fields(served) | (GROUP_FIELDS if coalesce is not None else frozenset()), groups)
+    # {manifest} passes here and is refused below, with its fix, where the route writes no manifest.
+    fields = (available_fields(served) | {MANIFEST_FIELD} | (GROUP_FIELDS if coalesce else frozenset()), groups)
+    if coalesce is None or coalesce.manifest is None:
+        _check_no_manifest(raw.get("parameters"), f"{where}.parameters", problems)
     parameters = check_templates(raw.get("parameters", {}), f"{where}.parameters", served, fields, problems)
     if coalesce is not None:
         _check_shared(parameters, coalesce, f"{where}.parameters", problems)
         if any(existing == coalesce.parameter for existing, _ in parameters):
             problems.add(f"{where}.coalesce.parameter", f"{coalesce.parameter} is also one of the route's parameters")
     return parameters
+
+
+def _check_no_manifest(raw: object, where: str, problems: Problems) -> None:
+    """{manifest} without coalesce.manifest, refused with its fix."""
+    for name, text in raw.items() if isinstance(raw, dict) else ():
+        try:
+            used = isinstance(text, str) and MANIFEST_FIELD in parse_template(text).fields
+        except TemplateError:
+            continue  # the template check says what is wrong with it
+        if used:
+            problems.add(
+                f"{where}.{name}",
+                "{manifest} is the path of a coalesced group's file list: set coalesce.manifest ('bucket/prefix/') "
+                "on a coalescing route to write one",
+            )
 
 
 def _check_sweep(raw: Mapping[str, Any], where: str, match: Match | None, problems: Problems) -> Sweep | None:
@@ -545,17 +577,23 @@ def _check_sweep(raw: Mapping[str, Any], where: str, match: Match | None, proble
 
 
 def _check_output(value: object, where: str, problems: Problems) -> tuple[str, str] | None:
-    """`bucket/prefix/`: where the job writes its results; s3://, s3a:// and s3n:// (any case) name the same."""
+    """`bucket/prefix/`: where the job writes its results."""
     if value is None:
         return None
+    return _check_folder(value, where, "where the job writes", problems)
+
+
+def _check_folder(value: object, where: str, what: str, problems: Problems) -> tuple[str, str] | None:
+    """`bucket/prefix/` (`what` it is) as (bucket, prefix); s3://, s3a:// and s3n:// (any case) name the same."""
     if not isinstance(value, str) or not value.strip("/"):
-        problems.add(where, f"must be 'bucket/prefix/' where the job writes, got {describe(value)}")
+        problems.add(where, f"must be 'bucket/prefix/' {what}, got {describe(value)}")
         return None
     scheme = re.match(_SCHEME, value)
     if scheme is not None and scheme["scheme"].lower() not in _STORAGE_SCHEMES:
+        name = where.rsplit(".", 1)[-1]
         problems.add(
             where,
-            f"{value!r} names {scheme['scheme']}:// storage; output is 'bucket/prefix/' in the object storage the "
+            f"{value!r} names {scheme['scheme']}:// storage; {name} is 'bucket/prefix/' in the object storage the "
             "route watches (s3://, s3a:// and s3n:// are read as that)",
         )
         return None
@@ -590,8 +628,25 @@ def _storage_path(value: str) -> str:
     return value[scheme.end() :]
 
 
+def _written(
+    output: tuple[str, str] | None, coalesce: Coalesce | None, match: Match
+) -> list[tuple[str, tuple[str, str]]]:
+    """Where the route's run or the route itself writes: its output, and its manifests unless its suffix
+    rules their name out."""
+    writes = [("output", output)] if output is not None else []
+    manifest = coalesce.manifest if coalesce is not None else None
+    if manifest is not None and (match.suffix is None or MANIFEST_SUFFIX.endswith(match.suffix)):
+        writes.append(("coalesce.manifest, where each group's file list is written", manifest))
+    return writes
+
+
 def _check_recursion(
-    raw: Mapping[str, Any], where: str, match: Match, job: JobSpec, output: tuple[str, str] | None, problems: Problems
+    raw: Mapping[str, Any],
+    where: str,
+    match: Match,
+    job: JobSpec,
+    writes: list[tuple[str, tuple[str, str]]],
+    problems: Problems,
 ) -> None:
     """A job that writes where its own route watches would start itself, run after run: refused unless allowed."""
     allowed = raw.get("allowRecursion", False)
@@ -601,18 +656,17 @@ def _check_recursion(
     if allowed or match.source not in (None, "object"):
         return
     log_path = (job.job_condition or {}).get("logPath")
-    writes = [("output", output)] if output is not None else []
     if isinstance(log_path, str) and match.suffix is None:  # Spark's logs end in no data suffix
         bucket, _, prefix = _storage_path(log_path).lstrip("/").partition("/")
         writes.append(("jobCondition.logPath", (bucket, prefix)))
     for what, (bucket, written) in writes:
-        watched, prefix = match.prefix or "", _folder(written)
+        watched, prefix = match.prefix or "", folder(written)
         if (match.bucket in (None, bucket)) and (prefix.startswith(watched) or watched.startswith(prefix)):
             problems.add(
                 where,
                 f"its job writes under {bucket}/{prefix} ({what}), which this route watches: each run would start "
                 "the next; narrow match.prefix or match.suffix, or set allowRecursion: true (objects under output "
-                "are then skipped as own-output)",
+                "and coalesce.manifest are then skipped as own-output)",
             )
 
 
@@ -643,12 +697,39 @@ def _check_coalesce(
     max_bytes = _check_count(spec, "maxBytes", at, problems, low=MAX_KEY_BYTES)
     if max_bytes is not None and max_bytes > MAX_BYTES_LIMIT:
         problems.add(f"{at}.maxBytes", f"must be at most {MAX_BYTES_LIMIT} (request size limits), got {max_bytes}")
-    if max_bytes is None and separator is not None:
+    manifest = _check_manifest(spec, at, problems) if "manifest" in spec else None
+    if manifest is not None:
+        _check_fingerprint_budget(max_objects, at, problems)
+    elif max_bytes is None and separator is not None:
         _check_request_budget(max_objects, separator, at, problems)
     group_by = _check_group_by(spec.get("groupBy"), f"{at}.groupBy", groups, problems)
     if parameter is None or separator is None:
         return None
-    return Coalesce(parameter, separator, max_objects, max_bytes, group_by=group_by)
+    return Coalesce(parameter, separator, max_objects, max_bytes, group_by=group_by, manifest=manifest)
+
+
+def _check_manifest(spec: Mapping[str, Any], at: str, problems: Problems) -> tuple[str, str] | None:
+    """Where each group's file list is written; the parameter then carries a fingerprint, not joined keys."""
+    for option in ("separator", "maxBytes"):
+        if option in spec:
+            problems.add(
+                f"{at}.{option}",
+                f"does not go with manifest: the manifest lists one key a line and {spec.get('parameter')} carries "
+                "their fingerprint (8 bytes a key); drop it and bound groups with maxObjects",
+            )
+    return _check_folder(spec["manifest"], f"{at}.manifest", "where each group's file list is written", problems)
+
+
+def _check_fingerprint_budget(max_objects: int, at: str, problems: Problems) -> None:
+    """With a manifest the parameter takes 8 bytes a key, base64url: the count must fit the request budget."""
+    if fingerprint_length(max_objects) <= MAX_BYTES_LIMIT:
+        return
+    problems.add(
+        f"{at}.maxObjects",
+        f"the fingerprint of {max_objects} keys takes {fingerprint_length(max_objects)} bytes, past the "
+        f"{MAX_BYTES_LIMIT}-byte budget of one parameter; with a manifest maxObjects may be at most "
+        f"{MANIFEST_MAX_OBJECTS}",
+    )
 
 
 def _check_group_by(value: object, at: str, groups: frozenset[str], problems: Problems) -> Template | None:
@@ -758,7 +839,7 @@ def route_warnings(route: Route, zone: tzinfo = UTC) -> list[str]:
             "from another's: a run for one bucket's key would cover the same key in another; add {bucket} to a "
             "parameter or set match.bucket"
         )
-    if route.output is not None and _folder(route.output[1]) != route.output[1]:
+    if route.output is not None and folder(route.output[1]) != route.output[1]:
         bucket, prefix = route.output
         warnings.append(
             f"output {bucket}/{prefix} has no trailing '/': it is read as the folder {bucket}/{prefix}/ (keys "

@@ -17,7 +17,9 @@ SCHEDULE_FIELDS = frozenset({"schedule"})
 COMMON_FIELDS = frozenset({"event_id", "route"})
 # What the objects of one coalesced group share (with {time...}, the newest object's time).
 GROUP_FIELDS = frozenset({"bucket", "route", "count"})
-ALL_FIELDS = OBJECT_FIELDS | SCHEDULE_FIELDS | COMMON_FIELDS | GROUP_FIELDS
+# The path (bucket/key) of the object listing a coalesced group's keys, where its route writes one.
+MANIFEST_FIELD = "manifest"
+ALL_FIELDS = OBJECT_FIELDS | SCHEDULE_FIELDS | COMMON_FIELDS | GROUP_FIELDS | {MANIFEST_FIELD}
 
 # Placeholders are read by hand and by one pattern compiled on first use (re caches it): compiled at
 # import, the three patterns this took cost 0.25 ms of every cold start.

@@ -144,9 +144,10 @@ def connected(endpoint: str, **settings: str) -> dict[str, str]:
     return {"NCLOUD_ACCESS_KEY": ACCESS_KEY, "NCLOUD_SECRET_KEY": SECRET_KEY, "DATAFLOW_ENDPOINT": endpoint, **settings}
 
 
-def lose_the_answer_and_the_lookup(api: Emulator, lookup: Fault | None = None) -> None:
-    """The next create runs but its answer is lost, and `lookup` (by default 503, four times) answers what follows."""
-    api.inject(Fault(drop=True, execute=True, method="POST"))
+def lose_the_answer_and_the_lookup(api: Emulator, lookup: Fault | None = None, *, execute: bool = True) -> None:
+    """The next create runs (unless not `execute`) but its answer is lost, and `lookup` (by default 503, four
+    times) answers what follows."""
+    api.inject(Fault(drop=True, execute=execute, method="POST"))
     then = lookup or Fault(status=503, method="GET", times=4)
 
     def after_the_create(request: Received) -> None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from handler.records import Record
+
+# A fingerprint is big-endian on every machine: any process reads what another wrote.
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 # Field names seen for name/value items in NCP APIs; the Data Flow docs show none.
 _NAME_FIELDS = ("key", "name", "parameterName", "paramKey", "paramName")
@@ -19,6 +25,12 @@ _PATH_FIELDS = frozenset({"nrn", "scriptPath", "logPath"})
 # An echoed value longer than this (a coalesced file list of up to 256 KiB) is kept as its digest: a
 # kept run costs a few hundred bytes, whatever it echoes. Coverage keeps the file names apart (view.py).
 LONG_VALUE = 256
+# The separator `parse` is given for a coalesce parameter that carries a fingerprint, not the keys (a route
+# with a manifest): no route may have it, validate refuses an empty separator.
+FINGERPRINTED = ""
+# Marks a fingerprint (and its format's version): each key's 8-byte hash, sorted, base64url without padding.
+FINGERPRINT_PREFIX = "h1:"
+HASH_BYTES = 8
 # Statuses of a run that is still going; every other status is final.
 GOING = frozenset({"READY", "RUNNING"})
 
@@ -68,11 +80,7 @@ def parse(item: Mapping[str, Any], splits: Mapping[str, str] | None = None) -> E
     execution_id = item.get("jobExecutionId")
     files = None
     if echoed is not None and splits:
-        files = {
-            name: array("q", sorted(map(hash, echoed[name].split(separator))))
-            for name, separator in splits.items()
-            if name in echoed
-        } or None
+        files = {name: _hashes(echoed[name], separator) for name, separator in splits.items() if name in echoed} or None
     return Execution(
         execution_id if isinstance(execution_id, str) else None,
         str(item.get("status") or "?"),
@@ -97,9 +105,48 @@ def echo_of(runs: Sequence[Execution]) -> str:
     return shapes.pop() if len(shapes) == 1 else "object"
 
 
-def lists(hashes: array[int], name: str) -> bool:
-    """Whether a run's file list (its sorted hashes) holds `name`."""
-    wanted = hash(name)
+def _hashes(value: str, separator: str) -> array[int]:
+    """The sorted hashes of the files a coalesce parameter names: its keys split, or its fingerprint read."""
+    if separator != FINGERPRINTED:
+        return array("q", sorted(map(file_hash, value.split(separator))))
+    try:
+        packed = base64.urlsafe_b64decode(value.removeprefix(FINGERPRINT_PREFIX) + "==")
+    except (binascii.Error, ValueError):
+        packed = b""
+    if not value.startswith(FINGERPRINT_PREFIX) or len(packed) % HASH_BYTES:
+        return array("q")  # not a fingerprint this launcher wrote: the run covers no file
+    hashes = array("q", packed)
+    if _LITTLE_ENDIAN:
+        hashes.byteswap()
+    return array("q", sorted(hashes))  # sorted as written; sorted again, should another tool have written it
+
+
+def file_hash(key: str) -> int:
+    """A key's 64-bit hash, the same in every process (Python's hash() of a str is salted per process)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=HASH_BYTES).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def fingerprint(keys: Iterable[str]) -> str:
+    """The files a run covers in 8 bytes a key: what a coalesce parameter carries where a manifest lists them."""
+    hashes = array("q", sorted({file_hash(key) for key in keys}))
+    if _LITTLE_ENDIAN:
+        hashes.byteswap()
+    return FINGERPRINT_PREFIX + base64.urlsafe_b64encode(hashes.tobytes()).decode("ascii").rstrip("=")
+
+
+def fingerprint_length(count: int) -> int:
+    """How many characters the fingerprint of `count` keys takes."""
+    return len(FINGERPRINT_PREFIX) + -(-count * HASH_BYTES * 4 // 3)
+
+
+def fingerprint_capacity(length: int) -> int:
+    """The most keys whose fingerprint takes at most `length` characters (4 characters for 3 bytes)."""
+    return (length - len(FINGERPRINT_PREFIX)) * 3 // (HASH_BYTES * 4)
+
+
+def lists(hashes: array[int], wanted: int) -> bool:
+    """Whether a run's file list (its sorted hashes) holds the file whose `file_hash` is `wanted`."""
     at = bisect_left(hashes, wanted)
     return at < len(hashes) and hashes[at] == wanted
 

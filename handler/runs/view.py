@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from handler.records import Record
-from handler.runs.execution import Execution, comparable, lists, same_condition
+from handler.runs.execution import Execution, comparable, file_hash, lists, same_condition
 
 # What one job's kept runs may hold: past either bound the view answers once and is not kept.
 KEPT_MOST_RUNS = 12_000
@@ -275,11 +275,12 @@ class JobView:
         maybe = {member.file_key for member in members if member.file_key in reason_of}
         judged = [member for member in members if member.file_key not in reason_of]
         oldest = min((member.since for member in judged), default=None)
+        wanted = {member.key: file_hash(member.key) for member in judged}  # hashed once, looked up in every run
         for run in self._listing(covering, oldest):
             sure = all(name in (run.parameters or {}) for name in covering.fixed)
             hashes = (run.files or {})[covering.parameter]
             for member in judged:
-                if _after(run, member.since) and lists(hashes, member.key):
+                if _after(run, member.since) and lists(hashes, wanted[member.key]):
                     if sure:
                         covered.setdefault(member.file_key, run.execution_id)
                     else:
