@@ -603,7 +603,7 @@ def _check_folder(value: object, where: str, what: str, problems: Problems) -> t
         problems.add(where, f"starts with '/': its first part is the bucket (did you mean {path.lstrip('/')!r}?)")
         return None
     bucket, _, prefix = path.partition("/")
-    if "" in _folder(prefix).split("/")[:-1]:
+    if "" in folder(prefix).split("/")[:-1]:
         # Spark writes part-0 under results/, never under results//: such a guard would hold for no object.
         fixed = "".join(f"{part}/" for part in prefix.split("/") if part)
         problems.add(
