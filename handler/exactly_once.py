@@ -619,12 +619,14 @@ class ExactlyOnce:
         return lookup if purpose == "peek" else self._claimed(step, lookup)
 
     def _rerun_since(self, step: PlannedExecution, call: Call, source: Source) -> datetime | Unknown:
-        """Where a re-run's own run may start: at the run it re-runs (both on the service's clock, so no
-        tolerance), never before the dedup window."""
+        """Where a re-run's own run may start: in a second after the run it re-runs was created (both on the
+        service's clock, so no tolerance), never before the dedup window. A re-run is asked once that run
+        ended, so its own is created in a later second (createdDate's grain); a run of the same second is a
+        sibling of the run re-run, and counting it would leave that step never re-run."""
         original = self.runs.one(source, step.rerun_of or "", kept=True)
         if original is None or original.created is None:
             return Unknown(f"the run it re-runs, {step.rerun_of}, is not among the job's runs (or has no createdDate)")
-        return max(original.created, call.now - call.settings.dedup_window)
+        return max(original.created + timedelta(seconds=1), call.now - call.settings.dedup_window)
 
     def _rerun_refused(self, step: PlannedExecution, call: Call) -> Failed | None:
         """A re-run of a run that does not exist, or that may still be going, is refused before any lookup."""

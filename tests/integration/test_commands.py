@@ -516,6 +516,18 @@ def test_a_direct_call_of_an_object_route_runs_and_names_its_empty_placeholders(
     assert emulator.all_executions()[0]["parsedParameters"] == {"$path": "/", "$day": ""}
 
 
+def test_a_failed_night_with_two_runs_of_one_second_is_re_run(api: Emulator) -> None:
+    # A newcomer's second trial of issue 23: a night whose run and its re-run FAILED within one second (the
+    # emulator fails runs at once) was "skipped duplicate re-run of" the other, every time: never re-run again.
+    created = api.clock() - 3600
+    for _ in range(2):
+        api.plant("NightJob1", created, "FAILED", {"$date": "2026-10-31"})
+    done = backfill(api, "--to", "2026-11-01", "--rerun-failed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "1 submitted"
+    assert [run["status"] for run in api.all_executions()].count("READY") == 1
+
+
 def test_rerun_failed_with_nothing_failed_says_so(api: Emulator) -> None:
     # A newcomer's trial of issue 23: with nothing to re-run it printed the table's header alone.
     assert backfill(api, "--to", "2026-11-02").returncode == 0
