@@ -40,6 +40,14 @@ RECENT_KEYS = 4096
 DEFAULT_TIMEOUT_MINUTES = 360
 # A wait for the job's creates in flight wakes this often to check the invocation's deadline.
 GATE_POLL_S = 0.5
+SWEPT_GUARANTEE = (
+    "always checked: a file a run covers is a duplicate; where the runs cannot be identified, a file is skipped as "
+    "unproven, never started twice"
+)
+SWEPT_ALONE = (
+    "; served by its sweep alone, such a route then starts nothing once its job has runs: declare its parameters "
+    "in the job (doctor says how runs echo)"
+)
 # The skip of a swept object whose duplicate check cannot prove it new: a sweep starts only what it can.
 UNPROVEN = "unproven"
 # How far a schedule's or a direct call's time may run ahead of this clock: the gateway's signature window.
@@ -813,8 +821,12 @@ def _unresolved(exc: RequestError, reason: str) -> tuple[str, str]:
 
 
 def delivery_guarantee(route: Route, dedup_check: DedupCheck, unverifiable: Unverifiable) -> dict[str, str]:
-    """What a redelivery of an event to `route` can do, for each way the service may echo runs."""
-    return {label: said for _, label, said in _guarantees(route, dedup_check, unverifiable)}
+    """What a redelivery of an event to `route` can do, for each way the service may echo runs (and what a
+    sweep of it does, which checks whatever the settings say)."""
+    said = {label: said for _, label, said in _guarantees(route, dedup_check, unverifiable)}
+    if route.sweep is not None:
+        said["a sweep of it"] = SWEPT_GUARANTEE + (SWEPT_ALONE if route.sweep.only else "")
+    return said
 
 
 def guarantee_in(route: Route, dedup_check: DedupCheck, unverifiable: Unverifiable, identifies: bool) -> str:

@@ -349,7 +349,7 @@ def _fire_object(trigger: ObjectTrigger, routes: Sequence[Route], zone: tzinfo, 
             fired.append(Skipped(route.name, "own-output", source, messages))
             continue
         try:
-            tested = route.match.test_object(trigger)
+            tested = route.test_object(trigger)
         except PatternTimeoutError:
             message = f"match.pattern ran past {MATCH_BUDGET_S:g} s of CPU on this key; rewrite it without nesting"
             fired.append(

@@ -50,7 +50,7 @@ ROUTE_FIELDS = frozenset(
         "sweep",
     }
 )
-SWEEP_FIELDS = frozenset({"lookBackHours", "quietSeconds", "marker"})
+SWEEP_FIELDS = frozenset({"lookBackHours", "quietSeconds", "marker", "only"})
 # strftime codes finer than a day: a notification's eventTime and a listing's LastModified differ by seconds.
 _FINE_TIME = ("%H", "%I", "%M", "%S", "%f", "%X", "%c", "%s", "%p", "%T", "%R")
 # A sweep's defaults: a day back (as far as the default duplicate check reads), two quiet minutes.
@@ -230,14 +230,16 @@ class Coalesce(Record):
 class Sweep(Record):
     """How a sweep lists a route's bucket: how far back, which objects are too new, what completes a folder."""
 
-    __slots__ = ("look_back", "quiet", "marker")
+    __slots__ = ("look_back", "quiet", "marker", "only")
 
-    def __init__(self, look_back: timedelta, quiet: timedelta, marker: str | None = None) -> None:
+    def __init__(self, look_back: timedelta, quiet: timedelta, marker: str | None = None, only: bool = False) -> None:
         self.look_back: Final = look_back
         # Objects modified this recently may still be arriving: the next sweep takes them.
         self.quiet: Final = quiet
         # A file name (`_SUCCESS`) whose presence in a folder releases that folder's objects.
         self.marker: Final = marker
+        # Served by its sweep alone: a notification (an NCP bucket trigger set for another route) fires it not.
+        self.only: Final = only
 
 
 DEFAULT_SWEEP = Sweep(timedelta(hours=SWEEP_LOOK_BACK_HOURS), timedelta(seconds=SWEEP_QUIET_SECONDS))
@@ -281,6 +283,12 @@ class Route(Record):
         self.output: Final = output
         # Set when a `{"sweep": "*"}` event lists this route's bucket (a sweep naming the route uses the defaults).
         self.sweep: Final = sweep
+
+    def test_object(self, trigger: ObjectTrigger) -> dict[str, str] | Miss:
+        """As its match tests the object; a route served by its sweep alone takes no notification."""
+        if self.sweep is not None and self.sweep.only and trigger.swept_by is None:
+            return Miss("sweep", "a sweep (sweep.only)", "a notification")
+        return self.match.test_object(trigger)
 
     def writes(self, bucket: str, key: str) -> bool:
         """Whether the object is under the route's declared output or its manifests: its own, skipped as own-output."""
@@ -573,7 +581,11 @@ def _check_sweep(raw: Mapping[str, Any], where: str, match: Match | None, proble
     if marker is not None and (not isinstance(marker, str) or not marker or "/" in marker):
         problems.add(f"{at}.marker", f"must be a file name without '/' (such as '_SUCCESS'), got {describe(marker)}")
         marker = None
-    return Sweep(timedelta(hours=hours), timedelta(seconds=quiet), marker)
+    only = spec.get("only", False)
+    if not isinstance(only, bool):
+        problems.add(f"{at}.only", f"must be true or false, got {describe(only)}")
+        only = False
+    return Sweep(timedelta(hours=hours), timedelta(seconds=quiet), marker, only)
 
 
 def _check_output(value: object, where: str, problems: Problems) -> tuple[str, str] | None:

@@ -32,7 +32,7 @@ from handler.events import (
     Trigger,
     normalise,
 )
-from handler.exactly_once import Call, ExactlyOnce, describe
+from handler.exactly_once import FUTURE_TOLERANCE, Call, ExactlyOnce, describe
 from handler.outcomes import Failed, Skipped
 from handler.planning import Fired, Member, Origin, PlannedExecution, fire
 from handler.settings import SETTING_NAMES, Settings, config_from
@@ -103,12 +103,17 @@ def _one_upload(args: argparse.Namespace, config: dict[str, str], now: datetime)
         stored = ObjectTrigger(args.bucket, args.key, "ObjectCreated:Put", now, own_time=False)
         try:
             read = Wiring().objects(settings(config), args.platform).identified(stored, None)
-        except HandlerError:
+        except HandlerError as exc:
+            say(f"note: {exc}")
             read = stored
         if read.own_time:
             return upload(read, read.time)
-        say(f"note: the object could not be read: any run of the last {MAX_REACH_HOURS // 24} days counts (--time)")
-        return upload(stored, now - timedelta(hours=MAX_REACH_HOURS))
+        say(
+            f"note: the object's own state was not read: any run of the last {MAX_REACH_HOURS // 24} days with these "
+            "parameters counts (give --time for the upload's own)"
+        )
+        # An hour short of the furthest a command reads, so the read reaches all of it.
+        return upload(stored, now - timedelta(hours=MAX_REACH_HOURS - 1))
     return upload(ObjectTrigger(args.bucket, args.key, "ObjectCreated:Put", args.time), args.time)
 
 
@@ -168,6 +173,8 @@ def _verdict_lines(verdict: dict[str, Any]) -> list[str]:
     lines = [f"  fires {route}: job {verdict['jobId']}, {parameters}", f"        dedup key {verdict['dedupKey']}"]
     if "service" in verdict:
         lines.append(f"        service: {verdict['service']}")
+    if "note" in verdict:
+        lines.append(f"        note: {verdict['note']}")
     return lines
 
 
@@ -182,7 +189,7 @@ def _verdicts(trigger: Trigger, config: Settings, checker: _Checker | None) -> l
             why = "a sweep lists object storage: `invoke --dry-run` lists it and says what each object would start"
             return [{"route": None, "fires": False, "why": why}]
         case JobInvocation():
-            return [_rendered(None, item, checker) for item in fire(trigger, [], config.zone, Origin())]
+            return [_rendered(None, item, checker) for item in fire(trigger, [], config.zone, Origin(trigger.source()))]
         case ObjectTrigger() | ScheduleTrigger() | RouteInvocation():
             verdicts = []
             for route in config.routes:
@@ -191,7 +198,8 @@ def _verdicts(trigger: Trigger, config: Settings, checker: _Checker | None) -> l
                     verdicts.append({"route": route.name, "fires": False, "why": why})
                     continue
                 verdicts += [
-                    _rendered(route.name, item, checker) for item in fire(trigger, [route], config.zone, Origin())
+                    _rendered(route.name, item, checker)
+                    for item in fire(trigger, [route], config.zone, Origin(trigger.source()))
                 ]
             return verdicts
         case _:
@@ -245,6 +253,8 @@ def _fires(step: PlannedExecution, checker: _Checker | None) -> dict[str, Any]:
         "dedupKey": step.dedup_key,
         "eventTime": step.time.isoformat(),
     }
+    if step.source.get("kind") in ("schedule", "direct") and step.time > datetime.now(UTC) + FUTURE_TOLERANCE:
+        verdict["note"] = "its time is ahead of this clock: invoke refuses it (bad-event) until that time has come"
     if checker is not None:
         verdict["service"] = checker.existing(step)
     return verdict

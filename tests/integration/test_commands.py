@@ -155,6 +155,8 @@ def test_explain_on_ncp_reads_the_settings_the_payload_carries_as_invoke_does(ap
     invoked = cli("invoke", str(path), "--platform", "ncp", "--dry-run", env=shell)
     [sent] = json.loads(invoked.stdout)["submitted"]
     assert verdict["parameters"] == sent["request"]["parameters"] == {"$date": "2026-12-31"}
+    # A newcomer's second trial: explain said it fires where invoke (not a dry run) refuses a time to come.
+    assert "invoke refuses it (bad-event) until that time has come" in verdict["note"]
 
 
 def test_explain_one_upload_by_bucket_and_key_finds_the_run_its_notification_started(

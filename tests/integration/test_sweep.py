@@ -292,3 +292,32 @@ def test_an_object_backfill_runs_the_files_of_its_range_that_no_run_covers_and_r
         assert "4 listed, 3 sent, 1 covered, 0 unproven, 2 runs, 2 started" in done.stdout
         again = cli(*asked, env=environ)
         assert "3 covered" in again.stdout and len(api.all_executions()) == 3
+
+
+def test_a_route_served_by_its_sweep_alone_takes_no_notification_from_a_shared_bucket_trigger(
+    emulator: Emulator, clock: FakeClock, s3_server: S3Server
+) -> None:
+    # A newcomer's second trial: on NAVER Cloud a bucket's trigger (set for a per-file route) also delivered the
+    # coalescing route's files, one run per file; with sweep.only those wait for the sweep, which coalesces them.
+    bucket = fresh_bucket(s3_server)
+    coalescing = {
+        "coalesce": {"parameter": "$files", "maxObjects": 10},
+        "parameters": {"$bucket": "{bucket}"},
+        "sweep": {"quietSeconds": 0, "only": True},
+    }
+    config = sweeping(emulator, s3_server, bucket, **coalescing)
+    now = clock.wall()
+    etags = [stored(s3_server, bucket, f"landing/{index}.csv", modified=now - 60) for index in range(3)]
+    for index, etag in enumerate(etags):
+        result = result_of(
+            launcher_for(clock, s3_server),
+            config,
+            notified(bucket, f"landing/{index}.csv", etag, now - 60),
+            platform="ncp",
+        )
+        [skip] = result["skipped"]
+        assert skip["reason"] == "no-route"
+    assert emulator.all_executions() == []
+    result_of(launcher_for(clock, s3_server), config, {"sweep": "files"})
+    [run] = emulator.all_executions()
+    assert run["parsedParameters"]["$files"] == "landing/0.csv,landing/1.csv,landing/2.csv"

@@ -239,3 +239,14 @@ def test_a_sweep_option_that_cannot_list_or_reaches_past_the_check_is_refused(
     window = {"DATAFLOW_ROUTES": json.dumps([raw]), "DATAFLOW_DRY_RUN": "true", "DATAFLOW_DEDUP_WINDOW_HOURS": "48"}
     if "reaches past" in said:
         assert parse_settings(window).routes[0].sweep is not None
+
+
+def test_validate_says_what_a_sweep_of_a_route_guarantees() -> None:
+    # A newcomer's second trial: validate's guarantee for a swept route said a run "is started anyway" where the
+    # runs echo nothing, while a sweep skips such files as unproven (and a route served by it alone starts none).
+    from handler.exactly_once import delivery_guarantee
+
+    route = {"name": "r", "match": {"bucket": "b"}, "jobId": "J", "sweep": {"only": True}}
+    [loaded] = parse_settings({"DATAFLOW_ROUTES": json.dumps([route]), "DATAFLOW_DRY_RUN": "true"}).routes
+    said = delivery_guarantee(loaded, "always", "submit")["a sweep of it"]
+    assert "skipped as unproven, never started twice" in said and "served by its sweep alone" in said
