@@ -12,7 +12,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, tzinfo
 from typing import Any, Final
 
-from handler.cli.common import CommandError, configuration, emit, out, reach, say, settings, span
+from handler.cli.common import (
+    CommandError,
+    add_parameters_option,
+    emit,
+    out,
+    reach,
+    say,
+    settings,
+    span,
+    with_parameters,
+)
 from handler.cli.object_backfill import object_backfill
 from handler.cli.reprocess import BEHAVIOURS, Decided, Launch, reprocess
 from handler.errors import EventError, RequestError
@@ -141,7 +151,7 @@ def _said(source: Mapping[str, Any]) -> str:
 
 
 def backfill(args: argparse.Namespace) -> int:
-    config = configuration() | ({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})
+    config = with_parameters(args) | ({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})
     loaded = settings(config)
     route = next((route for route in loaded.routes if route.name == args.route), None)
     if route is None:
@@ -328,3 +338,4 @@ def _add_guards(command: argparse.ArgumentParser) -> None:
         help="an object route's storage: AWS S3 with the AWS_* keys, or NCP Object Storage with the NCLOUD keys",
     )
     command.add_argument("--json", action="store_true", help="the summary as JSON")
+    add_parameters_option(command)

@@ -20,6 +20,7 @@ from handler.cli.common import (
     configuration,
     emit,
     out,
+    parameters_file,
     read_json,
     say,
     with_parameters,
@@ -41,14 +42,15 @@ def invoke(args: argparse.Namespace) -> int:
     if args.platform == "ncp" and isinstance(event, dict):
         # As the Cloud Functions runtime does: settings in the event file are parameters that
         # override the environment, and are removed from the event.
-        arguments = {**event, **({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})}
+        # The action's default parameters (--parameters) under the payload's own, as Cloud Functions merges them.
+        arguments = {**parameters_file(args), **event, **({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})}
         os.environ.setdefault("__OW_ACTIVATION_ID", f"cli-{int(time.time())}")
         # A relative @routes file is read from where the command runs, as every other command reads it.
         os.environ.update({name: value for name, value in configuration().items() if name == "DATAFLOW_ROUTES"})
         logger = ncp.logger
         run = lambda: ncp.main(arguments)  # noqa: E731 - one call, chosen here
     else:
-        config = configuration() | ({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})
+        config = with_parameters(args) | ({"DATAFLOW_DRY_RUN": "true"} if args.dry_run else {})
         logger = app.logger
         # The adapters' policy, so the command line fails where the platform would keep the event.
         run = lambda: app.launcher.invoke(event, config, platform=args.platform).returned()  # noqa: E731
@@ -203,6 +205,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run under the AWS Lambda Runtime Interface Client against a local Runtime API (sam local invoke, "
         "without Docker); the handler string is template.yaml's",
     )
+    add_parameters_option(run)
     run.set_defaults(func=invoke)
 
     check = commands.add_parser("validate", help="validate the environment's configuration and list the routes")

@@ -74,13 +74,17 @@ def configuration(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 def with_parameters(args: argparse.Namespace) -> dict[str, str]:
     """The environment's settings with those of `--parameters FILE` over them: a Cloud Functions action's default
     parameters (or any payload), as the platform merges them into every activation."""
-    config = configuration()
+    return {**configuration(), **parameters_file(args)}
+
+
+def parameters_file(args: argparse.Namespace) -> dict[str, str]:
+    """The settings `--parameters FILE` holds (none without it)."""
     if getattr(args, "parameters", None) is None:
-        return config
+        return {}
     given = read_json(args.parameters, "parameters file")
     if not isinstance(given, dict):
         raise CommandError(f"the parameters file {args.parameters} is not a JSON object")
-    return {**config, **config_from(given)}
+    return config_from(given)
 
 
 def add_parameters_option(command: argparse.ArgumentParser) -> None:

@@ -10,8 +10,8 @@ from urllib.parse import quote_plus
 from handler.cli.common import (
     MAX_REACH_HOURS,
     CommandError,
+    add_parameters_option,
     as_json,
-    configuration,
     emit,
     iso_time,
     out,
@@ -19,6 +19,7 @@ from handler.cli.common import (
     read_json,
     say,
     settings,
+    with_parameters,
 )
 from handler.errors import HandlerError, RequestError
 from handler.events import (
@@ -78,7 +79,7 @@ def explain(args: argparse.Namespace) -> int:
 
 def _event(args: argparse.Namespace, now: datetime) -> tuple[object, dict[str, str]]:
     """The event to explain and the configuration it runs with, as the platform would give them."""
-    config = configuration()
+    config = with_parameters(args)
     if args.bucket is not None or args.key is not None:
         if args.event is not None or not (args.bucket and args.key):
             raise CommandError("explain takes an event file, or --bucket and --key (both), not both ways")
@@ -293,4 +294,5 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     command.add_argument("--platform", choices=("aws", "ncp"), default="aws", help="which platform's event rules apply")
     command.add_argument("--offline", action="store_true", help="do not ask the service whether the run exists")
     command.add_argument("--json", action="store_true", help="JSON (the default where stdout is not a terminal)")
+    add_parameters_option(command)
     command.set_defaults(func=explain)

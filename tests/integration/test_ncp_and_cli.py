@@ -449,3 +449,17 @@ def test_cli_validate_reads_an_ncp_actions_default_parameters(tmp_path: Path) ->
     assert checked["name"] == "nightly" and checked["warnings"] == []  # the zone is set: no UTC warning
     bad = cli("validate", "--parameters", str(tmp_path / "missing.json"), env={})
     assert bad.returncode == 2 and "cannot read the parameters file" in bad.stderr
+
+
+def test_cli_invoke_and_explain_on_ncp_take_the_actions_default_parameters_from_a_file(tmp_path: Path) -> None:
+    # A newcomer's second trial: the defaults kept in a file for validate had to be merged into each payload by hand.
+    route = {"name": "nightly", "match": {"source": "schedule"}, "jobId": "J", "parameters": {"$d": "{time:%F}"}}
+    defaults = {"DATAFLOW_ROUTES": json.dumps([route]), "DATAFLOW_TIMEZONE": "Asia/Seoul", "DATAFLOW_DRY_RUN": "true"}
+    (tmp_path / "defaults.json").write_text(json.dumps(defaults), encoding="utf-8")
+    (tmp_path / "fire.json").write_text(json.dumps({"schedule": "n", "time": "2026-12-04T17:00:00Z"}), "utf-8")
+    given = ("--platform", "ncp", "--parameters", str(tmp_path / "defaults.json"))
+    invoked = cli("invoke", str(tmp_path / "fire.json"), *given, env={})
+    assert invoked.returncode == 0, invoked.stderr
+    assert json.loads(invoked.stdout)["submitted"][0]["request"]["parameters"] == {"$d": "2026-12-05"}
+    explained = cli("explain", str(tmp_path / "fire.json"), *given, "--offline", "--json", env={})
+    assert json.loads(explained.stdout)["records"][0]["routes"][0]["parameters"] == {"$d": "2026-12-05"}
