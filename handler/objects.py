@@ -69,8 +69,9 @@ class ObjectStore:
 
 def needs_state(trigger: Trigger) -> bool:
     """An upload's event that carries nothing to tell a replay from a new upload of the key."""
-    created = isinstance(trigger, ObjectTrigger) and trigger.event_name.lower().startswith("objectcreated")
-    return created and not trigger.etag and not trigger.own_time  # type: ignore[union-attr]
+    if not isinstance(trigger, ObjectTrigger):
+        return False
+    return trigger.event_name.lower().startswith("objectcreated") and not trigger.etag and not trigger.own_time
 
 
 def with_state(batch: Batch, store: ObjectStore, deadline: float | None) -> Batch:

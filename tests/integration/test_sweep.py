@@ -321,3 +321,23 @@ def test_a_route_served_by_its_sweep_alone_takes_no_notification_from_a_shared_b
     result_of(launcher_for(clock, s3_server), config, {"sweep": "files"})
     [run] = emulator.all_executions()
     assert run["parsedParameters"]["$files"] == "landing/0.csv,landing/1.csv,landing/2.csv"
+
+
+def test_an_ncp_payload_without_its_own_time_is_identified_by_the_objects_state(s3_server: S3Server) -> None:
+    # Issue 24, item 6: two activations of the same flat payload 7 s apart started two runs (without a time or
+    # an ETag it was identified by its arrival); the object's own ETag and LastModified now identify it.
+    clock = FakeClock()
+    bucket = fresh_bucket(s3_server)
+    with Emulator({s3_server.access_key: s3_server.secret_key}, clock=clock.wall) as api:
+        config = sweeping(api, s3_server, bucket, dedupParameter="$dedup")
+        config |= {"NCLOUD_ACCESS_KEY": s3_server.access_key, "NCLOUD_SECRET_KEY": s3_server.secret_key}
+        stored(s3_server, bucket, "landing/a.csv", modified=clock.wall() - 30)
+        flat = {"bucketName": bucket, "objectName": "landing/a.csv", "eventType": "ObjectCreated:PUT"}
+        first = result_of(Launcher(Wiring(clock.clocks(), environ={})), config, flat, platform="ncp")
+        clock.advance(7)
+        replay = result_of(Launcher(Wiring(clock.clocks(), environ={})), config, flat, platform="ncp")
+        assert len(first["submitted"]) == 1 and [skip["reason"] for skip in replay["skipped"]] == ["duplicate"]
+        clock.advance(60)
+        stored(s3_server, bucket, "landing/a.csv", modified=clock.wall() - 1)  # a new upload of the key
+        again = result_of(Launcher(Wiring(clock.clocks(), environ={})), config, flat, platform="ncp")
+        assert len(again["submitted"]) == 1 and len(api.all_executions()) == 2
