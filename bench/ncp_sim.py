@@ -119,6 +119,7 @@ class Figures:
     dropped: int
     failed: int
     sweeps: int
+    swept: int  # files in the runs the sweeps started
     runs: int
     lost: int
     duplicates: int
@@ -189,6 +190,7 @@ def simulate(scenario: Scenario, scale: Scale, s3: S3Server, seed: int = 24) -> 
             dropped=platform.dropped,
             failed=platform.fleet.failed,
             sweeps=platform.sweeps,
+            swept=platform.swept,
             runs=len(api.all_executions()),
             lost=sum(1 for index in range(scale.files) if key(index) not in named),
             duplicates=sum(1 for count in named.values() if count > 1),
@@ -211,6 +213,7 @@ class Platform:
     bucket: str
     chance: random.Random
     sweeps: int = 0
+    swept: int = 0
     dropped: int = 0
 
     def run(self, scale: Scale) -> None:
@@ -254,14 +257,14 @@ class Platform:
         weights = [100 - DROPPED - LOST_ANSWER - SERVER_ERROR, DROPPED, LOST_ANSWER, SERVER_ERROR]
         return self.chance.choices(FATES, weights, k=len(indexes))
 
-    def failing(self, event: dict[str, Any], fate: Fate) -> None:
+    def failing(self, event: dict[str, Any], fate: Fate) -> dict[str, Any]:
         """An activation that fails mid-way: its run created but the answer lost, or every request answered 503."""
         if fate == "lost-answer":
             lose_the_answer_and_the_lookup(self.api)
         else:
             self.api.inject(Fault(status=503, times=1_000))
         try:
-            self.fleet.activate(event)
+            return self.fleet.activate(event)
         finally:
             self.api.on_request = None
             with self.api.lock:
@@ -273,9 +276,10 @@ class Platform:
         self.sweeps += 1
         before = self.fleet.failed
         if not self.scenario.trigger and self.sweeps == 2:
-            self.failing({"sweep": "*"}, "lost-answer")
+            result = self.failing({"sweep": "*"}, "lost-answer")
         else:
-            self.fleet.activate({"sweep": "*"})
+            result = self.fleet.activate({"sweep": "*"})
+        self.swept += sum(account["started"] for account in result.get("sweeps", []))
         return self.fleet.failed > before
 
 
@@ -291,7 +295,8 @@ def report(figures: Figures) -> list[str]:
     lines = [
         f"{scenario.name}: {figures.files} files, {figures.activations} activations (at most {figures.peak} at "
         f"once; {figures.dropped + figures.failed} failed, not retried: {figures.dropped} dropped before they ran, "
-        f"{figures.failed} failed mid-way), {figures.sweeps} sweeps -> {figures.runs} runs, lost {figures.lost}, "
+        f"{figures.failed} failed mid-way), {figures.sweeps} sweeps (starting {figures.swept} files) -> "
+        f"{figures.runs} runs, lost {figures.lost}, "
         f"duplicates {figures.duplicates}; {figures.dataflow_requests} requests to Data Flow ({figures.creates} "
         f"POSTs), {figures.s3_requests} to object storage; {figures.wall_s:.1f} s"
     ]
