@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from emulator.s3_faults import S3FaultProxy
+from emulator.s3_server import S3Server
 from emulator.server import Emulator, Fault
 from handler.clocks import Clocks
 from handler.launcher import Launcher
 from handler.wiring import Wiring
-from tests.conftest import S3Server, lose_the_answer_and_the_lookup
+from tests.conftest import lose_the_answer_and_the_lookup
 
 JOB = "NcpSimJob1"
 CONCURRENCY = 100  # Cloud Functions' default limit of activations at once per namespace

@@ -403,6 +403,7 @@ def test_a_rerun_call_delivered_twice_into_fresh_containers_starts_one_rerun(
     plain = {"route": "nightly", "time": "2026-11-01T00:00:00Z"}
     [first] = result_of(container(clock), config, plain)["submitted"]
     emulator.finish("NightJob1")
+    clock.advance(600)  # the night ran; the re-run is asked after it ended
     rerun = {**plain, "rerunOf": first["jobExecutionId"]}
     if lost_answer:
         emulator.inject(Fault(drop=True, execute=True, method="POST"))  # the re-run starts, its answer is lost

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from emulator.s3_server import S3Server
 from emulator.server import Emulator
 from handler.launcher import Launcher
 from handler.runs.execution import fingerprint, fingerprint_length
@@ -19,7 +20,6 @@ from tests.conftest import (
     SECRET_KEY,
     FakeClock,
     JsonLines,
-    S3Server,
     connected,
     lose_the_answer_and_the_lookup,
     result_of,

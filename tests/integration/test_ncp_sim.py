@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.ncp_sim import CONCURRENCY, SCENARIOS, SHORT, Scenario, report, simulate
-from tests.conftest import SUMMARY, S3Server
+from emulator.s3_server import S3Server
+from tests.conftest import SUMMARY
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda scenario: scenario.name)

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 import pytest
 
 from emulator.s3_faults import S3FaultProxy
+from emulator.s3_server import S3Server
 from handler.errors import StorageError
 from handler.storage.client import ObjectStorageClient, S3Endpoint
 from handler.storage.sigv4 import S3Credentials
-from tests.conftest import FakeClock, S3Server, SleeplessClock
+from tests.conftest import FakeClock, SleeplessClock
 
 
 def fresh_bucket_name() -> str:

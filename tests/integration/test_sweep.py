@@ -11,21 +11,11 @@ from typing import Any
 
 import pytest
 
+from emulator.s3_server import S3Server
 from emulator.server import Emulator
 from handler.launcher import Launcher
 from handler.wiring import Wiring
-from tests.conftest import (
-    ACCESS_KEY,
-    SECRET_KEY,
-    FakeClock,
-    JsonLines,
-    S3Server,
-    cli,
-    connected,
-    result_of,
-    sqs_batch,
-    upload,
-)
+from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, JsonLines, cli, connected, result_of, sqs_batch, upload
 
 HOUR = 3600.0
 
