@@ -28,7 +28,12 @@ def object_backfill(args: argparse.Namespace, route: Route, config: Mapping[str,
         end += timedelta(days=1)
     reached = reach(dict(config), start, settings(config).dedup_window)
     loaded = settings(reached)
-    if not args.dry_run:
+    if args.dry_run:
+        say(
+            "note: a dry run reads no runs (it sends nothing): it lists every file of the range it would send on; "
+            "those a run covers are skipped when it runs"
+        )
+    else:
         _confirm(args, route, loaded, SweepTrigger(route.name, start, end, datetime.now(UTC)))
     event = {"sweep": route.name, "since": start.isoformat(), "until": end.isoformat()}
     result = dict(Launcher(Wiring()).invoke(event, reached, platform=args.platform).result)

@@ -276,6 +276,15 @@ def test_an_object_backfill_runs_the_files_of_its_range_that_no_run_covers_and_r
         assert cli("invoke", str(event), env=environ).returncode == 0
         span = (datetime.fromtimestamp(now - 4 * HOUR, UTC).isoformat(), datetime.fromtimestamp(now, UTC).isoformat())
         asked = ("backfill", "--route", "files", "--from", span[0], "--to", span[1])
+        dry = cli(*asked, "--dry-run", env=environ)
+        assert dry.returncode == 0 and len(api.all_executions()) == 1  # a dry run starts nothing
+        # A dry run reads no runs (it sends nothing, lists included): it shows every file the range would send on.
+        assert sorted(line.split()[-1] for line in dry.stdout.splitlines() if "dry-run" in line) == [
+            "landing/lost-1.csv",
+            "landing/lost-2.csv",
+            "landing/ran.csv",
+        ]
+        assert "a dry run reads no runs" in dry.stderr
         done = cli(*asked, env=environ)
         assert done.returncode == 0, done.stdout + done.stderr
         assert started_paths(api) == sorted(f"{bucket}/landing/{name}.csv" for name in ("ran", "lost-1", "lost-2"))
