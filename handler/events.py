@@ -123,7 +123,8 @@ class ObjectTrigger(Record):
         bytes shares it too, and is told apart by its time (a run must be created since the event).
         """
         if self.etag:
-            return ["object", self.bucket, self.key, self.event_name.partition(":")[0], self.etag]
+            # The kind in one spelling: NCP sends ObjectCreated:PUT, a route may name objectcreated:*.
+            return ["object", self.bucket, self.key, self.event_name.partition(":")[0].lower(), self.etag]
         # An event without a time of its own is identified by the object's state alone, so a
         # redelivery (which would otherwise take a new "now") keeps its key.
         when = self.time.isoformat() if self.own_time else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -99,16 +100,25 @@ class DedupMemory:
     """Dedup keys this warm container submitted (with the execution id) or saw end in an unknown outcome,
     and which event each execution it started or found belongs to (two events never share a run)."""
 
-    def __init__(self, capacity: int = RECENT_KEYS) -> None:
+    def __init__(self, capacity: int = RECENT_KEYS, wall: Callable[[], float] = time.time) -> None:
         self.capacity = capacity
+        self.wall = wall
         self._lock = threading.Lock()
         self._submitted: OrderedDict[str, str | None] = OrderedDict()
+        self._when: dict[str, float] = {}  # key -> when this container remembered it (its run is no older)
         self._ambiguous: OrderedDict[str, None] = OrderedDict()
         self._owners: dict[str, str] = {}  # execution id -> the key it was started or found for
 
-    def submitted(self, key: str) -> tuple[bool, str | None]:
+    def submitted(self, key: str, since: datetime | None = None) -> tuple[bool, str | None]:
+        """Whether this container has the key's run, and which; with `since` (an event's time), only a run it
+        remembered since then counts: an object's key is its state, and the same bytes uploaded again later
+        share it, though the run of the first upload did not see the second."""
         with self._lock:
-            return key in self._submitted, self._submitted.get(key)
+            if key not in self._submitted:
+                return False, None
+            if since is not None and self._when.get(key, 0.0) < (since - CLOCK_TOLERANCE).timestamp():
+                return False, None
+            return True, self._submitted[key]
 
     def remember(self, key: str, execution_id: str | None) -> None:
         with self._lock:
@@ -125,12 +135,14 @@ class DedupMemory:
     def _remember(self, key: str, execution_id: str | None) -> None:
         self._owners.pop(self._submitted.pop(key, None) or "", None)
         self._submitted[key] = execution_id
+        self._when[key] = self.wall()
         if execution_id:
             self._owners[execution_id] = key
         self._ambiguous.pop(key, None)
         while len(self._submitted) > self.capacity:
-            _, forgotten = self._submitted.popitem(last=False)
+            gone, forgotten = self._submitted.popitem(last=False)
             self._owners.pop(forgotten or "", None)
+            self._when.pop(gone, None)
 
     def mark_ambiguous(self, key: str) -> None:
         with self._lock:
@@ -290,7 +302,7 @@ class ExactlyOnce:
 
     def _decide(self, step: PlannedExecution, call: Call) -> Outcome:
         """Remembered, looked up (and admitted under maxRunning), or submitted."""
-        seen, known_id = self.memory.submitted(step.dedup_key)
+        seen, known_id = self.memory.submitted(step.dedup_key, step.time)
         if seen:
             return _duplicate(step, known_id)
         if ahead(step, call):
@@ -376,7 +388,7 @@ class ExactlyOnce:
         """A coalescing route's objects: each one a run already covers skipped, the others in groups."""
         from handler import coalescing  # imported here: only coalescing routes need it at all
 
-        known = {member.file_key: self.memory.submitted(member.file_key) for member in plan.members}
+        known = {member.file_key: self.memory.submitted(member.file_key, member.time) for member in plan.members}
         runs = {file_key: run for file_key, (seen, run) in known.items() if seen}
         decided: list[PlannedExecution | Skipped | Failed] = list(coalescing.remembered(plan, runs))
         rest = [member for member in plan.members if member.file_key not in runs]

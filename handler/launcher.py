@@ -34,7 +34,7 @@ class Launcher:
     def __init__(self, wiring: Wiring | None = None) -> None:
         self.wiring = wiring or Wiring()
         self.clocks = self.wiring.clocks
-        self.memory = DedupMemory()
+        self.memory = DedupMemory(wall=self.clocks.wall)
         self.exactly_once = ExactlyOnce(self.wiring, self.memory)
 
     def invoke(

@@ -24,7 +24,6 @@ from handler.templates import (
     SCHEDULE_FIELDS,
     Template,
     TemplateError,
-    Time,
     parse_template,
 )
 
@@ -51,8 +50,6 @@ ROUTE_FIELDS = frozenset(
     }
 )
 SWEEP_FIELDS = frozenset({"lookBackHours", "quietSeconds", "marker", "only"})
-# strftime codes finer than a day: a notification's eventTime and a listing's LastModified differ by seconds.
-_FINE_TIME = ("%H", "%I", "%M", "%S", "%f", "%X", "%c", "%s", "%p", "%T", "%R")
 # A sweep's defaults: a day back (as far as the default duplicate check reads), two quiet minutes.
 SWEEP_LOOK_BACK_HOURS = 24
 SWEEP_QUIET_SECONDS = 120
@@ -879,18 +876,16 @@ def _sweep_warnings(route: Route) -> list[str]:
     if route.sweep is None:
         return []
     notified_only = sorted({"event_name", "event_id", "version_id"} & _fields_of(route))
-    to_the_second = any(
-        isinstance(part, Time) and (part.strftime is None or any(code in part.strftime for code in _FINE_TIME))
-        for _, template in route.parameters
-        for part in template.parts
-    )
-    said = [f"{{{name}}}" for name in notified_only] + (["{time...} finer than a day"] if to_the_second else [])
+    # A listing's time is LastModified (a multipart upload's start), a notification's its end: even a day
+    # differs for an upload across midnight.
+    renders_time = route.coalesce is None and any(template.renders_time for _, template in route.parameters)
+    said = [f"{{{name}}}" for name in notified_only] + (["{time...}"] if renders_time else [])
     if not said:
         return []
     return [
         f"a swept route renders {', '.join(said)}: a listing gives other values than the upload's notification "
-        "(no event id or version, LastModified for the time), so a file that ran from its notification may run "
-        "again from a sweep; render what the object itself carries ({key}, {etag}, {time:%Y-%m-%d})"
+        "(no event id or version; LastModified, when an upload started, for the time), so a file that ran from "
+        "its notification may run again from a sweep; render what the key itself carries ({key}, {match.dt})"
     ]
 
 

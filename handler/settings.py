@@ -352,6 +352,7 @@ def parse_settings(config: Mapping[str, str]) -> Settings:
     rate_limit = _number(config, "DATAFLOW_RATE_LIMIT", 0.0, 0.001, 10_000, problems) or None
     routes = _routes(config, problems)
     _check_sweep_reach(routes, window_hours, problems)
+    _check_file_lists(routes, problems)
     storage_endpoint = _storage_endpoint(config, problems)
     if problems:
         raise ConfigError(problems.items)
@@ -384,6 +385,27 @@ def _check_sweep_reach(routes: tuple[Route, ...], window_hours: float, problems:
                 f"{route.sweep.look_back / timedelta(hours=1):g} h reaches past DATAFLOW_DEDUP_WINDOW_HOURS"
                 f" ({window_hours:g}): a file whose run is older than the window would run again; lower it or raise"
                 " the window",
+            )
+
+
+def _check_file_lists(routes: tuple[Route, ...], problems: Problems) -> None:
+    """A job's runs are read one way per file-list parameter: routes of one job that name their files in one
+    parameter must write it alike (one separator, a manifest's fingerprint or not), or one route's runs
+    would be read with the other's rule and cover nothing (a sweep or a redelivery would run them again)."""
+    written: dict[tuple[str, str], tuple[str, object]] = {}
+    for route in routes:
+        if route.coalesce is None:
+            continue
+        spec = route.coalesce
+        rule = ("manifest", None) if spec.manifest is not None else ("separator", spec.separator)
+        place = (route.job.job_id, spec.parameter)
+        first = written.setdefault(place, (route.name, rule))
+        if first[1] != rule:
+            problems.add(
+                f"route {route.name}: coalesce.parameter",
+                f"{spec.parameter} of job {route.job.job_id} is also route {first[0]}'s file list, written another "
+                "way (another separator, or a manifest's fingerprint): one route's runs would be read with the "
+                "other's rule and cover nothing; give one of them another parameter name",
             )
 
 

@@ -129,22 +129,25 @@ def span_of(trigger: SweepTrigger, sweep: Sweep, window: timedelta) -> Span:
 def select(
     route: Route, sweep: Sweep, stored: Sequence[StoredObject], span: Span
 ) -> tuple[list[ObjectTrigger], dict[str, int]]:
-    """The listed objects to send on, as the route would have them from their notifications."""
+    """The listed objects to send on, as the route would have them from their notifications. A marker's
+    folder is released when the marker lands: its files are in the span by the later of the two times."""
     counts = dict.fromkeys(("listed", "unmatched", "older", "newer", "waiting"), 0)
     counts["listed"] = len(stored)
-    complete = _completed_folders(stored, sweep.marker)
+    released = _released(stored, sweep.marker)
     chosen: list[ObjectTrigger] = []
     for trigger in _triggers(route, stored, sweep.marker):
+        folder = trigger.key.rpartition("/")[0]
         if isinstance(route.match.test_object(trigger), Miss):
             counts["unmatched"] += 1
-        elif trigger.time < span.since:
-            counts["older"] += 1
-        elif trigger.time >= span.until:
-            counts["newer"] += 1
-        elif complete is not None and trigger.key.rpartition("/")[0] not in complete:
+        elif released is not None and folder not in released:
             counts["waiting"] += 1
         else:
-            chosen.append(trigger)
+            at = trigger.time if released is None else max(trigger.time, released[folder])
+            kind = "older" if at < span.since else "newer" if at >= span.until else None
+            if kind is None:
+                chosen.append(trigger)
+            else:
+                counts[kind] += 1
     return chosen, counts
 
 
@@ -166,8 +169,8 @@ def _triggers(route: Route, stored: Iterable[StoredObject], marker: str | None) 
         )
 
 
-def _completed_folders(stored: Iterable[StoredObject], marker: str | None) -> set[str] | None:
-    """The folders holding the completion marker; None where the route names none (every folder is complete)."""
+def _released(stored: Iterable[StoredObject], marker: str | None) -> dict[str, datetime] | None:
+    """Each folder holding the completion marker, with when it landed; None where the route names no marker."""
     if marker is None:
         return None
-    return {item.key.rpartition("/")[0] for item in stored if item.key.rpartition("/")[2] == marker}
+    return {item.key.rpartition("/")[0]: item.last_modified for item in stored if item.key.rpartition("/")[2] == marker}

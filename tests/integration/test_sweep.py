@@ -13,7 +13,9 @@ import pytest
 
 from emulator.s3_server import S3Server
 from emulator.server import Emulator
+from handler.errors import ConfigError
 from handler.launcher import Launcher
+from handler.settings import parse_settings
 from handler.wiring import Wiring
 from tests.conftest import ACCESS_KEY, SECRET_KEY, FakeClock, JsonLines, cli, connected, result_of, sqs_batch, upload
 
@@ -340,3 +342,75 @@ def test_an_ncp_payload_without_its_own_time_is_identified_by_the_objects_state(
         stored(s3_server, bucket, "landing/a.csv", modified=clock.wall() - 1)  # a new upload of the key
         again = result_of(Launcher(Wiring(clock.clocks(), environ={})), config, flat, platform="ncp")
         assert len(again["submitted"]) == 1 and len(api.all_executions()) == 2
+
+
+# A hostile review of issue 24: each test below failed on the change it reviewed.
+
+
+def test_identical_bytes_uploaded_again_an_hour_later_run_again_in_a_warm_container(
+    emulator: Emulator, clock: FakeClock, s3_server: S3Server
+) -> None:
+    # The object's identity leaves out its time; the container's memory took the second upload of the same bytes
+    # for a redelivery of the first.
+    bucket = fresh_bucket(s3_server)
+    config = sweeping(emulator, s3_server, bucket)
+    warm = launcher_for(clock, s3_server)
+    etag = "0123456789abcdef0123456789abcdef"
+    assert result_of(warm, config, notified(bucket, "landing/a.csv", etag, clock.wall() - 60))["submitted"]
+    assert result_of(warm, config, notified(bucket, "landing/a.csv", etag, clock.wall() - 60))["skipped"]
+    clock.advance(HOUR)
+    assert result_of(warm, config, notified(bucket, "landing/a.csv", etag, clock.wall() - 60))["submitted"]
+    assert len(emulator.all_executions()) == 2
+
+
+def test_a_sweep_recognises_the_run_of_a_route_whose_events_are_written_in_lower_case(
+    emulator: Emulator, clock: FakeClock, s3_server: S3Server
+) -> None:
+    bucket = fresh_bucket(s3_server)
+    match = {"bucket": bucket, "prefix": "landing/", "suffix": ".csv", "events": ["objectcreated:*"]}
+    config = sweeping(emulator, s3_server, bucket, dedupParameter="$dedup", match=match)
+    now = clock.wall()
+    etag = stored(s3_server, bucket, "landing/a.csv", modified=now - 600)
+    assert result_of(launcher_for(clock, s3_server), config, notified(bucket, "landing/a.csv", etag, now - 600))[
+        "submitted"
+    ]
+    clock.advance(30)
+    result_of(launcher_for(clock, s3_server), config, {"sweep": "files"})
+    assert started_paths(emulator) == [f"{bucket}/landing/a.csv"]
+
+
+def test_files_whose_completion_marker_arrives_after_the_look_back_are_still_started(
+    emulator: Emulator, clock: FakeClock, s3_server: S3Server
+) -> None:
+    # A folder's files are released when its marker lands: timed by their own LastModified, they had fallen out
+    # of the look-back by then and never ran.
+    bucket = fresh_bucket(s3_server)
+    sweep = {"quietSeconds": 120, "lookBackHours": 2, "marker": "_SUCCESS"}
+    config = sweeping(emulator, s3_server, bucket, sweep=sweep)
+    stored(s3_server, bucket, "landing/dt=1/a.csv", modified=clock.wall() - 1.5 * HOUR)
+    held = result_of(launcher_for(clock, s3_server), config, {"sweep": "files"})
+    assert held["sweeps"][0]["waiting"] == 1
+    clock.advance(HOUR)
+    stored(s3_server, bucket, "landing/dt=1/_SUCCESS", modified=clock.wall() - 300)
+    result_of(launcher_for(clock, s3_server), config, {"sweep": "files"})
+    assert started_paths(emulator) == [f"{bucket}/landing/dt=1/a.csv"]
+
+
+def test_two_routes_of_a_job_that_write_one_file_list_parameter_two_ways_are_refused() -> None:
+    # A manifest route and a plain coalescing route sharing "$files" on one job: the job's runs are read one way
+    # per parameter, so one route's runs covered nothing and its sweep (or a redelivery) ran them again.
+    routes = [
+        {"name": "plain", "match": {"bucket": "b", "prefix": "in/"}, "jobId": "J", "coalesce": {"parameter": "$files"}},
+        {
+            "name": "batch",
+            "match": {"bucket": "b", "prefix": "other/"},
+            "jobId": "J",
+            "coalesce": {"parameter": "$files", "maxObjects": 5000, "manifest": "lists/m/"},
+            "parameters": {"$manifest": "{manifest}"},
+        },
+    ]
+    with pytest.raises(ConfigError) as refused:
+        parse_settings({"DATAFLOW_ROUTES": json.dumps(routes), "DATAFLOW_DRY_RUN": "true"})
+    assert "$files of job J is also route plain's file list, written another way" in str(refused.value)
+    routes[1]["coalesce"]["parameter"] = "$batch"  # type: ignore[index]
+    assert len(parse_settings({"DATAFLOW_ROUTES": json.dumps(routes), "DATAFLOW_DRY_RUN": "true"}).routes) == 2
