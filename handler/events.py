@@ -115,6 +115,11 @@ class ObjectTrigger(Record):
         # The route whose sweep listed the object (its time is then the object's LastModified).
         self.swept_by: Final = swept_by
 
+    def needs_state(self) -> bool:
+        """An upload's event that carries nothing to tell a replay from a new upload of the key (NCP's flat
+        payload without ETag or time): the object's own state identifies it."""
+        return self.event_name.lower().startswith("objectcreated") and not self.etag and not self.own_time
+
     def identity(self) -> list[object]:
         """What tells this event from another of its kind, stable across its redeliveries.
 

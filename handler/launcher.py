@@ -9,18 +9,17 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from handler.errors import ConfigError, RequestError
-from handler.events import Batch, SweepTrigger, normalise
+from handler.events import Batch, ObjectTrigger, SweepTrigger, normalise
 from handler.exactly_once import Call, DedupMemory, ExactlyOnce, step_failed
-from handler.objects import needs_state, with_state
 from handler.outcomes import Failed, Outcome, Skipped, Submitted
 from handler.planning import CoalescedPlan, PlannedExecution, Step, plan
 from handler.results import Report, counts, logged, report
 from handler.settings import Settings, load_settings
-from handler.sweep import Listed, swept_routes, swept_summary, unlisted
 from handler.wiring import Wiring
 
 if TYPE_CHECKING:
     from handler.events import Platform
+    from handler.sweep import Listed
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class Launcher:
             platform=platform,
         )
         batch = normalise(event, platform=platform, now=call.now, activation_id=activation_id, zone=settings.zone)
-        if any(needs_state(trigger) for delivery in batch.deliveries for trigger in delivery.triggers):
+        if any(isinstance(t, ObjectTrigger) and t.needs_state() for d in batch.deliveries for t in d.triggers):
             batch = self._with_state(batch, call, platform)
         sweeps: list[Listed] = []
         sweeper = partial(self._listed, call=call, platform=platform, kept=sweeps)
@@ -68,12 +67,16 @@ class Launcher:
         self._finished(outcomes, started)
         done = report(outcomes, from_sqs=batch.from_sqs, dry_run=settings.dry_run)
         if sweeps:
+            from handler.sweep import swept_summary
+
             done.result["sweeps"] = [swept_summary(listed, outcomes) for listed in sweeps]
             log.info("sweep finished", extra={"sweeps": done.result["sweeps"]})
         return done
 
     def _with_state(self, batch: Batch, call: Call, platform: Platform) -> Batch:
         """Events without an object's state given it from object storage; as they came where it cannot be read."""
+        from handler.objects import with_state  # imported here: only such events (and sweeps) read object storage
+
         try:
             store = self.wiring.objects(call.settings, platform)
         except RequestError as exc:
@@ -102,6 +105,8 @@ class Launcher:
     ) -> list[Listed] | str:
         """Each route the sweep names, listed in its span (as far back as the duplicate check reads); what it
         found is `kept` for the sweep's account."""
+        from handler.sweep import swept_routes, unlisted  # imported here: a cold start without a sweep needs none
+
         routes = swept_routes(trigger, call.settings.routes)
         if isinstance(routes, str):
             return routes

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
 from handler.errors import RequestError
-from handler.events import Batch, Delivery, ObjectTrigger, Trigger
+from handler.events import Batch, Delivery, ObjectTrigger
 from handler.routes import DEFAULT_SWEEP, Route
 from handler.sweep import Listed, select, span_of, unlisted
 
@@ -67,20 +67,13 @@ class ObjectStore:
         )
 
 
-def needs_state(trigger: Trigger) -> bool:
-    """An upload's event that carries nothing to tell a replay from a new upload of the key."""
-    if not isinstance(trigger, ObjectTrigger):
-        return False
-    return trigger.event_name.lower().startswith("objectcreated") and not trigger.etag and not trigger.own_time
-
-
 def with_state(batch: Batch, store: ObjectStore, deadline: float | None) -> Batch:
-    """The batch with each event that `needs_state` given the object's own state."""
+    """The batch with each upload's event that needs the object's state given it."""
     deliveries = tuple(
         Delivery(
             tuple(
                 store.identified(trigger, deadline)
-                if needs_state(trigger) and isinstance(trigger, ObjectTrigger)
+                if isinstance(trigger, ObjectTrigger) and trigger.needs_state()
                 else trigger
                 for trigger in delivery.triggers
             ),
