@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, assert_never
@@ -15,9 +14,6 @@ from handler.routes import DEFAULT_SWEEP, Miss, Route, Sweep
 
 if TYPE_CHECKING:
     from handler.storage.client import StoredObject
-
-
-log = logging.getLogger(__name__)
 
 
 class Span(Record):
@@ -83,7 +79,7 @@ def unlisted(route: Route, trigger: SweepTrigger, window: timedelta, error: Requ
 
 def swept_summary(listed: Listed, outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """What one route's sweep listed, and what became of what it sent on: covered, unproven, started, failed."""
-    tally = dict.fromkeys(("covered", "unproven", "runs", "started", "failed"), 0)
+    tally = dict.fromkeys(("covered", "unproven", "skipped", "runs", "started", "failed"), 0)
     for outcome in outcomes:
         if outcome.source.get("sweep") != listed.route.name:
             continue
@@ -91,8 +87,8 @@ def swept_summary(listed: Listed, outcomes: Sequence[Outcome]) -> dict[str, Any]
             case Submitted():
                 tally["runs"] += 1
                 tally["started"] += len(outcome.objects) or 1
-            case Skipped():
-                tally["covered" if outcome.reason == "duplicate" else "unproven"] += 1
+            case Skipped():  # covered by a run, not provably new, or skipped for another reason (own-output)
+                tally[{"duplicate": "covered", "unproven": "unproven"}.get(outcome.reason, "skipped")] += 1
             case Failed():
                 tally["failed"] += 1
             case _:
