@@ -104,8 +104,8 @@ class DedupMemory:
         self.capacity = capacity
         self.wall = wall
         self._lock = threading.Lock()
-        self._submitted: OrderedDict[str, str | None] = OrderedDict()
-        self._when: dict[str, float] = {}  # key -> when this container remembered it (its run is no older)
+        # key -> (its execution id, when this container remembered it: its run is no older)
+        self._submitted: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
         self._ambiguous: OrderedDict[str, None] = OrderedDict()
         self._owners: dict[str, str] = {}  # execution id -> the key it was started or found for
 
@@ -114,11 +114,10 @@ class DedupMemory:
         remembered since then counts: an object's key is its state, and the same bytes uploaded again later
         share it, though the run of the first upload did not see the second."""
         with self._lock:
-            if key not in self._submitted:
+            held = self._submitted.get(key)
+            if held is None or (since is not None and held[1] < (since - CLOCK_TOLERANCE).timestamp()):
                 return False, None
-            if since is not None and self._when.get(key, 0.0) < (since - CLOCK_TOLERANCE).timestamp():
-                return False, None
-            return True, self._submitted[key]
+            return True, held[0]
 
     def remember(self, key: str, execution_id: str | None) -> None:
         with self._lock:
@@ -133,16 +132,14 @@ class DedupMemory:
         return True
 
     def _remember(self, key: str, execution_id: str | None) -> None:
-        self._owners.pop(self._submitted.pop(key, None) or "", None)
-        self._submitted[key] = execution_id
-        self._when[key] = self.wall()
+        self._owners.pop(self._submitted.pop(key, (None, 0.0))[0] or "", None)
+        self._submitted[key] = (execution_id, self.wall())
         if execution_id:
             self._owners[execution_id] = key
         self._ambiguous.pop(key, None)
         while len(self._submitted) > self.capacity:
-            gone, forgotten = self._submitted.popitem(last=False)
+            _, (forgotten, _) = self._submitted.popitem(last=False)
             self._owners.pop(forgotten or "", None)
-            self._when.pop(gone, None)
 
     def mark_ambiguous(self, key: str) -> None:
         with self._lock:
@@ -305,7 +302,7 @@ class ExactlyOnce:
         seen, known_id = self.memory.submitted(step.dedup_key, step.time)
         if seen:
             return _duplicate(step, known_id)
-        if ahead(step, call):
+        if ahead(step, call.now) and not call.settings.dry_run:
             message = (
                 f"its time {step.time.isoformat()} is ahead of this clock ({call.now.isoformat(timespec='seconds')}): "
                 "no run can yet be shown to cover it, so each delivery would start again; a fire or a replay names "
@@ -722,10 +719,9 @@ class ExactlyOnce:
         return round((self.clocks.monotonic() - started) * 1000, 1)
 
 
-def ahead(step: PlannedExecution, call: Call) -> bool:
-    """A schedule's fire or a direct call timed past this clock (another host's clock allowed), outside a dry run."""
-    kind = step.source.get("kind")
-    return kind in ("schedule", "direct") and step.time > call.now + FUTURE_TOLERANCE and not call.settings.dry_run
+def ahead(step: PlannedExecution, now: datetime) -> bool:
+    """A schedule's fire or a direct call timed past this clock (another host's clock allowed)."""
+    return step.source.get("kind") in ("schedule", "direct") and step.time > now + FUTURE_TOLERANCE
 
 
 def swept(step: PlannedExecution | CoalescedPlan) -> bool:

@@ -33,7 +33,7 @@ from handler.events import (
     Trigger,
     normalise,
 )
-from handler.exactly_once import FUTURE_TOLERANCE, Call, ExactlyOnce, describe
+from handler.exactly_once import Call, ExactlyOnce, ahead, describe
 from handler.outcomes import Failed, Skipped
 from handler.planning import Fired, Member, Origin, PlannedExecution, fire
 from handler.settings import SETTING_NAMES, Settings, config_from
@@ -254,7 +254,7 @@ def _fires(step: PlannedExecution, checker: _Checker | None) -> dict[str, Any]:
         "dedupKey": step.dedup_key,
         "eventTime": step.time.isoformat(),
     }
-    if step.source.get("kind") in ("schedule", "direct") and step.time > datetime.now(UTC) + FUTURE_TOLERANCE:
+    if ahead(step, datetime.now(UTC)):
         verdict["note"] = "its time is ahead of this clock: invoke refuses it (bad-event) until that time has come"
     if checker is not None:
         verdict["service"] = checker.existing(step)

@@ -13,6 +13,7 @@ from handler.errors import RequestError
 from handler.events import SweepTrigger
 from handler.launcher import Launcher
 from handler.routes import Route
+from handler.settings import Settings
 from handler.wiring import Wiring
 
 DAY_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -41,7 +42,7 @@ def object_backfill(args: argparse.Namespace, route: Route, config: Mapping[str,
     return 1 if result["failed"] else 0
 
 
-def _confirm(args: argparse.Namespace, route: Route, loaded: Any, trigger: SweepTrigger) -> None:
+def _confirm(args: argparse.Namespace, route: Route, loaded: Settings, trigger: SweepTrigger) -> None:
     """Above the confirmation bound, the number of objects in the range is asked about (or --yes given)."""
     from handler.cli.backfill import confirm  # the one rule for every backfill
 
