@@ -46,6 +46,8 @@ def _confirm(args: argparse.Namespace, route: Route, loaded: Settings, trigger: 
     """Above the confirmation bound, the number of objects in the range is asked about (or --yes given)."""
     from handler.cli.backfill import confirm  # the one rule for every backfill
 
+    if args.yes:  # nothing to ask: the sweep lists the bucket itself, once
+        return
     try:
         store = Wiring().objects(loaded, args.platform)
     except RequestError as exc:
